@@ -1,0 +1,148 @@
+"""The on-disk format: names, atomic writes, checksums and the manifest.
+
+A prepared dataset is one directory::
+
+    DIR/manifest.json                 written last; format name + version, config, counts, files
+    DIR/tokenizer.json                the tokenizer used (copied or trained), so DIR is self-contained
+    DIR/shards/00000.tokens.bin       the shard's documents, concatenated, raw little-endian uint16/32
+    DIR/shards/00000.docs.npy         int64 [n_docs + 1] document start offsets (fenceposts)
+    DIR/shards/00000.split.npy        uint8 [n_docs]: 0 = train, 1 = held-out validation
+    DIR/shards/00000.train.L00256.npy int64 row start offsets of bucket L = 256 (rows are
+                                      tokens[s : s + L + 1]; no token is copied into a bucket)
+    DIR/shards/00000.done.json        the shard's record; its presence marks the shard finished
+
+Every file is written to a temporary name in the same directory and renamed into place, so a
+reader or a rerun never sees half a file. The sha256 is computed from the bytes as they are
+written (no second read). The manifest's ``fingerprint`` is the sha256 of its canonical JSON
+without the fingerprint itself and the creation time: two preparations with the same inputs and
+arguments have the same fingerprint, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+
+FORMAT_NAME = "ddecomp"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"
+SHARD_DIR = "shards"
+SPLITS = ("train", "val")
+_VOLATILE_KEYS = ("fingerprint", "created", "elapsed_s", "prepare")
+
+
+def shard_name(index: int) -> str:
+    return f"{index:05d}"
+
+
+def bucket_file(shard: str, split: str, L: int) -> str:
+    return f"{SHARD_DIR}/{shard}.{split}.L{L:05d}.npy"
+
+
+def _tmp_path(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    os.replace(tmp, path)
+
+
+def file_record(rel: str, nbytes: int, sha: str) -> dict[str, Any]:
+    return {"path": rel, "bytes": nbytes, "sha256": sha}
+
+
+def write_bytes_atomic(root: Path, rel: str, chunks: list[Any]) -> dict[str, Any]:
+    """Write the buffers in ``chunks`` to ``root/rel`` atomically; return its file record."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    h = hashlib.sha256()
+    n = 0
+    try:
+        with open(tmp, "wb") as f:
+            for c in chunks:
+                mv = memoryview(c).cast("B")
+                h.update(mv)
+                f.write(mv)
+                n += mv.nbytes
+        _commit(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return file_record(rel, n, h.hexdigest())
+
+
+def write_npy_atomic(root: Path, rel: str, arr: np.ndarray) -> dict[str, Any]:
+    """Save ``arr`` as a standard ``.npy`` file atomically (header written by numpy's own code)."""
+    arr = np.ascontiguousarray(arr)
+    header = _npy_header(arr)
+    return write_bytes_atomic(root, rel, [header, arr])
+
+
+def _npy_header(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(arr))
+    return buf.getvalue()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    data = (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode()
+    write_bytes_atomic(path.parent, path.name, [data])
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def canonical_sha256(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def fingerprint(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON, without fields that vary between equal runs."""
+    return canonical_sha256({k: v for k, v in manifest.items() if k not in _VOLATILE_KEYS})
+
+
+def load_manifest(root: Path) -> dict[str, Any]:
+    """Read and check ``root/manifest.json``; a user error if missing, foreign or too new."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        hint = " (an interrupted prepare? rerun it)" if (Path(root) / SHARD_DIR).is_dir() else ""
+        raise UserError(f"{root}: no {MANIFEST}, not a prepared ddecomp dataset{hint}")
+    try:
+        man = read_json(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable manifest ({e}); run `ddecomp prepare` again") from e
+    if not isinstance(man, dict) or man.get("format") != FORMAT_NAME:
+        raise UserError(f"{path}: not a ddecomp manifest (format={man.get('format')!r})")
+    ver = man.get("version")
+    if ver != FORMAT_VERSION:
+        raise UserError(
+            f"{path}: format version {ver} is not supported by this ddecomp "
+            f"(reads version {FORMAT_VERSION}); prepare the data again or use a matching ddecomp"
+        )
+    return man
