@@ -46,16 +46,15 @@ class DocMask:
     block_mask: Any | None = None
     dense: Tensor | None = None
 
-    def attended_pairs(self) -> int:
-        """Number of (query, key) pairs the mask allows: ``sum over documents n (n + 1) / 2``."""
-        ids = self.doc_ids
-        # Run lengths of equal ids along each row; ids are non-decreasing within a row.
-        change = torch.ones_like(ids, dtype=torch.bool)
-        change[:, 1:] = ids[:, 1:] != ids[:, :-1]
-        flat_change = change.flatten().nonzero().flatten()
-        bounds = torch.cat([flat_change, flat_change.new_tensor([ids.numel()])])
-        n = (bounds[1:] - bounds[:-1]).to(torch.int64)
-        return int((n * (n + 1) // 2).sum())
+
+def doc_pairs(cu_seqlens: Tensor, batch: int, seq_len: int) -> int:
+    """Attended (query, key) pairs under a document mask: ``sum n (n + 1) / 2`` over the
+    documents of ``cu_seqlens``, each also cut at row boundaries (computed on the host)."""
+    cu = cu_seqlens.detach().cpu().to(torch.int64)
+    rows = torch.arange(0, batch * seq_len + 1, seq_len, dtype=torch.int64)
+    bounds = torch.unique(torch.cat([cu, rows]))  # sorted
+    n = bounds[1:] - bounds[:-1]
+    return int((n * (n + 1) // 2).sum())
 
 
 def doc_ids_from_cu_seqlens(cu_seqlens: Tensor, batch: int, seq_len: int) -> Tensor:

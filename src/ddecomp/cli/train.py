@@ -1,0 +1,102 @@
+"""``ddecomp train DIR --method dd|concat|concat-dm|pack --out RUN``: the reference trainer.
+
+Runs under ``torchrun`` as is: ``torchrun --nproc-per-node 8 -m ddecomp train DIR ...`` (DDP,
+NCCL on GPUs, gloo on CPUs); every rank gets the same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..model import SIZES
+from ..train import METHODS, TrainConfig
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the reference GPT with DD or a baseline loader",
+        description="Train the reference GPT on a prepared dataset. Token counts are global "
+        "(all ranks); tokens per step are the same for every method, so runs of equal --tokens "
+        "have equal steps and the same learning-rate schedule.",
+    )
+    d = TrainConfig(data="", out="")
+    p.add_argument("data", metavar="DIR", help="prepared dataset (ddecomp prepare)")
+    p.add_argument("--method", choices=METHODS, default=d.method, help="data pipeline (default dd)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory (created)")
+    p.add_argument("--size", choices=list(SIZES), default=d.size, help="model size (default tiny)")
+    p.add_argument(
+        "--tokens", type=int, default=d.tokens, help=f"training tokens (default {d.tokens:,})"
+    )
+    p.add_argument(
+        "--tokens-per-step", type=int, default=d.tokens_per_step,
+        help=f"tokens per optimizer step, all ranks (default {d.tokens_per_step:,})",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-len", type=int, default=None,
+        help="longest sequence, tokens (default: the dataset's); the baselines' chunk length",
+    )  # fmt: skip
+    p.add_argument(
+        "--curriculum", default=d.curriculum,
+        help="DD curriculum: natural|uniform|grow-p2|grow-linear|shrink-p2 or odds '32,16,...'",
+    )  # fmt: skip
+    p.add_argument(
+        "--cycles", type=int, default=d.cycles, help=f"curriculum cycles (default {d.cycles})"
+    )
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument(
+        "--warmup", type=int, default=d.warmup, help=f"warmup steps (default {d.warmup})"
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of weights and data order")
+    p.add_argument("--device", default=d.device, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (warms each shape)"
+    )
+    p.add_argument(
+        "--eval-every", type=int, default=d.eval_every,
+        help="steps between held-out evaluations (default 0: only at the end)",
+    )  # fmt: skip
+    p.add_argument(
+        "--eval-tokens", type=int, default=d.eval_tokens,
+        help=f"held-out tokens per context length (default {d.eval_tokens:,})",
+    )  # fmt: skip
+    p.add_argument(
+        "--checkpoint-every", type=int, default=d.checkpoint_every,
+        help="steps between checkpoints (default 0: only at the end)",
+    )  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
+    p.add_argument(
+        "--stop-after", type=int, default=None,
+        help="stop with a checkpoint after this many steps (the schedule spans the full run)",
+    )  # fmt: skip
+    p.add_argument(
+        "--deterministic", action="store_true", help="deterministic kernels (exact resume)"
+    )
+    p.add_argument("--num-workers", type=int, default=0, help="loader worker processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import train
+
+    cfg = TrainConfig(
+        data=args.data, out=args.out, method=args.method, size=args.size, tokens=args.tokens,
+        tokens_per_step=args.tokens_per_step, max_len=args.max_len,
+        curriculum=args.curriculum, cycles=args.cycles, lr=args.lr,
+        warmup=args.warmup, seed=args.seed, device=args.device, compile=args.compile,
+        deterministic=args.deterministic, eval_every=args.eval_every,
+        eval_tokens=args.eval_tokens, checkpoint_every=args.checkpoint_every,
+        stop_after=args.stop_after, resume=args.resume, num_workers=args.num_workers,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    summary = train(cfg)
+    if summary:  # empty on ranks other than 0
+        keys = ("method", "finished", "steps", "tokens", "elapsed_s", "tokens_per_s")
+        print(json.dumps({k: summary.get(k) for k in keys}))
+        fe = summary.get("final_eval")
+        if fe:
+            print(f"val loss (mean over lengths): {fe['val_loss_mean']:.4f}")
+    return 0

@@ -1,0 +1,375 @@
+"""The reference trainer: one GPT, four ways to feed it, identical everything else.
+
+``train(TrainConfig(data=DIR, out=RUN, method=...))`` trains the :mod:`ddecomp.model` GPT on a
+prepared dataset and writes ``RUN/config.json``, ``RUN/metrics.jsonl`` (one line per step),
+``RUN/eval.jsonl`` (held-out losses, :mod:`ddecomp.evaluate`), ``RUN/checkpoints/`` and
+``RUN/summary.json``. The methods differ only in the loader (and the attention mask it implies):
+
+==========  ==============================================  ===========================
+method      loader                                          attention
+==========  ==============================================  ===========================
+dd          ``VSLLoader`` (one bucket length per step)      causal (rows are one doc)
+concat      ``ConcatChunkLoader(seq_len=max_len)``          causal across documents
+concat-dm   ``ConcatChunkLoader(..., doc_mask=True)``       document mask
+pack        ``PackedLoader(seq_len=max_len)`` (BFD)         document mask
+==========  ==============================================  ===========================
+
+Tokens per step are the same for every method, so the run length in steps is
+``tokens // tokens_per_step`` and one cosine learning-rate schedule with linear warmup spans all of
+it (not one per curriculum cycle). The loss of a step is the mean over every target token of every
+rank (padding excluded): each rank divides its sum by the global count, and DDP's gradient mean
+then equals the single-process gradient of the same global batch.
+
+Time accounting: ``elapsed_s`` counts only training steps (loading, forward, backward, optimizer);
+evaluation, checkpoints and ``--compile`` warm-up are reported apart in the summary, so runs are
+compared on the work the method changes. The machine synchronises once per step (the loss is read
+back for the log), which the step times include.
+
+Exact resume: a checkpoint holds model, optimizer, scheduler, loader state and RNG states; a
+resumed run truncates the logs to the checkpoint's step and continues. On CPU with
+``deterministic=True`` its losses equal the uninterrupted run's bit for bit (tested).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from .attention import doc_pairs, make_doc_mask
+from .checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .distributed import (
+    Launch,
+    all_gather_object,
+    all_sum,
+    barrier,
+    close_world,
+    init_world,
+    resolve_device,
+)
+from .errors import UserError
+from .evaluate import EvalConfig, evaluate
+from .model import GPT, IGNORE_INDEX, SIZES, causal_pairs, model_config, num_params, train_flops
+from .runlog import RunLog, peak_flops_for
+from .trainsetup import build_loader, build_optimizer, cosine_schedule, warm_shapes
+
+METHODS = ("dd", "concat", "concat-dm", "pack")
+# Fields that must not change when a run is resumed (the rest, e.g. device, may).
+_RESUME_FIXED = (
+    "method", "size", "tokens", "tokens_per_step", "max_len", "curriculum", "cycles", "lr",
+    "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "seed", "model_overrides",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Token counts are global (all ranks together); steps are optimizer steps.
+
+    data: prepared dataset directory; out: run directory (created).
+    method: dd | concat | concat-dm | pack. size: tiny | small | 160m | 410m | 1b.
+    tokens: training tokens in total; tokens_per_step: tokens per optimizer step.
+    max_len: longest sequence in tokens (None: the dataset's); the baselines' chunk/bin length.
+    curriculum, cycles: DD's curriculum (see ddecomp.curriculum) and its number of cycles.
+    lr: peak learning rate; min_lr_ratio: final LR as a fraction of it; warmup: steps.
+    eval_every / checkpoint_every: steps between evaluations / checkpoints (0: only at the end).
+    eval_tokens: held-out tokens per context length per evaluation.
+    stop_after: stop (with a checkpoint) after this many steps, as a preemption would; the
+    schedule still spans the whole run. resume: continue RUN from its latest checkpoint.
+    """
+
+    data: str
+    out: str
+    method: str = "dd"
+    size: str = "tiny"
+    tokens: int = 1 << 22
+    tokens_per_step: int = 1 << 14
+    max_len: int | None = None
+    curriculum: str = "grow-p2"
+    cycles: int = 8
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    compile: bool = False
+    deterministic: bool = False
+    eval_every: int = 0
+    eval_tokens: int = 32768
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    stop_after: int | None = None
+    resume: bool = False
+    num_workers: int = 0
+    progress: bool = True
+    peak_flops: float | None = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"--method {self.method!r}: use one of {', '.join(METHODS)}")
+        if self.size not in SIZES:
+            raise UserError(f"--size {self.size!r}: use one of {', '.join(SIZES)}")
+        if self.tokens_per_step < 1 or self.tokens < self.tokens_per_step:
+            raise UserError(
+                f"--tokens {self.tokens} must be at least --tokens-per-step "
+                f"{self.tokens_per_step} (>= 1): the run would have no step"
+            )
+        if self.warmup < 0 or self.warmup >= self.steps:
+            raise UserError(
+                f"--warmup {self.warmup} steps must be in [0, {self.steps}) for a run of "
+                f"{self.steps} steps (--tokens {self.tokens} // --tokens-per-step "
+                f"{self.tokens_per_step})"
+            )
+        if not (self.lr > 0 and 0 <= self.min_lr_ratio <= 1):
+            raise UserError(
+                f"--lr {self.lr} must be > 0 and min_lr_ratio {self.min_lr_ratio} in [0, 1]"
+            )
+        if self.grad_clip <= 0 or self.weight_decay < 0:
+            raise UserError(
+                f"grad_clip {self.grad_clip} must be > 0, weight_decay {self.weight_decay} >= 0"
+            )
+        for name in ("eval_every", "checkpoint_every", "cycles", "keep_checkpoints", "eval_tokens"):
+            v = getattr(self, name)
+            low = 0 if name.endswith("every") else 1
+            if v < low:
+                raise UserError(f"--{name.replace('_', '-')} {v} must be >= {low}")
+        if self.stop_after is not None and not 1 <= self.stop_after <= self.steps:
+            raise UserError(f"stop_after {self.stop_after} must be in [1, {self.steps}]")
+        if self.max_len is not None and (self.max_len < 1 or self.max_len & (self.max_len - 1)):
+            raise UserError(f"--max-len {self.max_len} must be a power of two")
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // self.tokens_per_step
+
+    @property
+    def doc_masked(self) -> bool:
+        return self.method in ("concat-dm", "pack")
+
+
+def _configure_determinism(cfg: TrainConfig, device: torch.device) -> None:
+    if cfg.deterministic:
+        if device.type == "cuda":
+            import os
+
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def _check_resume(saved: dict[str, Any], cfg: TrainConfig, fingerprint: str) -> None:
+    now = asdict(cfg)
+    for k in _RESUME_FIXED:
+        if saved["config"].get(k) != now[k]:
+            raise UserError(
+                f"--resume: {k} was {saved['config'].get(k)!r} in the checkpoint, now {now[k]!r}; "
+                "use the same value or start a new run with another --out"
+            )
+    if saved["fingerprint"] != fingerprint:
+        raise UserError(
+            f"--resume: the dataset changed (fingerprint {saved['fingerprint'][:12]} in the "
+            f"checkpoint, {fingerprint[:12]} now); resume on the same prepared data"
+        )
+
+
+def _batches(loader: Any, epoch: int, resumed: bool) -> Any:
+    """Batches forever, epoch after epoch; a resumed loader continues its epoch first."""
+    while True:
+        if not resumed:
+            loader.set_epoch(epoch)
+        resumed = False
+        served = 0
+        for batch in loader:
+            served += 1
+            yield batch
+        if served == 0 and len(loader) == 0:
+            raise UserError(
+                f"the loader has no full step of {loader.tokens_per_step} tokens in epoch {epoch}; "
+                "lower --tokens-per-step or prepare more data"
+            )
+        epoch += 1
+
+
+def train(cfg: TrainConfig, world: Launch | None = None) -> dict[str, Any]:
+    """Run (or resume) one training run; returns the summary also written to ``summary.json``."""
+    from .dataset import open_dataset
+
+    world = world or Launch.detect()
+    device = resolve_device(cfg.device, world)
+    init_world(world, device)
+    try:
+        return _train(cfg, world, device, open_dataset)
+    finally:
+        close_world(world)
+
+
+def _train(
+    cfg: TrainConfig, world: Launch, device: torch.device, open_dataset: Any
+) -> dict[str, Any]:
+    _configure_determinism(cfg, device)
+    ds = open_dataset(cfg.data, split="train")
+    val = open_dataset(cfg.data, split="val")
+    max_len = cfg.max_len or ds.max_len
+    if max_len > ds.max_len or max_len < ds.min_len:
+        raise UserError(
+            f"--max-len {max_len} is outside the dataset's range {ds.min_len}..{ds.max_len}"
+        )
+    run = Path(cfg.out)
+    ckpt_path = latest_checkpoint(run) if cfg.resume else None
+    if not cfg.resume and (run / "metrics.jsonl").exists():
+        raise UserError(
+            f"{run} already holds a run; pass --resume to continue it or use a new --out"
+        )
+
+    loader = build_loader(cfg, ds, max_len, world)
+    mcfg = model_config(cfg.size, ds.vocab_size, **cfg.model_overrides)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    raw = GPT(mcfg).to(device)
+    opt = build_optimizer(raw, cfg, device)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, cosine_schedule(cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+    )
+    step, elapsed, epoch, resumed = 0, 0.0, 0, False
+    if ckpt_path is not None:
+        state = load_checkpoint(ckpt_path)
+        _check_resume(state, cfg, ds.fingerprint)
+        raw.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        loader.load_state_dict(state["loader"])
+        step, elapsed = state["step"], state["elapsed_s"]
+        epoch, resumed = int(state["loader"].get("epoch", 0)), True
+        rngs = state["rng"]
+        set_rng_state(rngs[world.rank] if len(rngs) == world.world_size else rngs[0])
+    elif cfg.resume and world.is_main:
+        print(f"ddecomp train: no checkpoint in {run}, starting from step 0")
+    model: torch.nn.Module = raw
+    compile_s = 0.0
+    if cfg.compile:
+        model = torch.compile(raw, dynamic=False)  # type: ignore[assignment]
+    if world.distributed:
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    log = RunLog(run, world.is_main, cfg, resume_step=step)
+    log.write_config(
+        {"train": asdict(cfg), "model": asdict(mcfg), "params": num_params(raw),
+         "world_size": world.world_size, "device": str(device), "steps": cfg.steps,
+         "max_len": max_len, "dataset": {"root": str(ds.root), "fingerprint": ds.fingerprint},
+         "loader": type(loader).__name__, "torch": torch.__version__}
+    )  # fmt: skip
+    peak = cfg.peak_flops or peak_flops_for(device)
+    ecfg = EvalConfig(tokens_per_length=cfg.eval_tokens, max_len=max_len, seed=0)
+    if cfg.compile:
+        compile_s = warm_shapes(model, loader, cfg, world, device, mcfg.vocab_size, max_len)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    stop = cfg.stop_after or cfg.steps
+    stream = _batches(loader, epoch, resumed)
+    log.open_progress(step, cfg.steps)
+    eval_s = ckpt_s = 0.0
+    model.train()
+
+    def do_eval() -> None:
+        nonlocal eval_s
+        t = time.perf_counter()
+        res = evaluate(raw, val, ecfg, device, world)
+        eval_s += time.perf_counter() - t
+        log.eval(res, step, step * cfg.tokens_per_step, elapsed)
+
+    def do_checkpoint() -> None:
+        nonlocal ckpt_s
+        t = time.perf_counter()
+        rngs = all_gather_object(rng_state(), world)
+        if world.is_main:
+            save_checkpoint(
+                run, step,
+                {"model": raw.state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "loader": loader.state_dict(), "rng": rngs,
+                 "step": step, "elapsed_s": elapsed, "config": asdict(cfg),
+                 "fingerprint": ds.fingerprint},
+                keep=cfg.keep_checkpoints,
+            )  # fmt: skip
+        barrier(world)
+        ckpt_s += time.perf_counter() - t
+
+    while step < stop:
+        t0 = time.perf_counter()
+        batch = next(stream)
+        x = batch["input_ids"].to(device, non_blocking=True)
+        y = batch["labels"].to(device, non_blocking=True)
+        B, L = x.shape
+        mask, pos, pairs = None, None, causal_pairs(L, B)
+        if cfg.doc_masked:
+            mask = make_doc_mask(batch["cu_seqlens"], B, L, device)
+            pos = batch["position_ids"].to(device, non_blocking=True)
+            pairs = doc_pairs(batch["cu_seqlens"], B, L)
+        counts = torch.tensor(
+            [float((y != IGNORE_INDEX).sum()), float(pairs)], dtype=torch.float64, device=device
+        )
+        all_sum(counts, world)  # global targets and attended pairs of this step
+        with autocast:
+            logits = model(x, pos, mask)
+        loss_sum = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        (loss_sum * (world.world_size / counts[0])).backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+        lr = sched.get_last_lr()[0]
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        total = all_sum(loss_sum.detach().double().reshape(1), world)
+        loss = float(total[0] / counts[0])
+        dt = time.perf_counter() - t0
+        step += 1
+        elapsed += dt
+        flops = train_flops(mcfg, B * L * world.world_size, int(counts[1]))
+        log.step(
+            {"step": step, "seq_len": L, "loss": loss, "lr": lr,
+             "tokens": step * cfg.tokens_per_step, "elapsed_s": elapsed, "step_s": dt,
+             "tokens_per_s": cfg.tokens_per_step / dt,
+             "grad_norm": float(grad_norm), "flops": flops,
+             "mfu": flops / dt / (peak * world.world_size) if peak else None}
+        )  # fmt: skip
+        if not math.isfinite(loss):
+            raise UserError(
+                f"loss is {loss} at step {step}; lower --lr (now {cfg.lr}) or raise --warmup"
+            )
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+            do_eval()
+        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == stop:
+            do_checkpoint()
+    finished = step >= cfg.steps
+    if finished:
+        do_eval()
+    summary = {
+        "method": cfg.method, "size": cfg.size, "finished": finished, "steps": step,
+        "tokens": step * cfg.tokens_per_step, "elapsed_s": elapsed,
+        "tokens_per_s": step * cfg.tokens_per_step / elapsed if elapsed else None,
+        "eval_s": eval_s, "checkpoint_s": ckpt_s, "compile_s": compile_s,
+        "params": num_params(raw), "world_size": world.world_size,
+        "loader": loader.summary() if hasattr(loader, "summary") else None,
+    }  # fmt: skip
+    log.close(summary)
+    return log.summary
