@@ -1,0 +1,158 @@
+"""The reference GPT and document-masked attention: shapes, causality, masking, FLOP counts."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ddecomp.attention import doc_ids_from_cu_seqlens, doc_pairs, make_doc_mask
+from ddecomp.errors import UserError
+from ddecomp.model import (
+    GPT,
+    IGNORE_INDEX,
+    ModelConfig,
+    causal_pairs,
+    matmul_params,
+    model_config,
+    num_params,
+    token_losses,
+    train_flops,
+)
+
+CPU = torch.device("cpu")
+
+
+def _model(**kw: object) -> GPT:
+    torch.manual_seed(0)
+    return GPT(model_config("tiny", 97, **kw)).eval()
+
+
+def test_paper_shapes_have_the_paper_parameter_counts() -> None:
+    # 50,432-token vocabulary (GPT-NeoX), untied: embedding + blocks + head.
+    want = {"160m": 162.4e6, "410m": 411.6e6, "1b": 1439.7e6}
+    for size, n in want.items():
+        c = model_config(size, 50432)
+        total = matmul_params(c) + c.d_model * c.vocab_size + (2 * c.n_layer + 1) * c.d_model
+        assert abs(total - n) / n < 1e-3, (size, total)
+    m = GPT(model_config("tiny", 1000))
+    assert num_params(m) == matmul_params(m.cfg) + (2 * 2 + 1) * 64  # tied head: counted once
+
+
+@pytest.mark.parametrize(("mlp", "norm"), [("swiglu", "rmsnorm"), ("gelu", "layernorm")])
+def test_forward_shape_and_causality(mlp: str, norm: str) -> None:
+    m = _model(mlp=mlp, norm=norm)
+    x = torch.randint(0, 97, (2, 24))
+    y = x.clone()
+    y[:, 17:] = (y[:, 17:] + 1) % 97  # change the future only
+    with torch.no_grad():
+        a, b = m(x), m(y)
+    assert a.shape == (2, 24, 97)
+    torch.testing.assert_close(a[:, :17], b[:, :17])
+    assert not torch.allclose(a[:, 17:], b[:, 17:])
+
+
+def test_no_bias_anywhere() -> None:
+    m = _model(norm="layernorm")
+    assert not [n for n, _ in m.named_parameters() if n.endswith("bias")]
+
+
+def test_packed_documents_with_mask_and_positions_equal_documents_alone() -> None:
+    """Two documents in one row, with the doc mask and restarted RoPE positions, give exactly
+    the logits each document gets alone; without the mask the second one sees the first."""
+    m = _model()
+    torch.manual_seed(1)
+    d1, d2 = torch.randint(0, 97, (1, 11)), torch.randint(0, 97, (1, 21))
+    row = torch.cat([d1, d2], dim=1)
+    pos = torch.cat([torch.arange(11), torch.arange(21)])[None]
+    mask = make_doc_mask(torch.tensor([0, 11, 32], dtype=torch.int32), 1, 32, CPU)
+    with torch.no_grad():
+        packed = m(row, pos, mask)
+        alone1, alone2 = m(d1), m(d2)
+        unmasked = m(row)
+    torch.testing.assert_close(packed[:, :11], alone1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed[:, 11:], alone2, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(unmasked[:, 11:], alone2, atol=1e-3)
+
+
+def test_rope_scores_depend_on_relative_position_only() -> None:
+    from ddecomp.model import apply_rope, rope_angles
+
+    torch.manual_seed(2)
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+
+    def score(i: int, j: int) -> float:
+        cos, sin = rope_angles(torch.tensor([[i, j]]), 16, 100_000.0)
+        qi = apply_rope(q, cos[:, :, :1], sin[:, :, :1])
+        kj = apply_rope(k, cos[:, :, 1:], sin[:, :, 1:])
+        return float((qi * kj).sum())
+
+    assert score(7, 3) == pytest.approx(score(107, 103), rel=1e-4)
+    assert score(7, 3) != pytest.approx(score(7, 5), rel=1e-3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.integers(1, 40),
+    st.lists(st.integers(1, 160), min_size=1, max_size=30),
+)
+def test_doc_ids_and_pairs_match_the_dense_mask(batch: int, seq_len: int, cuts: list[int]) -> None:
+    total = batch * seq_len
+    bounds = sorted({0, total, *(c % total for c in cuts)})
+    cu = torch.tensor(bounds, dtype=torch.int32)
+    ids = doc_ids_from_cu_seqlens(cu, batch, seq_len).flatten().numpy()
+    # reference: token t belongs to document j with bounds[j] <= t < bounds[j + 1]
+    ref = np.concatenate([np.full(b - a, j) for j, (a, b) in enumerate(itertools.pairwise(bounds))])
+    assert ids.size == total
+    np.testing.assert_array_equal(ids, ref)
+    dense = make_doc_mask(cu, batch, seq_len, CPU).dense
+    assert dense is not None
+    assert doc_pairs(cu, batch, seq_len) == int(dense.sum())
+    assert doc_pairs(cu, batch, seq_len) <= causal_pairs(seq_len, batch)
+
+
+def test_one_document_per_row_is_plain_causal() -> None:
+    cu = torch.arange(0, 3 * 8 + 1, 8, dtype=torch.int32)
+    assert doc_pairs(cu, 3, 8) == causal_pairs(8, 3) == 3 * 36
+    m = _model()
+    x = torch.randint(0, 97, (3, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, None, make_doc_mask(cu, 3, 8, CPU)), m(x))
+
+
+def test_train_flops_formula() -> None:
+    c = model_config("160m", 50432)
+    n = matmul_params(c)
+    # per token of a causal row of length L: 6N + 6 * n_layer * d * (L + 1)
+    L = 2048
+    assert train_flops(c, L, causal_pairs(L)) == L * (6 * n + 6 * 12 * 768 * (L + 1))
+
+
+def test_token_losses_ignore_padding() -> None:
+    logits = torch.zeros(1, 3, 5)
+    labels = torch.tensor([[1, IGNORE_INDEX, 4]])
+    tl = token_losses(logits, labels)
+    assert tl[0, 1] == 0
+    assert tl[0, 0] == pytest.approx(np.log(5))
+
+
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"d_model": 60, "n_head": 8}, "n_head=8"),
+        ({"norm": "batchnorm"}, "batchnorm"),
+        ({"rope_base": 1.0}, "rope_base=1.0"),
+        ({"n_layer": 0}, "n_layer=0"),
+    ],
+)
+def test_config_errors_quote_the_value(kw: dict[str, object], msg: str) -> None:
+    with pytest.raises(UserError, match=msg):
+        model_config("tiny", 100, **kw)
+    with pytest.raises(UserError, match="unknown model size"):
+        model_config("7b", 100)
+    assert isinstance(model_config("small", 100), ModelConfig)
