@@ -45,7 +45,9 @@ def test_plan_serves_every_batch_exactly_once(rows, cycles, mult, mode, cur, see
         sel = p.step_length == L
         assert sel.sum() == n // B
         assert sorted(p.step_batch[sel].tolist()) == list(range(n // B))
-        served = np.concatenate([p.global_rows(s) for s in np.flatnonzero(sel)] or [[]])
+        served = np.concatenate(
+            [p.global_rows(int(s)) for s in np.flatnonzero(sel)] + [np.zeros(0, np.int64)]
+        )
         left = p.left_out_rows(L)
         assert left.size == n % B == p.remainder_rows(L)
         both = np.concatenate([served, left]).astype(np.int64)

@@ -75,7 +75,7 @@ def apportion(totals: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return counts
 
 
-def _check_tokens_per_step(tokens_per_step: int, lengths: Sequence[int], divisor: int = 1) -> None:
+def check_tokens_per_step(tokens_per_step: int, lengths: Sequence[int], divisor: int = 1) -> None:
     """Refuse a ``tokens_per_step`` that ``max(lengths) * divisor`` does not divide."""
     unit = max(lengths) * divisor
     if not isinstance(tokens_per_step, int | np.integer) or tokens_per_step <= 0:
@@ -261,7 +261,7 @@ def build_plan(
     if not rows or any(L <= 0 or n < 0 for L, n in rows.items()):
         raise UserError(f"bucket_rows {rows} must map lengths > 0 to row counts >= 0")
     lengths = tuple(rows)
-    _check_tokens_per_step(tokens_per_step, lengths)
+    check_tokens_per_step(tokens_per_step, lengths)
     cur = resolve_curriculum(curriculum)
     if not isinstance(cycles, int | np.integer) or cycles < 1:
         raise UserError(f"cycles {cycles!r} must be an integer >= 1")
