@@ -1,0 +1,83 @@
+"""``ddecomp plan DIR --tokens-per-step N``: print (and plot) an epoch's variable-length plan.
+
+Reads only the dataset's bucket row counts; builds the same :class:`~ddecomp.plan.Plan` the
+loader executes, so what it prints is what training will serve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..curriculum import CURRICULA
+from ..errors import UserError
+from ..plan import MODES, build_plan, check_tokens_per_step, format_summary
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="show the steps of a variable-sequence-length epoch",
+        description="Build the epoch plan of a prepared dataset (no data is read): steps per "
+        "bucket, rows left out, token-weighted mean sequence length and the predicted step "
+        "cost relative to always using the longest length.",
+    )
+    p.add_argument("data", metavar="DIR", help="prepared dataset (ddecomp prepare)")
+    p.add_argument(
+        "--tokens-per-step", type=int, required=True, metavar="N",
+        help="tokens per optimizer step over all ranks; a multiple of max length x world size",
+    )  # fmt: skip
+    p.add_argument(
+        "--curriculum",
+        default="grow-p2",
+        metavar="NAME|ODDS",
+        help=f"one of {', '.join(CURRICULA)} or comma-separated odds, one per bucket, "
+        "shortest first (default grow-p2)",
+    )
+    p.add_argument("--cycles", type=int, default=8, help="curriculum cycles (default 8)")
+    p.add_argument("--mode", choices=MODES, default="sample", help="sample (default) | layout")
+    p.add_argument(
+        "--mixture", default=None, metavar="natural|equal",
+        help="tokens per bucket: natural (default: every row once) or equal tokens per bucket",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="data-order seed (default 0)")
+    p.add_argument("--epoch", type=int, default=0, help="epoch to plan (default 0)")
+    p.add_argument(
+        "--world-size", type=int, default=1,
+        help="data-parallel ranks, to check that the batch divides (default 1)",
+    )  # fmt: skip
+    p.add_argument("--split", default="train", help="train (default) | val")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="write the per-step length plot here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..dataset import open_dataset
+
+    ds = open_dataset(args.data, args.split)
+    if args.world_size < 1:
+        raise UserError(f"--world-size {args.world_size} must be >= 1")
+    check_tokens_per_step(args.tokens_per_step, list(ds.bucket_rows), args.world_size)
+    plan = build_plan(
+        ds.bucket_rows, args.tokens_per_step, args.curriculum, args.cycles, args.seed,
+        args.epoch, args.mode, mixture=args.mixture,
+    )  # fmt: skip
+    s = plan.summary()
+    s["dataset"] = str(ds.root)
+    s["world_size"] = args.world_size
+    s["tokens_per_rank_step"] = args.tokens_per_step // args.world_size
+    if args.plot:
+        from ..plots import plot_plan
+
+        title = f"{ds.root.name}: {plan.curriculum.describe()}, {plan.cycles} cycles"
+        plot_plan(plan.step_length, {b["length"]: b["tokens"] for b in s["buckets"]}, args.plot,
+                  title)  # fmt: skip
+    if args.json:
+        print(json.dumps(s, indent=1))
+    else:
+        print(format_summary(s))
+        if args.plot:
+            print(f"plot: {args.plot}")
+    return 0
