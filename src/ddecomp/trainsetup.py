@@ -36,8 +36,13 @@ def build_loader(cfg: TrainConfig, ds: Any, max_len: int, world: Launch) -> Any:
     if cfg.method == "dd":
         from .loader import VSLLoader
 
+        # A --max-len below the dataset's leaves the longer buckets out (a mixture with 0 tokens
+        # for them); prepare with that --max-len instead to split long documents into its pieces.
+        mixture = None
+        if max_len < ds.max_len:
+            mixture = {L: (n * L if L <= max_len else 0) for L, n in ds.bucket_rows.items()}
         return VSLLoader(
-            ds, curriculum=cfg.curriculum, cycles=cfg.cycles, max_len=max_len, **common
+            ds, curriculum=cfg.curriculum, cycles=cfg.cycles, mixture=mixture, **common
         )
     from .baselines import ConcatChunkLoader, PackedLoader
 

@@ -1,0 +1,212 @@
+"""The reference trainer: logs, schedule, exact resume, DDP equivalence, every method runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ddecomp.errors import UserError
+from ddecomp.train import METHODS, TrainConfig, train
+from ddecomp.trainsetup import cosine_schedule
+
+EOS = 63
+TPS = 1024  # tokens per step: a multiple of max_len 128 x 2 ranks
+
+
+def learnable_tokens(n_tokens: int, seed: int = 0) -> np.ndarray:
+    """Documents of log-normal length whose tokens follow ``t_i = t_{i-1} + step (mod 60)`` with a
+    per-document step and 10% noise: learnable, and better predicted with more context."""
+    rng = np.random.default_rng(seed)
+    docs, n = [], 0
+    while n < n_tokens:
+        L = int(np.clip(rng.lognormal(np.log(120), 0.9), 4, 1000))
+        d = (int(rng.integers(0, 60)) + int(rng.integers(1, 7)) * np.arange(L)) % 60
+        noise = rng.random(L) < 0.1
+        d[noise] = rng.integers(0, 60, int(noise.sum()))
+        docs.append(np.append(d, EOS).astype(np.uint16))
+        n += L + 1
+    return np.concatenate(docs)
+
+
+def make_dataset(root: Path, n_tokens: int = 120_000, val_fraction: float = 0.05) -> Path:
+    from ddecomp.prepare import prepare_tokens
+
+    prepare_tokens(
+        learnable_tokens(n_tokens), root, eos_id=EOS, min_len=16, max_len=128,
+        val_fraction=val_fraction, vocab_size=64,
+    )  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("train") / "ds")
+
+
+def cfg_for(data: Path, out: Path, **kw: object) -> TrainConfig:
+    base = TrainConfig(
+        data=str(data), out=str(out), tokens=16 * TPS, tokens_per_step=TPS, warmup=3,
+        device="cpu", progress=False, eval_tokens=512, deterministic=True,
+    )  # fmt: skip
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def test_metrics_and_eval_logs(data: Path, tmp_path: Path) -> None:
+    s = train(cfg_for(data, tmp_path / "run", eval_every=8))
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 17))
+    assert s["finished"]
+    assert s["tokens"] == 16 * TPS
+    lengths = {r["seq_len"] for r in rows}
+    assert lengths <= {16, 32, 64, 128}
+    assert len(lengths) > 1  # DD changes length between steps
+    assert rows[0]["seq_len"] == 128  # the out-of-memory probe comes first
+    for r in rows:
+        assert r["tokens"] == r["step"] * TPS
+        assert r["flops"] > 0
+        assert r["mfu"] is None  # no known peak for a CPU
+        assert math.isfinite(r["loss"])
+    assert np.all(np.diff([r["elapsed_s"] for r in rows]) > 0)
+    assert np.mean([r["loss"] for r in rows[-4:]]) < rows[0]["loss"] - 0.3  # it learns
+    ev = read_jsonl(tmp_path / "run" / "eval.jsonl")
+    assert [e["step"] for e in ev] == [8, 16]
+    assert set(ev[-1]["val_loss"]) == {"16", "32", "64", "128"}  # no length reaches 256
+    assert ev[-1]["val_loss_mean"] < ev[0]["val_loss_mean"]
+    assert ev[-1]["position"]["seq_len"] == 128
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["final_eval"]["step"] == 16
+
+
+def test_resume_continues_exactly(data: Path, tmp_path: Path) -> None:
+    """Stop at step 5 (checkpoint at 4 and at the stop), resume: every loss, eval and the final
+    weights equal the uninterrupted run's."""
+    full = cfg_for(data, tmp_path / "full", checkpoint_every=4, eval_every=6)
+    train(full)
+    part = cfg_for(data, tmp_path / "part", checkpoint_every=4, eval_every=6)
+    s1 = train(replace(part, stop_after=5))
+    assert not s1["finished"]
+    assert s1["steps"] == 5
+    train(replace(part, resume=True))
+    a = read_jsonl(tmp_path / "full" / "metrics.jsonl")
+    b = read_jsonl(tmp_path / "part" / "metrics.jsonl")
+    assert len(a) == len(b) == 16
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert [r["seq_len"] for r in a] == [r["seq_len"] for r in b]
+    ea = read_jsonl(tmp_path / "full" / "eval.jsonl")
+    eb = read_jsonl(tmp_path / "part" / "eval.jsonl")
+    assert [e["val_loss"] for e in ea] == [e["val_loss"] for e in eb]
+    wa = torch.load(tmp_path / "full" / "checkpoints" / "step_0000016.pt", weights_only=False)
+    wb = torch.load(tmp_path / "part" / "checkpoints" / "step_0000016.pt", weights_only=False)
+    for k, v in wa["model"].items():
+        assert torch.equal(v, wb["model"][k]), k
+
+
+def test_resume_refuses_a_changed_config(data: Path, tmp_path: Path) -> None:
+    cfg = cfg_for(data, tmp_path / "run", stop_after=2)
+    train(cfg)
+    with pytest.raises(UserError, match=r"lr was 0\.003 in the checkpoint, now 0\.001"):
+        train(replace(cfg, lr=1e-3, resume=True, stop_after=None))
+    with pytest.raises(UserError, match="already holds a run"):
+        train(replace(cfg, stop_after=None))
+
+
+def test_no_held_out_split_is_reported(tmp_path: Path) -> None:
+    ds = make_dataset(tmp_path / "ds", n_tokens=40_000, val_fraction=0.0)
+    s = train(cfg_for(ds, tmp_path / "run", tokens=4 * TPS, warmup=1))
+    assert "val-fraction" in s["eval_skipped"]
+    assert (tmp_path / "run" / "eval.jsonl").read_text() == ""
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "dd"])
+def test_baseline_methods_train(data: Path, tmp_path: Path, method: str) -> None:
+    s = train(cfg_for(data, tmp_path / method, method=method, tokens=6 * TPS, warmup=1))
+    rows = read_jsonl(tmp_path / method / "metrics.jsonl")
+    assert s["finished"]
+    assert len(rows) == 6
+    assert {r["seq_len"] for r in rows} == {128}
+    from ddecomp.model import causal_pairs, model_config, train_flops
+
+    mcfg = model_config("tiny", 64)
+    causal = train_flops(mcfg, TPS, causal_pairs(128, TPS // 128))
+    for r in rows:
+        if method == "concat":
+            assert r["flops"] == causal
+        else:  # a document mask attends to fewer pairs than causal over the whole row
+            assert r["flops"] < causal
+
+
+def test_schedule_warmup_then_cosine_to_the_floor() -> None:
+    f = cosine_schedule(warmup=10, total=100, min_ratio=0.1)
+    assert [f(s) for s in range(3)] == [0.1, 0.2, 0.3]
+    assert f(9) == 1.0
+    assert f(10) == pytest.approx(1.0)
+    assert f(99) == pytest.approx(0.1)
+    vals = [f(s) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(vals, vals[1:], strict=False))
+
+
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"method": "ddp"}, "--method 'ddp'"),
+        ({"tokens": 100}, "--tokens 100 must be at least --tokens-per-step 1024"),
+        ({"warmup": 16}, r"--warmup 16 steps must be in \[0, 16\)"),
+        ({"max_len": 100}, "--max-len 100 must be a power of two"),
+        ({"size": "2b"}, "--size '2b'"),
+    ],
+)
+def test_config_errors_quote_values(kw: dict[str, object], msg: str) -> None:
+    with pytest.raises(UserError, match=msg):
+        cfg_for(Path("d"), Path("o"), **kw)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    e = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), **(env or {})}
+    return subprocess.run(args, capture_output=True, text=True, env=e, timeout=300, check=False)
+
+
+def test_cli_user_error_exits_2(data: Path, tmp_path: Path) -> None:
+    r = _cli(sys.executable, "-m", "ddecomp", "train", str(data), "--out", str(tmp_path / "r"),
+             "--tokens-per-step", "1000", "--tokens", "4000", "--warmup", "1", "--device", "cpu")  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "tokens_per_step 1000" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_two_ranks_under_torchrun_match_one_process(data: Path, tmp_path: Path) -> None:
+    """DDP over gloo with 2 processes: the same global batches, so the same losses (to float
+    rounding of the cross-rank sums) as one process."""
+    common = ["--tokens", str(6 * TPS), "--tokens-per-step", str(TPS), "--warmup", "1",
+              "--device", "cpu", "--no-progress", "--eval-tokens", "512"]  # fmt: skip
+    one = _cli(sys.executable, "-m", "ddecomp", "train", str(data), "--out", str(tmp_path / "one"), *common)  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    two = _cli(
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-port", "29517", "-m", "ddecomp", "train", str(data), "--out",
+        str(tmp_path / "two"), *common, env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = read_jsonl(tmp_path / "one" / "metrics.jsonl")
+    b = read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    assert len(a) == len(b) == 6
+    assert [r["seq_len"] for r in a] == [r["seq_len"] for r in b]
+    np.testing.assert_allclose([r["loss"] for r in a], [r["loss"] for r in b], rtol=2e-4)
+    ea = read_jsonl(tmp_path / "one" / "eval.jsonl")[-1]
+    eb = read_jsonl(tmp_path / "two" / "eval.jsonl")[-1]
+    assert ea["val_tokens"] == eb["val_tokens"]
+    for L, v in ea["val_loss"].items():
+        assert eb["val_loss"][L] == pytest.approx(v, rel=1e-3)
