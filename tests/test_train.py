@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -155,7 +156,7 @@ def test_schedule_warmup_then_cosine_to_the_floor() -> None:
     assert f(10) == pytest.approx(1.0)
     assert f(99) == pytest.approx(0.1)
     vals = [f(s) for s in range(10, 100)]
-    assert all(a >= b for a, b in zip(vals, vals[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(vals))
 
 
 @pytest.mark.parametrize(
@@ -179,8 +180,9 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def test_cli_user_error_exits_2(data: Path, tmp_path: Path) -> None:
-    r = _cli(sys.executable, "-m", "ddecomp", "train", str(data), "--out", str(tmp_path / "r"),
-             "--tokens-per-step", "1000", "--tokens", "4000", "--warmup", "1", "--device", "cpu")  # fmt: skip
+    out = str(tmp_path / "r")
+    r = _cli(sys.executable, "-m", "ddecomp", "train", str(data), "--out", out,
+             "--tokens-per-step", "1000", "--tokens", "4000", "--warmup", "1")  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert "tokens_per_step 1000" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
@@ -192,7 +194,8 @@ def test_two_ranks_under_torchrun_match_one_process(data: Path, tmp_path: Path) 
     rounding of the cross-rank sums) as one process."""
     common = ["--tokens", str(6 * TPS), "--tokens-per-step", str(TPS), "--warmup", "1",
               "--device", "cpu", "--no-progress", "--eval-tokens", "512"]  # fmt: skip
-    one = _cli(sys.executable, "-m", "ddecomp", "train", str(data), "--out", str(tmp_path / "one"), *common)  # fmt: skip
+    one = _cli(sys.executable, "-m", "ddecomp", "train", str(data), "--out",
+               str(tmp_path / "one"), *common)  # fmt: skip
     assert one.returncode == 0, one.stderr
     two = _cli(
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
