@@ -44,10 +44,12 @@ def build_loader(cfg: TrainConfig, ds: Any, max_len: int, world: Launch) -> Any:
         return VSLLoader(
             ds, curriculum=cfg.curriculum, cycles=cfg.cycles, mixture=mixture, **common
         )
-    from .baselines import ConcatChunkLoader, PackedLoader
-
     if cfg.method == "pack":
+        from .baselines import PackedLoader
+
         return PackedLoader(ds, seq_len=max_len, **common)
+    from .baselines import ConcatChunkLoader
+
     return ConcatChunkLoader(ds, seq_len=max_len, doc_mask=cfg.method == "concat-dm", **common)
 
 
