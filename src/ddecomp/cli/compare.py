@@ -1,0 +1,36 @@
+"""``ddecomp compare RUN [RUN ...] [--plot FILE.png] [--json]``: runs side by side.
+
+The first run is the baseline: time per token and time to its final validation loss are reported
+relative to it (see :mod:`ddecomp.compare`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare training runs: time per token, losses, time to the baseline's val loss",
+        description="Compare runs written by `ddecomp train` on the same data and model size. "
+        "The first RUN is the baseline.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (first: baseline)")
+    p.add_argument("--plot", metavar="FILE.png", help="write the six-panel figure here")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..compare import compare, format_table, load_run, plot_runs
+
+    runs = [load_run(r) for r in args.runs]
+    rows = compare(runs)
+    print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    if args.plot:
+        plot_runs(runs, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
