@@ -1,0 +1,213 @@
+"""Loader throughput from page cache: VSLLoader over a full grow-p2 epoch vs a plain gather.
+
+Builds a synthetic token file under /tmp (log-normal document lengths, mean ~600 tokens, and a
+long-document variant), prepares it with ``prepare_tokens`` (256..8192), warms the page cache and
+serves one epoch per configuration in this process. Reported: tokens/s per process for the whole
+epoch and per bucket length, and the "limit": a plain random-row gather of the same rows into an
+int64 buffer (one slice copy per row, no loader). Targets (issue 3): >= 100M tokens/s for the
+epoch, >= 50% of the gather limit at L = 8192.
+
+    python benchmarks/bench_loader.py --tokens 200_000_000 --out benchmarks/results/X.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ddecomp.dataset import open_dataset
+from ddecomp.loader import VSLLoader, make_batch
+from ddecomp.prepare import prepare_tokens
+from ddecomp.world import World
+
+EOS = 50256
+
+
+def synth_tokens(n_tokens: int, mean_doc: float, sigma: float, seed: int) -> np.ndarray:
+    """Random uint16 tokens, documents of log-normal length (mean ``mean_doc``), EOS-terminated."""
+    rng = np.random.default_rng(seed)
+    mu = np.log(mean_doc) - sigma**2 / 2
+    lens = np.maximum(2, rng.lognormal(mu, sigma, size=int(2 * n_tokens / mean_doc) + 10))
+    lens = lens.astype(np.int64)
+    ends = np.cumsum(lens)
+    lens = lens[: int(np.searchsorted(ends, n_tokens)) + 1]
+    toks = rng.integers(0, EOS, size=int(lens.sum()), dtype=np.uint16)
+    toks[np.cumsum(lens) - 1] = EOS
+    return toks
+
+
+def hardware() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def warm(root: Path) -> None:
+    for p in sorted((root / "shards").iterdir()):
+        with open(p, "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
+def bench_epoch(ds: Any, tps: int, workers: int, repeat: int = 1) -> dict[str, Any]:
+    best = None
+    for _ in range(repeat):
+        loader = VSLLoader(ds, tps, "grow-p2", 8, seed=0, rank=0, world_size=1,
+                           num_workers=workers)  # fmt: skip
+        n = 0
+        t = time.perf_counter()
+        for b in loader:
+            n += b["input_ids"].numel()
+        dt = time.perf_counter() - t
+        if best is None or dt < best[1]:
+            best = (n, dt, len(loader))
+    assert best is not None
+    n, dt, steps = best
+    return {"workers": workers, "steps": steps, "tokens": n, "seconds": dt, "tokens_per_s": n / dt}
+
+
+def _gather(ds: Any, starts: list[np.ndarray], L: int, fresh: bool) -> float:
+    """Seconds for a plain gather of the rows: one slice copy each into an int64 buffer."""
+    B = starts[0].size
+    buf = np.empty((B, L + 1), dtype=np.int64)
+    t = time.perf_counter()
+    for st in starts:
+        if fresh:
+            buf = np.empty((B, L + 1), dtype=np.int64)
+        for i, s in enumerate(st.tolist()):
+            buf[i] = ds.tokens(s, s + L + 1)
+    return time.perf_counter() - t
+
+
+def bench_per_length(ds: Any, tps: int, repeat: int = 3) -> dict[int, dict[str, float]]:
+    """Per bucket (best of ``repeat``): loader batches vs a plain gather of the same rows."""
+    loader = VSLLoader(ds, tps, "grow-p2", 8, seed=0, rank=0, world_size=1)
+    plan, world = loader.plan, World()
+    out: dict[int, dict[str, float]] = {}
+    for L in plan.lengths:
+        steps = np.flatnonzero(plan.step_length == L)[:400].tolist()
+        if not steps:
+            continue
+        starts = [ds.row_starts(L)[plan.global_rows(s)] for s in steps]
+        best = [np.inf, np.inf, np.inf]
+        for _ in range(repeat):
+            t = time.perf_counter()
+            for s in steps:
+                make_batch(ds, plan, s, world)
+            best[0] = min(best[0], time.perf_counter() - t)
+            best[1] = min(best[1], _gather(ds, starts, L, fresh=False))
+            best[2] = min(best[2], _gather(ds, starts, L, fresh=True))
+        n = len(steps) * tps
+        out[L] = {
+            "steps": len(steps),
+            "loader_tokens_per_s": n / best[0],
+            "gather_tokens_per_s": n / best[1],
+            "gather_fresh_buffer_tokens_per_s": n / best[2],
+            "ratio": best[1] / best[0],
+        }
+    return out
+
+
+def bench_baselines(ds: Any, tps: int, seq_len: int, steps: int = 300) -> dict[str, Any]:
+    from ddecomp.baselines import ConcatChunkLoader
+    from ddecomp.baselines_pack import PackedLoader
+
+    res: dict[str, Any] = {}
+    for name, make in (
+        ("concat", lambda: ConcatChunkLoader(ds, seq_len, tps, rank=0, world_size=1)),
+        ("concat-dm", lambda: ConcatChunkLoader(ds, seq_len, tps, True, rank=0, world_size=1)),
+        ("pack", lambda: PackedLoader(ds, seq_len, tps, rank=0, world_size=1)),
+    ):
+        t = time.perf_counter()
+        ld = make()
+        build = time.perf_counter() - t
+        n = 0
+        t = time.perf_counter()
+        for i, b in enumerate(ld):
+            n += b["input_ids"].numel()
+            if i + 1 == steps:
+                break
+        res[name] = {"build_s": build, "tokens_per_s": n / (time.perf_counter() - t),
+                     "summary": ld.summary()}  # fmt: skip
+        print(f"  baseline {name}: build {build:.2f} s, "
+              f"{res[name]['tokens_per_s'] / 1e6:.0f}M tokens/s", flush=True)  # fmt: skip
+    return res
+
+
+def run_variant(name: str, toks: np.ndarray, root: Path, tps: int, workers: list[int]) -> dict:
+    t = time.perf_counter()
+    prepare_tokens(toks, root, eos_id=EOS, min_len=256, max_len=8192, workers=2, overwrite=True)
+    prep_s = time.perf_counter() - t
+    ds = open_dataset(root)
+    warm(root)
+    print(f"[{name}] {toks.size / 1e6:.0f}M tokens prepared in {prep_s:.1f} s; {ds}", flush=True)
+    rows = {str(k): v for k, v in ds.bucket_rows.items()}
+    res: dict[str, Any] = {"tokens": int(toks.size), "prepare_s": prep_s, "bucket_rows": rows}
+    res["epochs"] = []
+    for w in workers:
+        r = bench_epoch(ds, tps, w, repeat=2 if w == 0 else 1)
+        print(f"[{name}] grow-p2 epoch, {w} workers: {r['steps']} steps, "
+              f"{r['tokens_per_s'] / 1e6:.0f}M tokens/s", flush=True)  # fmt: skip
+        res["epochs"].append(r)
+    res["per_length"] = {str(k): v for k, v in bench_per_length(ds, tps).items()}
+    for L, v in res["per_length"].items():
+        fresh = v["gather_fresh_buffer_tokens_per_s"] / 1e6
+        print(f"[{name}] L={L:>5}: loader {v['loader_tokens_per_s'] / 1e6:6.0f}M/s, gather limit "
+              f"{v['gather_tokens_per_s'] / 1e6:6.0f}M/s ({100 * v['ratio']:.0f}%), fresh-buffer "
+              f"gather {fresh:6.0f}M/s", flush=True)  # fmt: skip
+    res["baselines"] = bench_baselines(ds, tps, 8192)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tokens", type=int, default=200_000_000, help="synthetic tokens per variant")
+    ap.add_argument("--tokens-per-step", type=int, default=65536)
+    ap.add_argument("--workers", default="0,2", help="comma list of num_workers to time")
+    ap.add_argument("--tmp", default="/tmp/ddecomp_bench_loader", help="scratch directory")
+    ap.add_argument("--out", default="benchmarks/results/loader_cpu-2core_2026-11-26.json")
+    args = ap.parse_args()
+    hw = hardware()
+    print(f"hardware: {hw}", flush=True)
+    workers = [int(x) for x in args.workers.split(",")]
+    tmp = Path(args.tmp)
+    results: dict[str, Any] = {"hardware": hw, "tokens_per_step": args.tokens_per_step,
+                               "variants": {}}  # fmt: skip
+    variants = (("web (mean 600)", 600.0, 1.2), ("long docs (mean 4000)", 4000.0, 1.5))
+    for name, mean, sigma in variants:
+        toks = synth_tokens(args.tokens, mean, sigma, seed=0)
+        results["variants"][name] = run_variant(
+            name, toks, tmp / name.split()[0], args.tokens_per_step, workers
+        )
+        del toks
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
