@@ -16,16 +16,45 @@ The flow, one module per box::
 reads through :func:`open_dataset`.
 """
 
-from .decompose import CONVENTION, decompose, decompose_corpus
-from .errors import DataError, UserError
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
 
+from .dataset import Dataset, open_dataset
+from .decompose import CONVENTION, decompose, decompose_corpus
+from .errors import DataError, UserError
+from .prepare import PrepareConfig, prepare, prepare_tokens
+
+# Names whose modules import torch are loaded on first use, so `prepare` and `stats` stay light.
+_LAZY = {
+    "VSLLoader": "loader",
+    "ConcatChunkLoader": "baselines",
+    "PackedLoader": "baselines",
+    "build_plan": "plan",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'ddecomp' has no attribute {name!r}")
+
+
 __all__ = [
     "CONVENTION",
+    "ConcatChunkLoader",
     "DataError",
+    "Dataset",
+    "PackedLoader",
+    "PrepareConfig",
     "UserError",
+    "VSLLoader",
     "__version__",
+    "build_plan",
     "decompose",
     "decompose_corpus",
+    "open_dataset",
+    "prepare",
+    "prepare_tokens",
 ]

@@ -3,8 +3,8 @@
 A prepared dataset is one directory::
 
     DIR/manifest.json                 written last; format name + version, config, counts, files
-    DIR/tokenizer.json                the tokenizer used (copied or trained), so DIR is self-contained
-    DIR/shards/00000.tokens.bin       the shard's documents, concatenated, raw little-endian uint16/32
+    DIR/tokenizer.json                the tokenizer used (copied or trained): DIR is self-contained
+    DIR/shards/00000.tokens.bin       the shard's documents concatenated, raw uint16/uint32
     DIR/shards/00000.docs.npy         int64 [n_docs + 1] document start offsets (fenceposts)
     DIR/shards/00000.split.npy        uint8 [n_docs]: 0 = train, 1 = held-out validation
     DIR/shards/00000.train.L00256.npy int64 row start offsets of bucket L = 256 (rows are
@@ -119,7 +119,9 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def canonical_sha256(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 def fingerprint(manifest: dict[str, Any]) -> str:

@@ -1,0 +1,180 @@
+"""Read-only access to a prepared dataset: memory-mapped tokens, buckets of row offsets.
+
+``open_dataset(DIR, split)`` maps every shard's token file and loads the (small) per-bucket row
+offset arrays into one global array per bucket. Shards live in one *global token space*: shard
+``i``'s tokens start at ``token_base[i]``, so a row or a document is one int64 offset. ``rows``
+finds the shard of each row with one ``searchsorted`` over the shard bases and gathers:
+
+- short rows (``L + 1 < 512``): one fancy-index per shard, ``tokens[start[:, None] + arange]``;
+- long rows: one slice copy per row into the output (no int64 index array of the same size as the
+  data, which would triple the memory traffic at ``L = 8192``).
+
+Either way the tokens are converted to the output dtype during the copy (e.g. straight into an
+int64 torch buffer), so a loader pays one pass over the bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+from .format import SPLITS, load_manifest
+
+_FANCY_MAX_ROW = 512  # below this row length a fancy index beats per-row slicing
+
+
+class Dataset:
+    """One split of a prepared dataset. Construct with :func:`open_dataset`."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], split: str) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.split = split
+        self.fingerprint: str = manifest["fingerprint"]
+        self.min_len: int = manifest["min_len"]
+        self.max_len: int = manifest["max_len"]
+        tok = manifest["tokenizer"]
+        self.eos_id: int = tok["eos_id"]
+        self.bos_id: int | None = tok.get("bos_id")
+        self.vocab_size: int = tok["vocab_size"]
+        self.dtype = np.dtype(manifest["dtype"])
+        shards = manifest["shards"]
+        self._tokens: list[np.ndarray] = []
+        bases = [0]
+        for sh in shards:
+            rec = sh["files"]["tokens"]
+            n = rec["bytes"] // self.dtype.itemsize
+            arr: np.ndarray
+            if n:
+                arr = np.memmap(root / rec["path"], dtype=self.dtype, mode="r", shape=(n,))
+            else:  # np.memmap refuses empty files
+                arr = np.zeros(0, dtype=self.dtype)
+            self._tokens.append(arr)
+            bases.append(bases[-1] + n)
+        self.token_base = np.asarray(bases, dtype=np.int64)
+        self._starts: dict[int, np.ndarray] = {}
+        L = self.min_len
+        while L <= self.max_len:
+            parts = []
+            for i, sh in enumerate(shards):
+                rec = sh["buckets"][split].get(str(L))
+                if rec is not None and rec["rows"]:
+                    parts.append(np.load(root / rec["path"]) + self.token_base[i])
+            self._starts[L] = (
+                np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+            ).astype(np.int64, copy=False)
+            self._starts[L].flags.writeable = False
+            L <<= 1
+        self.bucket_rows: dict[int, int] = {L_: int(a.size) for L_, a in self._starts.items()}
+        self.bucket_lengths: list[int] = [L_ for L_, n in self.bucket_rows.items() if n]
+        self._doc_bounds: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{L}: {n}" for L, n in self.bucket_rows.items() if n)
+        return f"Dataset({str(self.root)!r}, split={self.split!r}, rows={{{rows}}})"
+
+    # ---- buckets -----------------------------------------------------------------------------
+    def num_rows(self, L: int) -> int:
+        if L not in self._starts:
+            raise KeyError(f"no bucket of length {L}; buckets are {list(self._starts)}")
+        return self.bucket_rows[L]
+
+    def row_starts(self, L: int) -> np.ndarray:
+        """Global token offsets of the rows of bucket ``L`` (read-only, ascending)."""
+        self.num_rows(L)
+        return self._starts[L]
+
+    def rows(
+        self, L: int, indices: Sequence[int] | np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Token ids of rows ``indices`` of bucket ``L`` as ``[len(indices), L + 1]``.
+
+        ``out`` may be any preallocated C-contiguous integer array of that shape; it is filled
+        and returned (the dtype conversion happens during the one copy).
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        n = self.num_rows(L)
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise IndexError(f"row index out of range for bucket {L} with {n} rows")
+        starts = self._starts[L][idx]
+        if out is None:
+            out = np.empty((idx.size, L + 1), dtype=self.dtype)
+        assert out.shape == (idx.size, L + 1), f"out has shape {out.shape}"
+        self._gather(starts, L + 1, out)
+        return out
+
+    def _gather(self, starts: np.ndarray, width: int, out: np.ndarray) -> None:
+        if len(self._tokens) == 1:
+            _gather_one(self._tokens[0], starts, width, out)
+            return
+        shard = np.searchsorted(self.token_base, starts, side="right") - 1
+        for s in np.unique(shard):
+            sel = np.flatnonzero(shard == s)
+            if sel.size == starts.size:
+                _gather_one(self._tokens[s], starts - self.token_base[s], width, out)
+                return
+            tmp = np.empty((sel.size, width), dtype=out.dtype)
+            _gather_one(self._tokens[s], starts[sel] - self.token_base[s], width, tmp)
+            out[sel] = tmp
+
+    # ---- documents ---------------------------------------------------------------------------
+    def document_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Global ``(start, end)`` token offsets of this split's documents, in order."""
+        if self._doc_bounds is None:
+            s_parts, e_parts = [], []
+            want = 0 if self.split == "train" else 1
+            for i, sh in enumerate(self.manifest["shards"]):
+                fence = np.load(self.root / sh["files"]["docs"]["path"])
+                split = np.load(self.root / sh["files"]["split"]["path"])
+                keep = split == want
+                s_parts.append(fence[:-1][keep] + self.token_base[i])
+                e_parts.append(fence[1:][keep] + self.token_base[i])
+            z = np.zeros(0, dtype=np.int64)
+            self._doc_bounds = (
+                np.concatenate(s_parts) if s_parts else z,
+                np.concatenate(e_parts) if e_parts else z,
+            )
+        return self._doc_bounds
+
+    @property
+    def num_documents(self) -> int:
+        return int(self.document_bounds()[0].size)
+
+    @property
+    def num_tokens(self) -> int:
+        s, e = self.document_bounds()
+        return int((e - s).sum())
+
+    def tokens(self, start: int, end: int) -> np.ndarray:
+        """Tokens ``[start, end)`` of the global token space (within one shard)."""
+        s = int(np.searchsorted(self.token_base, start, side="right")) - 1
+        lo, hi = start - int(self.token_base[s]), end - int(self.token_base[s])
+        if s < 0 or hi > self._tokens[s].size or lo > hi:
+            raise IndexError(f"token range [{start}, {end}) is not inside one shard")
+        return self._tokens[s][lo:hi]
+
+    def documents(self) -> Iterator[np.ndarray]:
+        """This split's tokenized documents (EOS last), in order, as arrays."""
+        starts, ends = self.document_bounds()
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            yield np.asarray(self.tokens(a, b))
+
+
+def _gather_one(tokens: np.ndarray, starts: np.ndarray, width: int, out: np.ndarray) -> None:
+    if width < _FANCY_MAX_ROW:
+        out[...] = tokens[starts[:, None] + np.arange(width, dtype=np.int64)]
+    else:
+        for i, s in enumerate(starts.tolist()):
+            out[i] = tokens[s : s + width]
+
+
+def open_dataset(root: str | Path, split: str = "train") -> Dataset:
+    """Open a prepared dataset read-only; refuses unknown format versions and splits."""
+    if split not in SPLITS:
+        raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    root = Path(root)
+    return Dataset(root, load_manifest(root), split)
