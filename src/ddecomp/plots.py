@@ -50,11 +50,19 @@ def _save_atomic(fig: Figure, path: str | Path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png", dpi=_DPI)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise UserError(f"plot file {str(path)!r}: cannot write there ({e.strerror})") from e
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _plain(text: str) -> str:
+    """Escape ``$`` so a path or title is drawn as typed, not parsed as mathtext."""
+    return text.replace("$", r"\$")
 
 
 def _fmt_len(x: float, _pos: object = None) -> str:
@@ -150,12 +158,12 @@ def plot_stats(stats: Mapping[str, Any], path: str | Path) -> None:
     dropped = stats["dropped"]
     ctx = stats["attention_context"]
     ratio = stats["attention_flop_ratio"]["dd_vs_cc"]
-    share_title = (
-        f"Token share per bucket ({stats['kept_targets']:,} trained targets; "
-        f"dropped {100 * dropped['share']:.1f}% of tokens)"
-    )
+    share_title = f"Token share per bucket ({stats['kept_targets']:,} trained targets"
+    if dropped["share"] is not None:
+        share_title += f"; dropped {100 * dropped['share']:.1f}% of tokens"
+    share_title += ")"
     _share_bars(ax_share, [b["L"] for b in buckets], [b["tokens"] for b in buckets], share_title)
-    head = f"{stats['root']} [{stats['split']}]"
+    head = _plain(f"{stats['root']} [{stats['split']}]")
     if ctx["dd"] is not None and ratio is not None:
         head += (
             f"\nmean attention context at {_fmt_len(ctx['max_len'])}: DD {ctx['dd']:,.0f}, "
@@ -217,5 +225,5 @@ def plot_plan(
         f"Token share per bucket ({sum(int(v) for v in bucket_tokens.values()):,} tokens)",
     )
     if title:
-        fig.suptitle(title, fontsize=12)
+        fig.suptitle(_plain(title), fontsize=12)
     _save_atomic(fig, path)

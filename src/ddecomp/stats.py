@@ -30,30 +30,16 @@ trained target (same tokens per step). Non-attention work (linear in targets) is
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from .dataset import Dataset
 from .decompose import bucket_lengths_for
 from .errors import DataError
 
 PERCENTILES = (10, 25, 50, 75, 90, 99)
 HIST_BINS_PER_OCTAVE = 4
-
-
-class SplitView(Protocol):
-    """What :func:`compute_stats` reads of a :class:`ddecomp.dataset.Dataset`."""
-
-    root: Any
-    split: str
-    manifest: dict[str, Any]
-    fingerprint: str
-    min_len: int
-    max_len: int
-    bucket_rows: dict[int, int]
-    num_tokens: int
-
-    def document_bounds(self) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def _pairs(lengths: np.ndarray) -> int:
@@ -187,7 +173,7 @@ def _dropped(manifest: Mapping[str, Any], split: str, num_tokens: int) -> dict[s
     }
 
 
-def compute_stats(ds: SplitView) -> dict[str, Any]:
+def compute_stats(ds: Dataset) -> dict[str, Any]:
     """All statistics of one opened split as a JSON-serialisable dict (see the module docstring).
 
     Keys: ``split``, ``root``, ``fingerprint``, ``min_len``, ``max_len``, ``num_documents``,
