@@ -112,14 +112,14 @@ class Dataset:
             _gather_one(self._tokens[0], starts, width, out)
             return
         shard = np.searchsorted(self.token_base, starts, side="right") - 1
-        for s in np.unique(shard):
-            sel = np.flatnonzero(shard == s)
-            if sel.size == starts.size:
-                _gather_one(self._tokens[s], starts - self.token_base[s], width, out)
-                return
-            tmp = np.empty((sel.size, width), dtype=out.dtype)
-            _gather_one(self._tokens[s], starts[sel] - self.token_base[s], width, tmp)
-            out[sel] = tmp
+        local = starts - self.token_base[shard]
+        if width >= _FANCY_MAX_ROW:  # one slice copy per row, straight into out
+            for i, (k, s) in enumerate(zip(shard.tolist(), local.tolist(), strict=True)):
+                out[i] = self._tokens[k][s : s + width]
+            return
+        for k in np.unique(shard).tolist():
+            sel = np.flatnonzero(shard == k)
+            out[sel] = self._tokens[k][local[sel, None] + np.arange(width, dtype=np.int64)]
 
     # ---- documents ---------------------------------------------------------------------------
     def document_bounds(self) -> tuple[np.ndarray, np.ndarray]:

@@ -4,10 +4,10 @@ Two entry points share the shard writer (:mod:`ddecomp.shard`) and the manifest:
 
 - :func:`prepare` reads text (files, directories or the built-in default corpus), trains or loads
   a tokenizer, and tokenizes in ``workers`` processes. The main process reads documents in order
-  and cuts them into shards of about ``shard_mb`` MB of text; each worker tokenizes a shard,
+  and cuts them into shards of about ``shard_size`` bytes of text; each worker tokenizes a shard,
   appends EOS (and BOS if asked), builds its index and writes it.
 - :func:`prepare_tokens` takes an already-tokenized flat array (Megatron / OLMo-core / nanoGPT
-  style, EOS between documents): shards are ranges of about ``shard_mb`` M tokens cut at
+  style, EOS between documents): shards are ranges of about ``shard_size`` tokens cut at
   document ends; workers read their range of the memory-mapped input, copy it into the shard's
   token file while hashing it, and index it. No tokenizer is needed.
 
@@ -53,6 +53,15 @@ log = logging.getLogger("ddecomp.prepare")
 STATE_FILE = ".prepare.json"
 
 
+def auto_shard_size(total: int) -> int:
+    """About 32 shards, each 4M to 128M units (bytes of text or tokens).
+
+    Small corpora still get enough shards to keep every worker busy; large ones get shards big
+    enough that the per-shard files stay few. Depends only on the input, never on ``workers``.
+    """
+    return min(max(-(-total // 32), 4_000_000), 128_000_000)
+
+
 def default_workers() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -64,8 +73,8 @@ def default_workers() -> int:
 class PrepareConfig:
     """Arguments of ``ddecomp prepare``; validated on construction.
 
-    Lengths are in tokens (targets per row); ``shard_mb`` is MB of text per shard for text inputs
-    and millions of tokens per shard for ``--from-tokens``.
+    Lengths are in tokens (targets per row). ``shard_size`` is bytes of text per shard (tokens
+    for ``--from-tokens``); ``None`` picks :func:`auto_shard_size` from the input's size.
     """
 
     out: Path
@@ -80,7 +89,7 @@ class PrepareConfig:
     long_docs: str = "split"
     seed: int = 0
     val_fraction: float = 0.0
-    shard_mb: int = 64
+    shard_size: int | None = None
     workers: int = field(default_factory=default_workers)
     strict: bool = False
     overwrite: bool = False
@@ -96,8 +105,8 @@ class PrepareConfig:
             raise UserError(f"--val-fraction {self.val_fraction} must be in [0, 1)")
         if self.workers < 1:
             raise UserError(f"--workers {self.workers} must be at least 1")
-        if self.shard_mb < 1:
-            raise UserError(f"--shard-size {self.shard_mb} must be at least 1")
+        if self.shard_size is not None and self.shard_size < 1:
+            raise UserError(f"--shard-size {self.shard_size} must be positive")
         if self.vocab_size < 260:
             raise UserError(
                 f"--vocab-size {self.vocab_size} is too small: byte-level BPE needs 260+"
@@ -238,7 +247,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         "tokenizer": cfg.tokenizer or f"train-bpe-{cfg.vocab_size}",
         "eos_token": cfg.eos_token,
         "bos": cfg.bos,
-        **_index_identity(cfg),
+        **_index_identity(cfg, inputs["bytes"]),
     }
 
     def docs(stats: IngestStats) -> Iterator[str]:
@@ -283,7 +292,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         )
 
     stats = IngestStats()
-    jobs = iter_text_shards(docs(stats), cfg.shard_mb * 1_000_000)
+    jobs = iter_text_shards(docs(stats), identity["shard_size"])
     records = _run_shards(cfg, jobs, make_job, None)
     man = build_manifest(
         cfg, records, info, dtype, inputs, stats.as_dict(), identity, time.perf_counter() - t0
@@ -296,14 +305,14 @@ def _fmt_skips(d: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in skipped.items()) or "none"
 
 
-def _index_identity(cfg: PrepareConfig) -> dict[str, Any]:
+def _index_identity(cfg: PrepareConfig, total: int) -> dict[str, Any]:
     return {
         "min_len": cfg.min_len,
         "max_len": cfg.max_len,
         "long_docs": cfg.long_docs,
         "seed": cfg.seed,
         "val_fraction": cfg.val_fraction,
-        "shard_mb": cfg.shard_mb,
+        "shard_size": cfg.shard_size or auto_shard_size(total),
         "format_version": FORMAT_VERSION,
     }
 
@@ -321,7 +330,7 @@ def prepare_tokens(
     long_docs: str = "split",
     seed: int = 0,
     val_fraction: float = 0.0,
-    shard_mtokens: int = 64,
+    shard_tokens: int | None = None,
     workers: int = 1,
     overwrite: bool = False,
     quiet: bool = True,
@@ -334,7 +343,7 @@ def prepare_tokens(
     t0 = time.perf_counter()
     cfg = PrepareConfig(
         out=Path(out_dir), min_len=min_len, max_len=max_len, long_docs=long_docs, seed=seed,
-        val_fraction=val_fraction, shard_mb=shard_mtokens, workers=workers, overwrite=overwrite,
+        val_fraction=val_fraction, shard_size=shard_tokens, workers=workers, overwrite=overwrite,
         quiet=quiet,
     )  # fmt: skip
     src, arr, header, ident = open_token_source(tokens, dtype)
@@ -355,12 +364,12 @@ def prepare_tokens(
         raise UserError(f"--eos-id {eos_id} does not fit the input's dtype {arr.dtype.name}")
     identity = {
         "kind": "tokens", "inputs": ident, "eos_id": eos_id, "vocab_size": vocab_size,
-        **_index_identity(cfg),
+        **_index_identity(cfg, int(arr.size)),
     }  # fmt: skip
     finished = _claim_dir(cfg.out, identity, cfg.overwrite)
     if finished is not None:
         return finished
-    ranges = token_ranges(arr, eos_id, shard_mtokens * 1_000_000)
+    ranges = token_ranges(arr, eos_id, identity["shard_size"])
 
     from .runner import TokenJob
 

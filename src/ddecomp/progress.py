@@ -10,6 +10,7 @@ import logging
 import sys
 import time
 from types import TracebackType
+from typing import Never
 
 from tqdm import tqdm
 
@@ -24,9 +25,9 @@ class Progress:
         self.shards = 0
         self.t0 = time.perf_counter()
         self.desc = desc
-        self._bar: tqdm[object] | None = None
+        self._bar: tqdm[Never] | None = None
         if not quiet and sys.stderr.isatty():
-            self._bar = tqdm[object](total=total_docs, unit="doc", desc=desc, dynamic_ncols=True)
+            self._bar = tqdm(total=total_docs, unit="doc", desc=desc, dynamic_ncols=True)
 
     def rate(self) -> float:
         dt = time.perf_counter() - self.t0

@@ -29,7 +29,7 @@ def open_token_source(
             source,
             0,
             f"array:{source.dtype.name}:{source.size}:"
-            + hashlib.sha256(memoryview(np.ascontiguousarray(source))).hexdigest(),
+            + hashlib.sha256(np.ascontiguousarray(source).data).hexdigest(),
         )
     path = Path(source)
     if not path.is_file():
