@@ -137,9 +137,11 @@ def _length_hist(ax: Axes, stats: Mapping[str, Any]) -> None:
     )
     ax.set_xlabel("document length (tokens, EOS included; dotted: bucket boundaries)")
     ax.set_ylabel("share per bin (%)")
-    ax.set_ylim(bottom=0)
+    # Headroom above the tallest bin for a flat legend, so it never hides a curve.
+    top = max([1.0, *(100 * docs / max(n_docs, 1)), *(100 * toks / max(n_toks, 1))])
+    ax.set_ylim(0, top * 1.3)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", ncol=3)
     pct = stats["doc_length"]
     if pct["count"]:
         ax.set_title(

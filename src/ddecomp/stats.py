@@ -271,7 +271,7 @@ def format_stats(stats: Mapping[str, Any]) -> str:
     )
     for reason, n in dropped["ingest"].items():
         if n:
-            lines.append(f"skipped at ingest ({reason}): {n:,} inputs (never tokenized)")
+            lines.append(f"skipped at ingest, whole corpus ({reason}): {n:,} inputs")
     d = stats["doc_length"]
     lines += [
         "",
