@@ -4,7 +4,9 @@
 JSON-serialisable dict; :func:`format_stats` prints it as plain text and
 :func:`ddecomp.plots.plot_stats` draws it. Everything after the two reads (bucket row counts and
 document bounds) is pure numpy on arrays of document lengths, so the functions below are tested
-directly and a 100M-token corpus (~170k web documents) takes milliseconds.
+directly. Measured (2-core machine, 2026-11-26): 15 ms for a 101M-token split of 123k
+web-like documents, reading the index included; 40 ms for the document-masked C&C pass over
+1.7M documents (1.4B tokens).
 
 Mean attention context (the paper's appendix F). A sequence of ``L`` targets under causal
 attention gives its ``i``-th target a context of ``i`` tokens, so it costs ``L(L+1)/2``
@@ -74,7 +76,11 @@ def cc_context(doc_lengths: np.ndarray, max_len: int, doc_mask: bool = False) ->
         return full * (max_len * (max_len + 1) // 2) + rest * (rest + 1) // 2, targets
     doc_starts = np.cumsum(lengths) - lengths
     chunk_starts = np.arange(0, targets, max_len, dtype=np.int64)
-    cuts = np.union1d(chunk_starts, doc_starts[doc_starts < targets])
+    # Merge two sorted arrays: a stable sort of their concatenation finds the two runs (timsort),
+    # then drop duplicates. np.union1d is ~400x slower here (3 s for 1.7M documents, numpy 2.4).
+    cuts = np.concatenate([chunk_starts, doc_starts[doc_starts < targets]])
+    cuts.sort(kind="stable")
+    cuts = cuts[np.concatenate(([True], cuts[1:] != cuts[:-1]))]
     seqs = np.diff(np.append(cuts, targets))
     assert int(seqs.sum()) == targets
     assert int(seqs.min()) >= 1
