@@ -117,9 +117,10 @@ def grow_cycles(cycles: int, per_bucket: int, lengths: list[int]) -> np.ndarray:
     return np.tile(np.repeat(np.array(lengths), per_bucket), cycles)
 
 
-def test_plot_plan_writes_png(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_bucket", [10, 500])  # 480 steps: every step; 24,000: running mean
+def test_plot_plan_writes_png(tmp_path: Path, per_bucket: int) -> None:
     lengths = [256, 512, 1024, 2048, 4096, 8192]
-    steps = grow_cycles(8, 50, lengths)
+    steps = grow_cycles(8, per_bucket, lengths)
     tokens = {L: int((steps == L).sum()) * 65_536 for L in lengths}
     out_dir = tmp_path / "plots"
     out_dir.mkdir()

@@ -190,24 +190,22 @@ def plot_plan(
     lengths = sorted(bucket_tokens)
     if steps.size:
         x = np.arange(steps.size)
-        # Dots, not a line: with thousands of steps a line between levels fills the panel,
-        # dots form one band per bucket. The running mean of log2 L shows the cycles' ramps.
-        ax_steps.scatter(
-            x, steps, s=6, marker=".", color=_DOCS_COLOR, linewidths=0, label="step length"
-        )
-        w = max(1, steps.size // 200)
-        if w > 1:
-            logs = np.log2(steps.astype(np.float64))
-            run = np.convolve(logs, np.ones(w) / w, mode="valid")
-            ax_steps.plot(
-                x[w - 1 :],
-                np.exp2(run),
-                color=_TOKENS_COLOR,
-                linewidth=1.5,
-                label=f"running geometric mean ({w} steps)",
-            )
+        w = steps.size // 200  # running-mean window: 1/200 of the run
+        if w < 10:
+            # Few steps: every step readable, a faint line shows the order of buckets.
+            ax_steps.plot(x, steps, drawstyle="steps-mid", linewidth=0.8, alpha=0.5,
+                          color=_DOCS_COLOR)  # fmt: skip
+            ax_steps.scatter(x, steps, s=14, color=_DOCS_COLOR, linewidths=0)
+        else:
+            # Many steps: a line between levels would fill the panel, dots form one band per
+            # bucket, and the running mean of log2 L draws the cycles' short-to-long ramps.
+            ax_steps.scatter(x, steps, s=6, marker=".", color=_DOCS_COLOR, linewidths=0,
+                             label="step length")  # fmt: skip
+            run = np.convolve(np.log2(steps.astype(np.float64)), np.ones(w) / w, mode="valid")
+            ax_steps.plot(x[w - 1 :], np.exp2(run), color=_TOKENS_COLOR, linewidth=1.5,
+                          label=f"running geometric mean ({w} steps)")  # fmt: skip
             ax_steps.legend(fontsize=8, loc="lower right")
-        ax_steps.set_xlim(0, steps.size)
+        ax_steps.set_xlim(-0.5, steps.size - 0.5)
     else:
         ax_steps.text(0.5, 0.5, "no steps", transform=ax_steps.transAxes, ha="center")
     ax_steps.set_yscale("log", base=2)
