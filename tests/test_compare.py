@@ -1,0 +1,97 @@
+"""``ddecomp compare``: table values from the runs' own logs, interpolated time to a target."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from test_train import TPS, _cli, cfg_for, make_dataset
+
+from ddecomp.compare import compare, format_table, load_run, plot_runs, time_to_reach
+from ddecomp.errors import UserError
+from ddecomp.train import train
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("cmp")
+    data = make_dataset(root / "ds", n_tokens=60_000)
+    for m in ("concat", "dd"):
+        train(cfg_for(data, root / m, method=m, tokens=8 * TPS, warmup=1, eval_every=2))
+    return data, root / "concat", root / "dd"
+
+
+def test_rows_come_from_the_logs(runs: tuple[Path, Path, Path]) -> None:
+    _, concat, dd = runs
+    base, other = load_run(concat), load_run(dd)
+    rows = compare([base, other])
+    assert [r["method"] for r in rows] == ["concat", "dd"]
+    for r, run in zip(rows, (base, other), strict=True):
+        m = run.metrics
+        assert r["tokens"] == 8 * TPS == m[-1]["tokens"]
+        assert r["us_per_token"] == pytest.approx(1e6 * m[-1]["elapsed_s"] / (8 * TPS))
+        assert r["val_loss"] == run.evals[-1]["val_loss_mean"]
+        assert r["mean_seq_len"] == pytest.approx(sum(x["seq_len"] for x in m) / len(m))
+    assert rows[0]["time_per_token_vs_base"] == 1.0
+    assert rows[0]["time_to_base_val_ratio"] == pytest.approx(1.0)
+    assert rows[1]["mean_seq_len"] < rows[0]["mean_seq_len"] == 128
+    table = format_table(rows)
+    assert table.count("\n") == 3
+    assert "| concat | concat |" in table
+
+
+def test_time_to_reach_interpolates_between_evaluations(runs: tuple[Path, Path, Path]) -> None:
+    run = load_run(runs[1])
+    ev = run.evals
+    assert len(ev) == 4
+    assert ev[0]["val_loss_mean"] > ev[1]["val_loss_mean"]  # vacuity guard: the loss falls
+    assert time_to_reach(run, ev[1]["val_loss_mean"]) == pytest.approx(ev[1]["elapsed_s"])
+    mid = (ev[0]["val_loss_mean"] + ev[1]["val_loss_mean"]) / 2
+    t = time_to_reach(run, mid)
+    assert t is not None
+    assert ev[0]["elapsed_s"] < t < ev[1]["elapsed_s"]
+    assert time_to_reach(run, min(e["val_loss_mean"] for e in ev) - 1) is None
+
+
+def test_refuses_runs_on_other_data(runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    data2 = make_dataset(tmp_path / "ds2", n_tokens=30_000)
+    train(cfg_for(data2, tmp_path / "r", tokens=2 * TPS, warmup=1))
+    with pytest.raises(UserError, match="another dataset"):
+        compare([load_run(runs[1]), load_run(tmp_path / "r")])
+    with pytest.raises(UserError, match=r"no config\.json"):
+        load_run(tmp_path)
+
+
+def test_cli_prints_the_table_and_writes_the_plot(
+    runs: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, concat, dd = runs
+    png = tmp_path / "c.png"
+    r = _cli(sys.executable, "-m", "ddecomp", "compare", str(concat), str(dd), "--plot", str(png))
+    assert r.returncode == 0, r.stderr
+    assert "| dd | dd |" in r.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    j = _cli(sys.executable, "-m", "ddecomp", "compare", str(dd), "--json")
+    assert json.loads(j.stdout)[0]["method"] == "dd"
+
+
+def test_plot_refuses_a_non_png_name(runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"must end in \.png"):
+        plot_runs([load_run(runs[1])], tmp_path / "c.jpg")
+
+
+@pytest.mark.slow
+def test_gpu_bench_smoke_runs_end_to_end_on_cpu(
+    runs: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    bench = Path(__file__).parents[1] / "benchmarks" / "gpu_train_bench.py"
+    r = _cli(sys.executable, str(bench), "--data", str(runs[0]), "--smoke", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    (report,) = tmp_path.glob("train_*.md")
+    text = report.read_text()
+    for m in ("tiny/dd", "tiny/concat", "tiny/concat-dm", "tiny/pack"):
+        assert f"| {m} |" in text
+    assert "failed" not in text, text
+    assert "| train_tiny_dd | dd |" in text
