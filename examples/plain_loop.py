@@ -44,7 +44,7 @@ def main() -> None:
         ds, tokens_per_step=args.tokens_per_step, curriculum="grow-p2", cycles=8
     )
     torch.manual_seed(0)
-    model = GPT(model_config("tiny", ds.vocab_size)).to(device)
+    model: torch.nn.Module = GPT(model_config("tiny", ds.vocab_size)).to(device)
     if dist.is_initialized():
         model = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)

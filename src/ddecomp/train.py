@@ -324,9 +324,8 @@ def _train(
             mask = make_doc_mask(batch["cu_seqlens"], B, L, device)
             pos = batch["position_ids"].to(device, non_blocking=True)
             pairs = doc_pairs(batch["cu_seqlens"], B, L)
-        counts = torch.tensor(
-            [float((y != IGNORE_INDEX).sum()), float(pairs)], dtype=torch.float64, device=device
-        )
+        targets = int((batch["labels"] != IGNORE_INDEX).sum())  # on the host: no device sync
+        counts = torch.tensor([targets, pairs], dtype=torch.float64, device=device)
         all_sum(counts, world)  # global targets and attended pairs of this step
         with autocast:
             logits = model(x, pos, mask)
