@@ -148,6 +148,8 @@ def _claim_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in (out / SHARD_DIR).glob(".*.tmp"):  # half-written by a killed run
+        stale.unlink(missing_ok=True)
     write_json_atomic(state_path, {"identity": identity, "ddecomp": __version__})
     return None
 

@@ -1,0 +1,23 @@
+"""Shared test data: token-identity corpora whose every token names its own position."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+EOS = 2**31 - 1  # never a position id, so every non-EOS token identifies its stream position
+
+
+def identity_tokens(lengths: Sequence[int] | np.ndarray, eos: int = EOS) -> np.ndarray:
+    """Documents of ``lengths`` tokens (EOS last); token = its position in the stream."""
+    lens = np.asarray(lengths, dtype=np.int64)
+    toks = np.arange(int(lens.sum()), dtype=np.uint32)
+    toks[np.cumsum(lens) - 1] = eos
+    return toks
+
+
+def random_lengths(n_docs: int, seed: int, lo: int = 1, hi: int = 3000) -> np.ndarray:
+    """Log-uniform document lengths in tokens, EOS included."""
+    rng = np.random.default_rng(seed)
+    return np.exp(rng.uniform(np.log(lo), np.log(hi), size=n_docs)).astype(np.int64).clip(lo)
