@@ -291,3 +291,16 @@ def test_ids_beyond_uint16_are_kept_in_uint32() -> None:
         encode_documents(tok, texts[:1], eos_id=5, dtype=np.uint16)
     with pytest.raises(UserError, match="eos_id 70000 does not fit in uint16"):
         encode_documents(tok, texts, eos_id=eos_id, dtype=np.uint16)
+
+
+@pytest.mark.slow
+def test_a_single_ten_million_token_document() -> None:
+    # WordLevel keeps it fast (~8 s); the cost that matters is HF's per-token memory (~3 GB peak).
+    tok = word_level(["<unk>", "a", "b"], {"<|endoftext|>": 3})
+    tokens, lengths = encode_documents(tok, ["a b " * 5_000_000], eos_id=3)
+    assert lengths.tolist() == [10_000_001]
+    assert tokens.dtype == np.uint16
+    assert tokens.size == 10_000_001
+    assert tokens[-1] == 3
+    np.testing.assert_array_equal(np.bincount(tokens), [0, 5_000_000, 5_000_000, 1])
+    np.testing.assert_array_equal(tokens[:6], [1, 2, 1, 2, 1, 2])
