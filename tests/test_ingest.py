@@ -355,3 +355,17 @@ def test_stats_merge_and_as_dict() -> None:
     assert d["skipped_total"] == 5
     assert set(d["skipped"]) == set(SKIP_REASONS)
     json.dumps(d)  # manifest-ready
+
+
+def test_log_skips_false_counts_without_logging(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", [b"{broken"] * 12 + [GOOD])
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        stats = IngestStats()
+        docs = list(iter_documents([path], stats=stats, log_skips=False))
+    assert docs == ["good"]
+    assert stats.skipped["invalid_json"] == 12
+    assert not [r for r in caplog.records if r.name == LOGGER]
+    with pytest.raises(UserError, match=f"{path}:1: invalid_json"):
+        list(iter_documents([path], strict=True, log_skips=False))

@@ -171,9 +171,10 @@ class IngestStats:
 class _Skips:
     """Counts, logs (first 10 per reason) or raises (strict) for each bad input."""
 
-    def __init__(self, stats: IngestStats, strict: bool) -> None:
+    def __init__(self, stats: IngestStats, strict: bool, log: bool) -> None:
         self.stats = stats
         self.strict = strict
+        self.log = log
         self.logged = dict.fromkeys(SKIP_REASONS, 0)
         self.unlogged = dict.fromkeys(SKIP_REASONS, 0)
 
@@ -185,6 +186,8 @@ class _Skips:
                 "count such input"
             )
         self.stats.skipped[reason] = self.stats.skipped.get(reason, 0) + 1
+        if not self.log:
+            return
         if self.logged[reason] < _LOG_FIRST:
             self.logged[reason] += 1
             logger.warning("%s: skipped (%s): %s", where, reason, detail)
@@ -328,6 +331,7 @@ def iter_documents(
     text_field: str = "text",
     strict: bool = False,
     stats: IngestStats | None = None,
+    log_skips: bool = True,
 ) -> Iterator[str]:
     """Yield the document texts of ``files`` in order, skipping and counting bad input.
 
@@ -335,9 +339,11 @@ def iter_documents(
     is exhausted. With ``strict`` the first bad input raises :class:`UserError` naming
     ``file:line`` and the reason. A parquet file without the column ``text_field`` (or with a
     non-string one) is always a :class:`UserError`: every row would be skipped otherwise.
+    ``log_skips=False`` counts skips without logging them, for a second pass over the same files
+    (e.g. tokenizer training before tokenizing), so each warning is shown once.
     """
     stats = IngestStats() if stats is None else stats
-    skip = _Skips(stats, strict)
+    skip = _Skips(stats, strict, log_skips)
     try:
         for path in files:
             path = Path(path)
