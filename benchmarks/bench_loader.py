@@ -13,63 +13,18 @@ epoch, >= 50% of the gather limit at L = 8192.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from benchlib import EOS, hardware, synth_tokens, warm
 
 from ddecomp.dataset import open_dataset
 from ddecomp.loader import VSLLoader, make_batch
 from ddecomp.prepare import prepare_tokens
 from ddecomp.world import World
-
-EOS = 50256
-
-
-def synth_tokens(n_tokens: int, mean_doc: float, sigma: float, seed: int) -> np.ndarray:
-    """Random uint16 tokens, documents of log-normal length (mean ``mean_doc``), EOS-terminated."""
-    rng = np.random.default_rng(seed)
-    mu = np.log(mean_doc) - sigma**2 / 2
-    lens = np.maximum(2, rng.lognormal(mu, sigma, size=int(2 * n_tokens / mean_doc) + 10))
-    lens = lens.astype(np.int64)
-    ends = np.cumsum(lens)
-    lens = lens[: int(np.searchsorted(ends, n_tokens)) + 1]
-    toks = rng.integers(0, EOS, size=int(lens.sum()), dtype=np.uint16)
-    toks[np.cumsum(lens) - 1] = EOS
-    return toks
-
-
-def hardware() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "date": datetime.date.today().isoformat(),
-    }
-
-
-def warm(root: Path) -> None:
-    for p in sorted((root / "shards").iterdir()):
-        with open(p, "rb") as f:
-            while f.read(1 << 24):
-                pass
 
 
 def bench_epoch(ds: Any, tps: int, workers: int, repeat: int = 1) -> dict[str, Any]:

@@ -21,17 +21,19 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from .curriculum import CURRICULA, Curriculum, resolve_curriculum
 from .dataset import Dataset, open_dataset
 from .decompose import CONVENTION, decompose, decompose_corpus
 from .errors import DataError, UserError
+from .plan import Plan, build_plan
 from .prepare import PrepareConfig, prepare, prepare_tokens
+from .world import World
 
 # Names whose modules import torch are loaded on first use, so `prepare` and `stats` stay light.
 _LAZY = {
     "VSLLoader": "loader",
     "ConcatChunkLoader": "baselines",
-    "PackedLoader": "baselines",
-    "build_plan": "plan",
+    "PackedLoader": "baselines_pack",
 }
 
 
@@ -43,13 +45,17 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CONVENTION",
+    "CURRICULA",
     "ConcatChunkLoader",
+    "Curriculum",
     "DataError",
     "Dataset",
     "PackedLoader",
+    "Plan",
     "PrepareConfig",
     "UserError",
     "VSLLoader",
+    "World",
     "__version__",
     "build_plan",
     "decompose",
@@ -57,4 +63,5 @@ __all__ = [
     "open_dataset",
     "prepare",
     "prepare_tokens",
+    "resolve_curriculum",
 ]
