@@ -22,9 +22,9 @@ web-like, mean ~600 tokens) if missing, then measures, each tool in its own proc
    step (fewer rows per batch than OLMo-core's 4 reader threads);
 4. the physical limits: a memcpy of the token bytes, and a random-row gather of ``L + 1``-token
    rows into an int64 batch at L = 256 and 8192 (the faster of fancy indexing and one slice copy
-   per row) into one preallocated buffer, and into a fresh buffer per batch (what a loader that
-   hands each batch out as a new tensor pays: page faults on every new allocation), so each
-   loader figure is also a fraction of the limit.
+   per row) into one preallocated buffer, and into a new ``torch.empty`` buffer per batch (what a
+   loader that hands each batch out as a new tensor pays: fresh pages on every allocation), so
+   each loader figure is also a fraction of the limit.
 
 Results: ``benchmarks/results/compare_olmo_cpu-2core_<date>.json``, then
 ``plot_compare_olmo.py`` renders the ``.md`` report and the ``.png`` figure from it.
@@ -202,7 +202,7 @@ def limits(path: Path, seed: int = 0) -> dict[str, Any]:
     out["memcpy_GB_per_s"] = tokens.nbytes / t / 1e9
     for L in (256, 8192):
         rows = STEP_TOKENS // L
-        n_batches = 400 if L == 256 else 200
+        n_batches = 1000  # 65.5M tokens per pass, so one pass takes 30-250 ms
         rng = np.random.default_rng([seed, L])
         starts = rng.integers(0, tokens.size - L - 1, size=(n_batches, rows))
         best = min(_timed(_gather, tokens, starts, L, how) for how in ("fancy", "rows") * 2)
@@ -216,8 +216,12 @@ def _gather(tokens: np.ndarray, starts: np.ndarray, L: int, how: str) -> None:
     """Gather batches ``tokens[s : s + L + 1]`` for each row of ``starts`` into int64.
 
     ``fancy``: one fancy-indexing pass per batch; ``rows``: one slice copy per row; both into one
-    preallocated buffer. ``fresh``: slice copies into a new buffer per batch.
+    preallocated buffer (which stays in cache at 65,536 tokens: the upper bound). ``fresh``: slice
+    copies into a new ``torch.empty`` buffer per batch, as a loader that hands every batch out as
+    a new tensor must allocate (torch does not cache CPU memory: each 0.5 MB buffer is fresh pages).
     """
+    import torch
+
     buf = np.empty((starts.shape[1], L + 1), dtype=np.int64)
     ar = np.arange(L + 1, dtype=np.int64)
     for batch in starts:
@@ -225,7 +229,7 @@ def _gather(tokens: np.ndarray, starts: np.ndarray, L: int, how: str) -> None:
             buf[...] = tokens[batch[:, None] + ar]
             continue
         if how == "fresh":
-            buf = np.empty((starts.shape[1], L + 1), dtype=np.int64)
+            buf = torch.empty((starts.shape[1], L + 1), dtype=torch.int64).numpy()
         for i, s in enumerate(batch.tolist()):
             buf[i] = tokens[s : s + L + 1]
 
