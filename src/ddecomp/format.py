@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,26 +64,49 @@ def file_record(rel: str, nbytes: int, sha: str) -> dict[str, Any]:
     return {"path": rel, "bytes": nbytes, "sha256": sha}
 
 
+def _pieces(chunks: list[Any], size: int = 1 << 22) -> list[memoryview]:
+    out: list[memoryview] = []
+    for c in chunks:
+        mv = memoryview(c).cast("B")
+        out.extend(mv[i : i + size] for i in range(0, max(mv.nbytes, 1), size))
+    return out
+
+
 def write_bytes_atomic(root: Path, rel: str, chunks: list[Any]) -> dict[str, Any]:
-    """Write the buffers in ``chunks`` to ``root/rel`` atomically; return its file record."""
+    """Write the buffers in ``chunks`` to ``root/rel`` atomically; return its file record.
+
+    The sha256 runs in a second thread over the same 4 MiB pieces while this one writes them
+    (both release the GIL), so a large shard costs about max(hash, write), not their sum:
+    sha256 is ~1.4 GB/s on one core here, the write to page cache ~3 GB/s.
+    """
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
+    pieces = _pieces(chunks)
     h = hashlib.sha256()
-    n = 0
+
+    def digest() -> None:
+        for p in pieces:
+            h.update(p)
+
     try:
         with open(tmp, "wb") as f:
-            for c in chunks:
-                mv = memoryview(c).cast("B")
-                h.update(mv)
-                f.write(mv)
-                n += mv.nbytes
+            if sum(p.nbytes for p in pieces) < 1 << 24:
+                digest()
+                for p in pieces:
+                    f.write(p)
+            else:
+                with ThreadPoolExecutor(1) as ex:
+                    hashing = ex.submit(digest)
+                    for p in pieces:
+                        f.write(p)
+                    hashing.result()
         _commit(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    return file_record(rel, n, h.hexdigest())
+    return file_record(rel, sum(p.nbytes for p in pieces), h.hexdigest())
 
 
 def write_npy_atomic(root: Path, rel: str, arr: np.ndarray) -> dict[str, Any]:
