@@ -27,20 +27,18 @@ slice copy per run of adjacent documents (the whole row when the split is contig
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .errors import UserError
 from .plan import check_tokens_per_step
+from .serving import Batch, StepLoader
 from .world import World
 
-STATE_VERSION = 1
 IGNORE = -100
-Batch = dict[str, Any]
 
 
 def segments_to_batch(seg_starts: list[np.ndarray], seq_len: int) -> dict[str, Any]:
@@ -68,20 +66,7 @@ def segments_to_batch(seg_starts: list[np.ndarray], seq_len: int) -> dict[str, A
     }
 
 
-class _Stream(IterableDataset[Batch]):
-    """Steps ``[start, stop)`` of a fixed-length loader; worker ``w`` serves ``start + w + k*n``."""
-
-    def __init__(self, loader: _FixedLengthLoader, epoch: int, start: int, stop: int) -> None:
-        self.loader, self.epoch, self.start, self.stop = loader, epoch, start, stop
-
-    def __iter__(self) -> Iterator[Batch]:
-        info = get_worker_info()
-        w, n = (info.id, info.num_workers) if info is not None else (0, 1)
-        for s in range(self.start + w, self.stop, n):
-            yield self.loader.batch(self.epoch, s, shared=info is not None)
-
-
-class _FixedLengthLoader:
+class _FixedLengthLoader(StepLoader):
     """Epochs, ranks, workers and state for loaders of ``num_rows`` fixed-length rows."""
 
     kind = "fixed"
@@ -92,21 +77,22 @@ class _FixedLengthLoader:
     ) -> None:  # fmt: skip
         if not isinstance(seq_len, int | np.integer) or seq_len < 1:
             raise UserError(f"seq_len {seq_len!r} must be a positive integer")
+        super().__init__(World.detect(rank, world_size, num_workers))
         self.ds, self.seq_len, self.seed = ds, int(seq_len), int(seed)
-        self.world = World.detect(rank, world_size, num_workers)
         check_tokens_per_step(tokens_per_step, [self.seq_len], self.world.world_size)
         self.tokens_per_step = int(tokens_per_step)
         self.rows_per_batch = self.tokens_per_step // self.seq_len
-        self._epoch, self._step = 0, 0
         self._perm: tuple[int, np.ndarray] | None = None
 
     # subclasses: the number of rows, and filling rows into a [n, seq_len + 1] int64 buffer
     @property
+    @abstractmethod
     def num_rows(self) -> int:
-        raise NotImplementedError
+        """Rows of ``seq_len + 1`` tokens this loader makes of the split."""
 
+    @abstractmethod
     def fill(self, rows: np.ndarray, buf: np.ndarray, batch: Batch) -> None:
-        raise NotImplementedError
+        """Write rows ``rows`` into ``buf`` and add any extra keys (labels, masks) to ``batch``."""
 
     def _identity(self) -> dict[str, Any]:
         return {
@@ -131,7 +117,7 @@ class _FixedLengthLoader:
             self._perm = (epoch, rng.permutation(self.num_rows))
         return self._perm[1]
 
-    def batch(self, epoch: int, step: int, shared: bool = False) -> Batch:
+    def make_step(self, epoch: int, step: int, shared: bool = False) -> Batch:
         B, W = self.rows_per_batch, self.world.world_size
         per = B // W
         lo = step * B + self.world.rank * per
@@ -145,58 +131,8 @@ class _FixedLengthLoader:
         batch.setdefault("labels", buf[:, 1:])
         return batch
 
-    # ---- epochs and iteration (same semantics as VSLLoader) ------------------------------------
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    @property
-    def step(self) -> int:
-        return self._step
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch < 0:
-            raise UserError(f"epoch {epoch} must be >= 0")
-        if epoch != self._epoch:
-            self._epoch, self._step = int(epoch), 0
-
-    def __len__(self) -> int:
+    def steps_in_epoch(self, epoch: int) -> int:
         return self.num_rows // self.rows_per_batch
-
-    def __iter__(self) -> Iterator[Batch]:
-        if self._step >= len(self):
-            self._epoch, self._step = self._epoch + 1, 0
-        epoch, start, stop = self._epoch, self._step, len(self)
-        source: Any
-        if self.world.num_workers == 0:
-            source = (self.batch(epoch, s) for s in range(start, stop))
-        else:
-            source = DataLoader(_Stream(self, epoch, start, stop), batch_size=None,
-                                num_workers=self.world.num_workers)  # fmt: skip
-        expect = start
-        for b in source:
-            assert b["step"] == expect, f"step {b['step']} arrived, {expect} expected"
-            expect += 1
-            self._step = expect
-            yield b
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION, **self._identity(), "epoch": self._epoch,
-                "step": self._step, "world_size": self.world.world_size}  # fmt: skip
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise UserError(f"loader state version {state.get('version')!r} is not {STATE_VERSION}")
-        for key, ours in self._identity().items():
-            if state.get(key) != ours:
-                raise UserError(
-                    f"cannot resume: {key} is {state.get(key)!r} in the checkpoint but {ours!r} "
-                    f"in this loader; construct the loader with the checkpoint's {key}"
-                )
-        step = int(state["step"])
-        if not 0 <= step <= len(self):
-            raise UserError(f"loader state step {step} is outside 0..{len(self)}")
-        self._epoch, self._step = int(state["epoch"]), step
 
     def summary(self) -> dict[str, Any]:
         S, B = len(self), self.rows_per_batch

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
+from .errors import DataError, UserError
 from .format import SPLITS, load_manifest
 
 _FANCY_MAX_ROW = 512  # below this row length a fancy index beats per-row slicing
@@ -72,6 +72,11 @@ class Dataset:
         self.bucket_rows: dict[int, int] = {L_: int(a.size) for L_, a in self._starts.items()}
         self.bucket_lengths: list[int] = [L_ for L_, n in self.bucket_rows.items() if n]
         self._doc_bounds: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str, str]]:
+        # Pickled (e.g. into spawned loader workers) by path: reopening maps the same files,
+        # where pickling the memmaps would copy every token.
+        return (_reopen, (str(self.root), self.split, self.fingerprint))
 
     def __repr__(self) -> str:
         rows = ", ".join(f"{L}: {n}" for L, n in self.bucket_rows.items() if n)
@@ -170,6 +175,13 @@ def _gather_one(tokens: np.ndarray, starts: np.ndarray, width: int, out: np.ndar
     else:
         for i, s in enumerate(starts.tolist()):
             out[i] = tokens[s : s + width]
+
+
+def _reopen(root: str, split: str, fingerprint: str) -> Dataset:
+    ds = open_dataset(root, split)
+    if ds.fingerprint != fingerprint:
+        raise DataError(f"{root}: the dataset changed on disk while it was in use")
+    return ds
 
 
 def open_dataset(root: str | Path, split: str = "train") -> Dataset:
