@@ -159,7 +159,7 @@ def plot_runs(runs: list[Run], path: str | Path) -> None:
     loss by position on the longest held-out pieces, val loss vs time."""
     from matplotlib.figure import Figure
 
-    from .plots import _save_atomic
+    from .plots import save_png_atomic
 
     fig = Figure(figsize=(16, 9), layout="constrained")
     ax = fig.subplots(2, 3)
@@ -195,4 +195,4 @@ def plot_runs(runs: list[Run], path: str | Path) -> None:
     for a in (ax[0, 2], ax[1, 1]):
         a.set_xscale("log", base=2)
     ax[1, 0].set_yscale("log", base=2)
-    _save_atomic(fig, path)
+    save_png_atomic(fig, path)

@@ -35,7 +35,7 @@ _BAR_COLOR = "#55a868"
 _DPI = 110
 
 
-def _save_atomic(fig: Figure, path: str | Path) -> None:
+def save_png_atomic(fig: Figure, path: str | Path) -> None:
     """Render ``fig`` as PNG to a temp file next to ``path`` and rename it into place."""
     path = Path(path)
     if path.suffix.lower() != ".png":
@@ -173,7 +173,7 @@ def plot_stats(stats: Mapping[str, Any], path: str | Path) -> None:
             f"(attention FLOPs DD/C&C {ratio:.2f}x)"
         )
     fig.suptitle(head, fontsize=11)
-    _save_atomic(fig, path)
+    save_png_atomic(fig, path)
 
 
 def plot_plan(
@@ -226,4 +226,4 @@ def plot_plan(
     )
     if title:
         fig.suptitle(_plain(title), fontsize=12)
-    _save_atomic(fig, path)
+    save_png_atomic(fig, path)

@@ -45,7 +45,7 @@ def build_loader(cfg: TrainConfig, ds: Any, max_len: int, world: Launch) -> Any:
             ds, curriculum=cfg.curriculum, cycles=cfg.cycles, mixture=mixture, **common
         )
     if cfg.method == "pack":
-        from .baselines import PackedLoader
+        from .baselines_pack import PackedLoader
 
         return PackedLoader(ds, seq_len=max_len, **common)
     from .baselines import ConcatChunkLoader
