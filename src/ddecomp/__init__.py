@@ -34,6 +34,9 @@ _LAZY = {
     "VSLLoader": "loader",
     "ConcatChunkLoader": "baselines",
     "PackedLoader": "baselines_pack",
+    "TrainConfig": "train",
+    "GPT": "model",
+    "ModelConfig": "model",
 }
 
 
@@ -46,13 +49,16 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CONVENTION",
     "CURRICULA",
+    "GPT",
     "ConcatChunkLoader",
     "Curriculum",
     "DataError",
     "Dataset",
+    "ModelConfig",
     "PackedLoader",
     "Plan",
     "PrepareConfig",
+    "TrainConfig",
     "UserError",
     "VSLLoader",
     "World",
