@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from _fixtures import identity_tokens
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,8 +22,7 @@ L = 64
 def data(tmp_path_factory):
     rng = np.random.default_rng(4)
     lens = np.exp(rng.uniform(np.log(1), np.log(400), size=500)).astype(np.int64)
-    toks = np.arange(int(lens.sum()), dtype=np.uint32)
-    toks[np.cumsum(lens) - 1] = EOS
+    toks = identity_tokens(lens, EOS)
     root = tmp_path_factory.mktemp("base")
     # a validation split makes the train documents non-contiguous in the token file
     prepare_tokens(toks, root, eos_id=EOS, min_len=16, max_len=64, val_fraction=0.2)

@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from _fixtures import identity_tokens as fixture_tokens
+from _fixtures import random_lengths
 
 from ddecomp.dataset import open_dataset
 from ddecomp.errors import UserError
@@ -16,11 +18,7 @@ TPS = 2048  # max_len 256 x world size 8
 
 
 def identity_tokens(n_docs: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    lens = np.exp(rng.uniform(np.log(3), np.log(700), size=n_docs)).astype(np.int64)
-    toks = np.arange(int(lens.sum()), dtype=np.uint32)
-    toks[np.cumsum(lens) - 1] = EOS
-    return toks
+    return fixture_tokens(random_lengths(n_docs, seed, lo=3, hi=700), EOS)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _fixtures import identity_tokens
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -138,16 +139,9 @@ def test_length_histogram_bins_exact() -> None:
 EOS = 1_000_000  # above every position, so token value = position identifies every token
 
 
-def identity_tokens(lengths: list[int]) -> np.ndarray:
-    """Documents of ``lengths`` tokens; token = its position in the stream, EOS last per doc."""
-    toks = np.arange(sum(lengths), dtype=np.uint32)
-    toks[np.cumsum(lengths) - 1] = EOS
-    return toks
-
-
 def prepared(tmp_path: Path, lengths: list[int], **kw: Any) -> Path:
     out = tmp_path / "ds"
-    prepare_tokens(identity_tokens(lengths), out, eos_id=EOS, **kw)
+    prepare_tokens(identity_tokens(lengths, EOS), out, eos_id=EOS, **kw)
     return out
 
 
