@@ -6,6 +6,7 @@ no hub here) and the 8192 default. For each it prints tokens/s of
 
 - ``raw``: ``tok.encode_batch(texts)`` on all rayon threads, ids left in HF ``Encoding`` objects
   (the reference: HF's own batch throughput);
+- ``fast``: ``tok.encode_batch_fast(texts)`` (no character offsets; what we call), for scale;
 - ``ddecomp 1 proc``: ``encode_documents`` (ids + EOS in one numpy array) in this process, all
   rayon threads;
 - ``ddecomp N procs``: ``encode_documents`` in N spawned processes (``--procs``, default 2), each
@@ -90,6 +91,7 @@ def _measure(
     shards = _shards(texts, shard_chars)
     ways: dict[str, Callable[[], int]] = {
         "raw": lambda: sum(len(e) for e in tok.encode_batch(texts, add_special_tokens=False)),
+        "fast": lambda: sum(len(e) for e in tok.encode_batch_fast(texts, add_special_tokens=False)),
         "1proc": lambda: int(encode_documents(tok, texts, eos)[0].size),
         "nproc": lambda: sum(pool.imap(_encode_shard, shards)),
     }
@@ -146,10 +148,12 @@ def main() -> None:
             counts, best = _measure(tok, texts, pool, args.procs, args.repeat)
         # encode_documents counts the EOS per document; compare like with like (text tokens).
         n_text = counts["raw"]
+        assert counts["fast"] == n_text
         assert counts["1proc"] == counts["nproc"] == n_text + len(texts)
         rates = {k: n_text / t for k, t in best.items()}
         names = {
             "raw": "HF encode_batch (all threads)",
+            "fast": "HF encode_batch_fast (all threads)",
             "1proc": "encode_documents, 1 process",
             "nproc": f"encode_documents, {args.procs} processes x 1 thread",
         }
