@@ -232,6 +232,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     from .ingest import IngestStats, default_corpus_files, discover_inputs, iter_documents
     from .tokenize import (
         TokenizerInfo,
+        id_bound,
         load_tokenizer,
         resolve_special,
         save_tokenizer,
@@ -252,10 +253,11 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         **_index_identity(cfg, inputs["bytes"]),
     }
 
-    def docs(stats: IngestStats) -> Iterator[str]:
-        return iter_documents(files, cfg.text_field, cfg.strict, stats)
+    def docs(stats: IngestStats, log_skips: bool = True) -> Iterator[str]:
+        # Skips are logged once, on the pass that writes the dataset (or explains why not).
+        return iter_documents(files, cfg.text_field, cfg.strict, stats, log_skips)
 
-    if next(docs(IngestStats()), None) is None:
+    if next(docs(IngestStats(), log_skips=False), None) is None:
         probe = IngestStats()
         for _ in docs(probe):
             pass
@@ -276,11 +278,11 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         source = f"trained byte-level BPE (vocab {cfg.vocab_size})"
     else:
         log.info("training a byte-level BPE tokenizer (vocab %d) on the input", cfg.vocab_size)
-        tok = train_bpe(docs(IngestStats()), cfg.vocab_size)
+        tok = train_bpe(docs(IngestStats(), log_skips=False), cfg.vocab_size)
         source = f"trained byte-level BPE (vocab {cfg.vocab_size})"
     sha = save_tokenizer(tok, tok_path)
     eos_id, eos_tok, bos_id, bos_tok = resolve_special(tok, cfg.eos_token, cfg.bos)
-    vocab = tok.get_vocab_size(with_added_tokens=True)
+    vocab = id_bound(tok)  # largest id + 1: ids may have gaps
     dtype = np.dtype(token_dtype(vocab)).name
     info = TokenizerInfo(source, sha, vocab, eos_id, eos_tok, bos_id, bos_tok).as_dict()
     info["file"] = TOKENIZER_FILE

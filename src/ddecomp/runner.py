@@ -114,7 +114,17 @@ class ShardRunner:
             return [run_job(job)]
         if self._pool is None:
             method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            self._pool = mp.get_context(method).Pool(self.workers, initializer=_init_worker)
+            # HF tokenizers checks this variable in the forked child: set, it keeps the child
+            # single-threaded without its "forked after parallelism" warning. Restored after.
+            old = os.environ.get("TOKENIZERS_PARALLELISM")
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
+            try:
+                self._pool = mp.get_context(method).Pool(self.workers, initializer=_init_worker)
+            finally:
+                if old is None:
+                    del os.environ["TOKENIZERS_PARALLELISM"]
+                else:
+                    os.environ["TOKENIZERS_PARALLELISM"] = old
         self._pending.append(self._pool.apply_async(run_job, (job,)))
         done = []
         while len(self._pending) >= 2 * self.workers or (
