@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,3 +22,10 @@ def random_lengths(n_docs: int, seed: int, lo: int = 1, hi: int = 3000) -> np.nd
     """Log-uniform document lengths in tokens, EOS included."""
     rng = np.random.default_rng(seed)
     return np.exp(rng.uniform(np.log(lo), np.log(hi), size=n_docs)).astype(np.int64).clip(lo)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for gloo rendezvous in tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

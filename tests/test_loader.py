@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from _fixtures import free_port, random_lengths
 from _fixtures import identity_tokens as fixture_tokens
-from _fixtures import random_lengths
 
 from ddecomp.dataset import open_dataset
 from ddecomp.errors import UserError
@@ -240,14 +240,10 @@ def _dist_worker(rank, root, port, out):
 
 @pytest.mark.slow
 def test_two_real_gloo_processes_split_the_epoch(data, tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
 
     ds, _ = data
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp.spawn(_dist_worker, args=(str(ds.root), port, str(tmp_path)), nprocs=2)
     r0, r1 = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
     assert len(r0) == len(r1) > 0

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _fixtures import free_port
 
 from ddecomp.errors import UserError
 from ddecomp.train import METHODS, TrainConfig, train
@@ -200,7 +201,7 @@ def test_two_ranks_under_torchrun_match_one_process(data: Path, tmp_path: Path) 
     assert one.returncode == 0, one.stderr
     two = _cli(
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-port", "29517", "-m", "ddecomp", "train", str(data), "--out",
+        "--master-port", str(free_port()), "-m", "ddecomp", "train", str(data), "--out",
         str(tmp_path / "two"), *common, env={"OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
