@@ -50,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "src")]
 import corpus  # noqa: E402
-from olmo_side import RssSampler, crossing_rows, row_fingerprints, served_twice  # noqa: E402
+from olmo_side import crossing_rows, row_fingerprints, served_twice, timed_epoch  # noqa: E402
 
 VENV = ROOT / "bench-venv"
 STEP_TOKENS = 65_536
@@ -147,26 +147,14 @@ def dd_loader(a: dict[str, Any]) -> dict[str, Any]:
     except (UserError, Exception) as e:
         return {"error": f"{type(e).__name__}: {e}"}
     plan = loader.plan
-    steps, served, loop_s = [], 0, 0.0
-    by_len: dict[int, list[float]] = {}
+    steps: list[int] = []
     prints: list[np.ndarray] = []
-    it = iter(loader)
-    with RssSampler() as rss:
-        while True:
-            t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                loop_s += time.perf_counter() - t0
-                break
-            dt = time.perf_counter() - t0
-            loop_s += dt
-            steps.append(int(batch["step"]))
-            served += int(batch["input_ids"].numel())
-            per_len = by_len.setdefault(int(batch["seq_len"]), [0.0, 0.0])
-            per_len[0] += batch["input_ids"].numel()
-            per_len[1] += dt
-            prints.append(row_fingerprints(batch["input_ids"].numpy()))
+
+    def record(batch: Any) -> None:
+        steps.append(int(batch["step"]))
+        prints.append(row_fingerprints(batch["input_ids"].numpy()))
+
+    timed = timed_epoch(loader, record)
     starts_l, stops_l, want_l = [], [], []
     for s in steps:  # the rows the plan names for each served step, read back independently
         L = int(plan.step_length[s])
@@ -177,15 +165,12 @@ def dd_loader(a: dict[str, Any]) -> dict[str, Any]:
     starts, stops = np.concatenate(starts_l), np.concatenate(stops_l)
     expected = sum(plan.batches(L) * plan.rows_per_batch(L) for L in plan.lengths)
     bad = int((np.concatenate(want_l) != np.concatenate(prints)).sum())
-    return {
-        "steps_planned": len(plan), "steps": len(steps), "tokens": served, "seconds": loop_s,
-        "tokens_per_s": served / loop_s, "batches_per_s": len(steps) / loop_s,
-        "peak_rss_bytes": rss.peak_bytes, "rows_served": int(starts.size),
+    return timed | {
+        "steps_planned": len(plan), "rows_served": int(starts.size),
         "rows_expected": int(expected), "rows_served_twice": served_twice(starts),
         "rows_never_served": int(expected - np.unique(starts).size),
         "rows_crossing_documents": crossing_rows(starts, stops, ds.document_bounds()[1]),
         "rows_with_wrong_tokens": bad,
-        "tokens_per_s_by_length": {str(L): t / s for L, (t, s) in sorted(by_len.items())},
         "rows_left_out": {str(L): plan.remainder_rows(L) for L in plan.lengths},
     }  # fmt: skip
 

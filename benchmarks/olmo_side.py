@@ -94,6 +94,46 @@ class RssSampler:
         self.sample()
 
 
+def timed_epoch(loader: Any, on_batch: Any) -> dict[str, Any]:
+    """Iterate ``loader`` once, timing only the ``next()`` calls, under an :class:`RssSampler`.
+
+    ``on_batch(batch)`` runs outside the timed region (to record rows for the exactness checks).
+    An exception from the loader ends the epoch and is returned under ``error`` as a finding.
+    """
+    steps = tokens = 0
+    loop_s = 0.0
+    by_len: dict[int, list[float]] = {}
+    out: dict[str, Any] = {}
+    it = iter(loader)
+    with RssSampler() as rss:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                loop_s += time.perf_counter() - t0
+                break
+            except Exception as e:
+                out = _error(e)
+                break
+            dt = time.perf_counter() - t0
+            loop_s += dt
+            n = int(batch["input_ids"].numel())
+            steps += 1
+            tokens += n
+            per_len = by_len.setdefault(int(batch["input_ids"].shape[1]), [0.0, 0.0])
+            per_len[0] += n
+            per_len[1] += dt
+            on_batch(batch)
+    return out | {
+        "steps": steps, "tokens": tokens, "seconds": loop_s,
+        "tokens_per_s": tokens / loop_s if loop_s else 0.0,
+        "batches_per_s": steps / loop_s if loop_s else 0.0,
+        "peak_rss_bytes": rss.peak_bytes,
+        "tokens_per_s_by_length": {str(L): t / s for L, (t, s) in sorted(by_len.items())},
+    }  # fmt: skip
+
+
 def doc_ends(tokens: np.ndarray, eos_id: int) -> np.ndarray:
     """Exclusive end offset of every EOS-terminated document (int64, ascending)."""
     return np.flatnonzero(tokens == eos_id).astype(np.int64) + 1
@@ -238,30 +278,12 @@ def cmd_loader(a: dict[str, Any]) -> dict[str, Any]:
     table = _doc_index(ds)
     ids: list[np.ndarray] = []
     prints: list[np.ndarray] = []
-    steps = served_tokens = 0
-    loop_s = 0.0
-    by_len: dict[int, list[float]] = {}
-    it = iter(loader)
-    with RssSampler() as rss:
-        while True:
-            t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                loop_s += time.perf_counter() - t0
-                break
-            except Exception as e:
-                out |= _error(e)
-                break
-            dt = time.perf_counter() - t0
-            loop_s += dt
-            steps += 1
-            served_tokens += int(batch["input_ids"].numel())
-            per_len = by_len.setdefault(int(batch["input_ids"].shape[1]), [0.0, 0.0])
-            per_len[0] += batch["input_ids"].numel()
-            per_len[1] += dt
-            ids.append(batch["index"].numpy().astype(np.int64))
-            prints.append(row_fingerprints(batch["input_ids"].numpy()))
+
+    def record(batch: Any) -> None:
+        ids.append(batch["index"].numpy().astype(np.int64))
+        prints.append(row_fingerprints(batch["input_ids"].numpy()))
+
+    out |= timed_epoch(loader, record)
     loader.reset()
     all_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
     ends = doc_ends(tokens, a["eos_id"])
@@ -269,16 +291,11 @@ def cmd_loader(a: dict[str, Any]) -> dict[str, Any]:
     want = np.array([row_fingerprints(tokens[s:e][None]) for s, e in rows]).reshape(-1)
     got = np.concatenate(prints) if prints else np.zeros(0, dtype=np.int64)
     return out | {
-        "steps": steps, "tokens": served_tokens, "seconds": loop_s,
-        "tokens_per_s": served_tokens / loop_s if loop_s else 0.0,
-        "batches_per_s": steps / loop_s if loop_s else 0.0,
-        "peak_rss_bytes": rss.peak_bytes,
         "rows_served": int(all_ids.size), "rows_expected": int(expected_rows),
         "rows_served_twice": served_twice(all_ids),
         "rows_never_served": int(expected_rows - np.unique(all_ids).size),
         "rows_crossing_documents": crossing_rows(rows[:, 0], rows[:, 1], ends),
         "rows_with_wrong_tokens": int((want != got).sum()),
-        "tokens_per_s_by_length": {str(L): t / s for L, (t, s) in sorted(by_len.items())},
     }  # fmt: skip
 
 

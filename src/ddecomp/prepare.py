@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,26 +31,23 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
 from .decompose import LONG_DOC_POLICIES, check_lengths
 from .errors import UserError
 from .format import (
     FORMAT_VERSION,
     MANIFEST,
-    SHARD_DIR,
     TOKENIZER_FILE,
     canonical_sha256,
-    read_json,
     write_json_atomic,
 )
 from .manifest import build_manifest
+from .outdir import claim_dir
 from .progress import Progress
 from .runner import ShardRunner
 from .shard import IndexParams, load_done
 from .token_source import open_token_source, token_ranges
 
 log = logging.getLogger("ddecomp.prepare")
-STATE_FILE = ".prepare.json"
 
 
 def auto_shard_size(total: int) -> int:
@@ -115,44 +111,6 @@ class PrepareConfig:
 
     def index_params(self) -> IndexParams:
         return IndexParams(self.min_len, self.max_len, self.long_docs, self.seed, self.val_fraction)
-
-
-# ---- output directory: identity, refusal, resume ---------------------------------------------
-def _claim_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
-    """Make ``out`` ours for this identity. Returns the finished manifest if already done."""
-    state_path = out / STATE_FILE
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
-    used = out.is_dir() and any(out.iterdir())
-    if used and not overwrite:
-        if not state_path.is_file():
-            raise UserError(
-                f"--out {out} is not empty and holds no ddecomp dataset; choose an empty "
-                "directory or pass --overwrite"
-            )
-        old = read_json(state_path).get("identity")
-        if old != identity:
-            diff = sorted(
-                k for k in set(old or {}) | set(identity) if (old or {}).get(k) != identity.get(k)
-            )
-            raise UserError(
-                f"--out {out} holds a dataset prepared with other arguments (differs in: "
-                f"{', '.join(diff)}); pass --overwrite to replace it or choose another directory"
-            )
-        man_path = out / MANIFEST
-        if man_path.is_file():
-            man = read_json(man_path)
-            if man.get("prepare", {}).get("identity_sha256") == canonical_sha256(identity):
-                return dict(man)
-    if used and overwrite:
-        for name in (MANIFEST, STATE_FILE, TOKENIZER_FILE):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in (out / SHARD_DIR).glob(".*.tmp"):  # half-written by a killed run
-        stale.unlink(missing_ok=True)
-    write_json_atomic(state_path, {"identity": identity, "ddecomp": __version__})
-    return None
 
 
 def _finish(cfg: PrepareConfig, man: dict[str, Any]) -> dict[str, Any]:
@@ -266,7 +224,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
             f"no documents in the input ({len(files)} files; skipped: "
             f"{_fmt_skips(probe.as_dict())}); nothing was written"
         )
-    finished = _claim_dir(cfg.out, identity, cfg.overwrite)
+    finished = claim_dir(cfg.out, identity, cfg.overwrite)
     if finished is not None:
         log.info("%s is already prepared with these arguments; nothing to do", cfg.out)
         return finished
@@ -375,7 +333,7 @@ def prepare_tokens(
         "kind": "tokens", "inputs": ident, "eos_id": eos_id, "vocab_size": vocab_size,
         **_index_identity(cfg, int(arr.size)),
     }  # fmt: skip
-    finished = _claim_dir(cfg.out, identity, cfg.overwrite)
+    finished = claim_dir(cfg.out, identity, cfg.overwrite)
     if finished is not None:
         return finished
     ranges = token_ranges(arr, eos_id, identity["shard_size"])
