@@ -27,6 +27,7 @@ from .decompose import CONVENTION, decompose, decompose_corpus
 from .errors import DataError, UserError
 from .plan import Plan, build_plan
 from .prepare import PrepareConfig, prepare, prepare_tokens
+from .trainconfig import ModelConfig, TrainConfig
 from .world import World
 
 # Names whose modules import torch are loaded on first use, so `prepare` and `stats` stay light.
@@ -34,9 +35,7 @@ _LAZY = {
     "VSLLoader": "loader",
     "ConcatChunkLoader": "baselines",
     "PackedLoader": "baselines_pack",
-    "TrainConfig": "train",
     "GPT": "model",
-    "ModelConfig": "model",
 }
 
 

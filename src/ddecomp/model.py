@@ -34,75 +34,18 @@ forward + backward).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import DocMask, attend
-from .errors import UserError
+from .trainconfig import SIZES as SIZES
+from .trainconfig import ModelConfig as ModelConfig
+from .trainconfig import Norm
+from .trainconfig import model_config as model_config
 
-Norm = Literal["rmsnorm", "layernorm"]
-Mlp = Literal["swiglu", "gelu"]
 IGNORE_INDEX = -100  # labels with this value are not trained on (padding)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Shape of the GPT. ``vocab_size`` comes from the dataset's tokenizer."""
-
-    vocab_size: int
-    d_model: int
-    n_layer: int
-    n_head: int
-    d_ff: int
-    norm: Norm = "rmsnorm"
-    mlp: Mlp = "swiglu"
-    rope_base: float = 100_000.0
-    tie_embeddings: bool = False
-    init_std: float = 0.02
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_layer", "n_head", "d_ff"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise UserError(f"model {name}={v!r} must be a positive integer")
-        if self.d_model % self.n_head or (self.d_model // self.n_head) % 2:
-            raise UserError(
-                f"model d_model={self.d_model} must split into n_head={self.n_head} heads of an "
-                "even width (RoPE rotates pairs); pick d_model divisible by 2 * n_head"
-            )
-        if self.norm not in ("rmsnorm", "layernorm"):
-            raise UserError(f"model norm={self.norm!r}: use 'rmsnorm' or 'layernorm'")
-        if self.mlp not in ("swiglu", "gelu"):
-            raise UserError(f"model mlp={self.mlp!r}: use 'swiglu' or 'gelu'")
-        if not self.rope_base > 1:
-            raise UserError(f"model rope_base={self.rope_base} must be > 1 (paper: 100000)")
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_head
-
-
-# name -> (d_model, n_layer, n_head, d_ff, tie_embeddings)
-SIZES: dict[str, tuple[int, int, int, int, bool]] = {
-    "tiny": (64, 2, 4, 192, True),
-    "small": (256, 4, 4, 704, False),
-    "160m": (768, 12, 12, 2048, False),
-    "410m": (1024, 24, 16, 2816, False),
-    "1b": (2048, 24, 16, 5632, False),
-}
-
-
-def model_config(size: str, vocab_size: int, **overrides: object) -> ModelConfig:
-    """The :class:`ModelConfig` of a named size; ``overrides`` replace single fields."""
-    if size not in SIZES:
-        raise UserError(f"unknown model size {size!r}; use one of {', '.join(SIZES)}")
-    d, n_layer, n_head, d_ff, tie = SIZES[size]
-    cfg = ModelConfig(vocab_size, d, n_layer, n_head, d_ff, tie_embeddings=tie)
-    return replace(cfg, **overrides) if overrides else cfg  # type: ignore[arg-type]
 
 
 def _norm(kind: Norm, d: int) -> nn.Module:

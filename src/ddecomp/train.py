@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -61,104 +61,11 @@ from .distributed import (
 )
 from .errors import UserError
 from .evaluate import EvalConfig, evaluate
-from .model import GPT, IGNORE_INDEX, SIZES, causal_pairs, model_config, num_params, train_flops
+from .model import GPT, IGNORE_INDEX, causal_pairs, model_config, num_params, train_flops
 from .runlog import RunLog, peak_flops_for
+from .trainconfig import METHODS as METHODS
+from .trainconfig import RESUME_FIXED, TrainConfig
 from .trainsetup import build_loader, build_optimizer, cosine_schedule, warm_shapes
-
-METHODS = ("dd", "concat", "concat-dm", "pack")
-# Fields that must not change when a run is resumed (the rest, e.g. device, may).
-_RESUME_FIXED = (
-    "method", "size", "tokens", "tokens_per_step", "max_len", "curriculum", "cycles", "lr",
-    "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "seed", "model_overrides",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run. Token counts are global (all ranks together); steps are optimizer steps.
-
-    data: prepared dataset directory; out: run directory (created).
-    method: dd | concat | concat-dm | pack. size: tiny | small | 160m | 410m | 1b.
-    tokens: training tokens in total; tokens_per_step: tokens per optimizer step.
-    max_len: longest sequence in tokens (None: the dataset's); the baselines' chunk/bin length.
-    curriculum, cycles: DD's curriculum (see ddecomp.curriculum) and its number of cycles.
-    lr: peak learning rate; min_lr_ratio: final LR as a fraction of it; warmup: steps.
-    eval_every / checkpoint_every: steps between evaluations / checkpoints (0: only at the end).
-    eval_tokens: held-out tokens per context length per evaluation.
-    stop_after: stop (with a checkpoint) after this many steps, as a preemption would; the
-    schedule still spans the whole run. resume: continue RUN from its latest checkpoint.
-    """
-
-    data: str
-    out: str
-    method: str = "dd"
-    size: str = "tiny"
-    tokens: int = 1 << 22
-    tokens_per_step: int = 1 << 14
-    max_len: int | None = None
-    curriculum: str = "grow-p2"
-    cycles: int = 8
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup: int = 50
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    compile: bool = False
-    deterministic: bool = False
-    eval_every: int = 0
-    eval_tokens: int = 32768
-    checkpoint_every: int = 0
-    keep_checkpoints: int = 2
-    stop_after: int | None = None
-    resume: bool = False
-    num_workers: int = 0
-    progress: bool = True
-    peak_flops: float | None = None
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise UserError(f"--method {self.method!r}: use one of {', '.join(METHODS)}")
-        if self.size not in SIZES:
-            raise UserError(f"--size {self.size!r}: use one of {', '.join(SIZES)}")
-        if self.tokens_per_step < 1 or self.tokens < self.tokens_per_step:
-            raise UserError(
-                f"--tokens {self.tokens} must be at least --tokens-per-step "
-                f"{self.tokens_per_step} (>= 1): the run would have no step"
-            )
-        if self.warmup < 0 or self.warmup >= self.steps:
-            raise UserError(
-                f"--warmup {self.warmup} steps must be in [0, {self.steps}) for a run of "
-                f"{self.steps} steps (--tokens {self.tokens} // --tokens-per-step "
-                f"{self.tokens_per_step})"
-            )
-        if not (self.lr > 0 and 0 <= self.min_lr_ratio <= 1):
-            raise UserError(
-                f"--lr {self.lr} must be > 0 and min_lr_ratio {self.min_lr_ratio} in [0, 1]"
-            )
-        if self.grad_clip <= 0 or self.weight_decay < 0:
-            raise UserError(
-                f"grad_clip {self.grad_clip} must be > 0, weight_decay {self.weight_decay} >= 0"
-            )
-        for name in ("eval_every", "checkpoint_every", "cycles", "keep_checkpoints", "eval_tokens"):
-            v = getattr(self, name)
-            low = 0 if name.endswith("every") else 1
-            if v < low:
-                raise UserError(f"--{name.replace('_', '-')} {v} must be >= {low}")
-        if self.stop_after is not None and not 1 <= self.stop_after <= self.steps:
-            raise UserError(f"stop_after {self.stop_after} must be in [1, {self.steps}]")
-        if self.max_len is not None and (self.max_len < 1 or self.max_len & (self.max_len - 1)):
-            raise UserError(f"--max-len {self.max_len} must be a power of two")
-
-    @property
-    def steps(self) -> int:
-        return self.tokens // self.tokens_per_step
-
-    @property
-    def doc_masked(self) -> bool:
-        return self.method in ("concat-dm", "pack")
 
 
 def _configure_determinism(cfg: TrainConfig, device: torch.device) -> None:
@@ -175,7 +82,7 @@ def _configure_determinism(cfg: TrainConfig, device: torch.device) -> None:
 
 def _check_resume(saved: dict[str, Any], cfg: TrainConfig, fingerprint: str) -> None:
     now = asdict(cfg)
-    for k in _RESUME_FIXED:
+    for k in RESUME_FIXED:
         if saved["config"].get(k) != now[k]:
             raise UserError(
                 f"--resume: {k} was {saved['config'].get(k)!r} in the checkpoint, now {now[k]!r}; "
@@ -214,7 +121,12 @@ def train(cfg: TrainConfig, world: Launch | None = None) -> dict[str, Any]:
     device = resolve_device(cfg.device, world)
     init_world(world, device)
     try:
-        return _train(cfg, world, device, open_dataset)
+        summary = _train(cfg, world, device, open_dataset)
+        # Every rank reaches the end before any tears its process group down: a gloo peer that
+        # closes its connections while another still writes its summary aborts the latter
+        # ("terminate called without an active exception"). Not on errors: peers would wait.
+        barrier(world)
+        return summary
     finally:
         close_world(world)
 

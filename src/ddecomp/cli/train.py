@@ -10,8 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from ..model import SIZES
-from ..train import METHODS, TrainConfig
+from ..trainconfig import METHODS, SIZES, TrainConfig
 
 
 def register(sub: Any) -> None:
