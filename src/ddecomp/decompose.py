@@ -25,7 +25,7 @@ remainder (``max <= rest < 2 * max``) is split as above. It is seeded through th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -106,7 +106,7 @@ class Decomposition:
     short_documents: int
     short_document_tokens: int
     tail_tokens: int
-    kept_targets: int = field(default=0)
+    kept_targets: int
 
 
 def _empty() -> np.ndarray:

@@ -129,11 +129,11 @@ def _finish(cfg: PrepareConfig, man: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_shards(
-    cfg: PrepareConfig, jobs: Iterable[tuple[int, Any]], make_job: Any, total_hint: int | None
+    cfg: PrepareConfig, jobs: Iterable[tuple[int, Any]], make_job: Any
 ) -> list[dict[str, Any]]:
     """Run (or skip when done) every shard job; return records in shard order."""
     records: dict[int, dict[str, Any]] = {}
-    with Progress(cfg.quiet, total_hint) as bar, ShardRunner(cfg.workers) as runner:
+    with Progress(cfg.quiet) as bar, ShardRunner(cfg.workers) as runner:
         for index, payload in jobs:
             done = load_done(cfg.out, index)
             if done is not None:
@@ -256,7 +256,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
 
     stats = IngestStats()
     jobs = iter_text_shards(docs(stats), identity["shard_size"])
-    records = _run_shards(cfg, jobs, make_job, None)
+    records = _run_shards(cfg, jobs, make_job)
     man = build_manifest(
         cfg, records, info, dtype, inputs, stats.as_dict(), identity, time.perf_counter() - t0
     )
@@ -346,7 +346,7 @@ def prepare_tokens(
             cfg.index_params(),
         )  # fmt: skip
 
-    records = _run_shards(cfg, enumerate(ranges), make_job, None)
+    records = _run_shards(cfg, enumerate(ranges), make_job)
     seen_max = max_id if max_id is not None else int(arr.max())
     vocab = max(vocab_size or 0, seen_max + 1, eos_id + 1)
     no_eos = sum(r.get("no_final_eos", 0) for r in records)

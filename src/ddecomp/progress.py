@@ -18,7 +18,7 @@ log = logging.getLogger("ddecomp.progress")
 
 
 class Progress:
-    def __init__(self, quiet: bool, total_docs: int | None = None, desc: str = "prepare") -> None:
+    def __init__(self, quiet: bool, desc: str = "prepare") -> None:
         self.docs = 0
         self.tokens = 0
         self.resumed_tokens = 0
@@ -27,7 +27,7 @@ class Progress:
         self.desc = desc
         self._bar: tqdm[Never] | None = None
         if not quiet and sys.stderr.isatty():
-            self._bar = tqdm(total=total_docs, unit="doc", desc=desc, dynamic_ncols=True)
+            self._bar = tqdm(unit="doc", desc=desc, dynamic_ncols=True)
 
     def rate(self) -> float:
         dt = time.perf_counter() - self.t0
