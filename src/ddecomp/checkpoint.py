@@ -18,10 +18,7 @@ seconds, and the run's config for a mismatch check.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .format import read_json, write_json_atomic
+from .format import atomic_file, read_json, write_json_atomic
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest.json"
@@ -61,15 +58,8 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int =
     ckdir = Path(run_dir) / CKPT_DIR
     ckdir.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:07d}.pt"
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=ckdir)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, ckdir / name)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(ckdir / name) as f:
+        torch.save(state, f)
     write_json_atomic(ckdir / LATEST, {"step": step, "path": name})
     for old in sorted(ckdir.glob("step_*.pt"))[:-keep]:
         if old.name != name:

@@ -25,9 +25,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -50,14 +51,27 @@ def bucket_file(shard: str, split: str, L: int) -> str:
     return f"{SHARD_DIR}/{shard}.{split}.L{L:05d}.npy"
 
 
-def _tmp_path(path: Path) -> Path:
+@contextlib.contextmanager
+def atomic_file(path: str | Path, fsync: bool = False) -> Iterator[BinaryIO]:
+    """Open a temporary file next to ``path`` for writing; rename it to ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is untouched, so a reader never
+    sees half a file. ``fsync`` also flushes it to disk before the rename (power-loss safety;
+    a killed process needs only the rename).
+    """
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def file_record(rel: str, nbytes: int, sha: str) -> dict[str, Any]:
@@ -81,7 +95,6 @@ def write_bytes_atomic(root: Path, rel: str, chunks: list[Any]) -> dict[str, Any
     """
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
     pieces = _pieces(chunks)
     h = hashlib.sha256()
 
@@ -89,23 +102,17 @@ def write_bytes_atomic(root: Path, rel: str, chunks: list[Any]) -> dict[str, Any
         for p in pieces:
             h.update(p)
 
-    try:
-        with open(tmp, "wb") as f:
-            if sum(p.nbytes for p in pieces) < 1 << 24:
-                digest()
+    with atomic_file(path) as f:
+        if sum(p.nbytes for p in pieces) < 1 << 24:
+            digest()
+            for p in pieces:
+                f.write(p)
+        else:
+            with ThreadPoolExecutor(1) as ex:
+                hashing = ex.submit(digest)
                 for p in pieces:
                     f.write(p)
-            else:
-                with ThreadPoolExecutor(1) as ex:
-                    hashing = ex.submit(digest)
-                    for p in pieces:
-                        f.write(p)
-                    hashing.result()
-        _commit(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+                hashing.result()
     return file_record(rel, sum(p.nbytes for p in pieces), h.hexdigest())
 
 

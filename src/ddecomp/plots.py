@@ -14,9 +14,6 @@ sees a half-written PNG and a failed save leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .errors import UserError
+from .format import atomic_file
 
 _DOCS_COLOR = "#4c72b0"
 _TOKENS_COLOR = "#dd8452"
@@ -44,20 +42,10 @@ def save_png_atomic(fig: Figure, path: str | Path) -> None:
         raise UserError(f"plot file {str(path)!r}: directory {str(path.parent)!r} does not exist")
     FigureCanvasAgg(fig)  # attaches the Agg canvas to the figure
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with atomic_file(path) as f:
+            fig.savefig(f, format="png", dpi=_DPI)
     except OSError as e:
         raise UserError(f"plot file {str(path)!r}: cannot write there ({e.strerror})") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=_DPI)
-        try:
-            os.replace(tmp, path)
-        except OSError as e:
-            raise UserError(f"plot file {str(path)!r}: cannot write there ({e.strerror})") from e
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _plain(text: str) -> str:

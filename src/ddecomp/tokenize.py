@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -45,6 +43,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from .errors import UserError
+from .format import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -171,16 +170,8 @@ def save_tokenizer(tok: Tokenizer, path: str | Path) -> str:
     """Write ``tok`` as JSON to ``path`` atomically (temp file + ``os.replace``); return sha256."""
     path = Path(path)
     data = tok.to_str().encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, fsync=True) as f:
+        f.write(data)
     return _sha256(data)
 
 
