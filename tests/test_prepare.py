@@ -192,3 +192,15 @@ def test_killed_prepare_resumes_to_the_uninterrupted_result(tmp_path: Path) -> N
     assert a["fingerprint"] == b["fingerprint"]
     assert a["totals"]["shards"] > done_before
     assert not list(out.glob("**/*.tmp"))
+
+
+def test_rows_of_an_empty_request_or_an_empty_bucket(tmp_path: Path) -> None:
+    toks = identity_tokens([49])  # one document, shorter than the longest bucket's rows
+    prepare_tokens(toks, tmp_path, EOS, min_len=4, max_len=1024)
+    ds = open_dataset(tmp_path)
+    assert ds.num_rows(1024) == 0
+    assert ds.rows(1024, []).shape == (0, 1025)
+    row = ds.rows(32, [0], out=np.zeros((1, 33), dtype=np.int64))
+    np.testing.assert_array_equal(row[0], np.arange(33))
+    with pytest.raises(IndexError):
+        ds.rows(32, [1])

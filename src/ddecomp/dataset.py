@@ -2,15 +2,15 @@
 
 ``open_dataset(DIR, split)`` maps every shard's token file and loads the (small) per-bucket row
 offset arrays into one global array per bucket. Shards live in one *global token space*: shard
-``i``'s tokens start at ``token_base[i]``, so a row or a document is one int64 offset. ``rows``
-finds the shard of each row with one ``searchsorted`` over the shard bases and gathers:
+``i``'s tokens start at ``token_base[i]``, so a row or a document is one int64 offset.
 
-- short rows (``L + 1 < 512``): one fancy-index per shard, ``tokens[start[:, None] + arange]``;
-- long rows: one slice copy per row into the output (no int64 index array of the same size as the
-  data, which would triple the memory traffic at ``L = 8192``).
-
-Either way the tokens are converted to the output dtype during the copy (e.g. straight into an
-int64 torch buffer), so a loader pays one pass over the bytes.
+``rows`` finds the shard of each row with one ``searchsorted`` over the shard bases and gathers
+whole rows through a sliding-window view of the shard (``sliding_window_view(tokens, L + 1)
+[starts]``, cached per shard and length): numpy copies each row as one contiguous run and converts
+to the output dtype (e.g. straight into an int64 torch buffer) in the same pass. Measured here on
+random rows of an 80M-token array, in tokens/s: at L = 256 1.8G, against 0.4G for a fancy index
+``tokens[starts[:, None] + arange]`` (which first builds an int64 index as large as the data) and
+0.5G for one slice copy per row; at L = 8192 3.6G against 1.1G and 2.6G.
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import DataError, UserError
 from .format import SPLITS, load_manifest
 
-_FANCY_MAX_ROW = 512  # below this row length a fancy index beats per-row slicing
+# Rows spread over several shards: from this width on, per-row slice copies into ``out`` beat
+# per-shard window gathers, whose results must be scattered into ``out`` through a temporary.
+_ROW_COPY_WIDTH = 512
 
 
 class Dataset:
@@ -75,6 +78,7 @@ class Dataset:
         self.bucket_rows: dict[int, int] = {L_: int(a.size) for L_, a in self._starts.items()}
         self.bucket_lengths: list[int] = [L_ for L_, n in self.bucket_rows.items() if n]
         self._doc_bounds: tuple[np.ndarray, np.ndarray] | None = None
+        self._windows: dict[tuple[int, int], np.ndarray] = {}
 
     def __reduce__(self) -> tuple[Any, tuple[str, str, str]]:
         # Pickled (e.g. into spawned loader workers) by path: reopening maps the same files,
@@ -115,19 +119,29 @@ class Dataset:
         self._gather(starts, L + 1, out)
         return out
 
+    def _window(self, shard: int, width: int) -> np.ndarray:
+        """``[n - width + 1, width]`` read-only view: row ``s`` is ``tokens[s : s + width]``."""
+        key = (shard, width)
+        win = self._windows.get(key)
+        if win is None:
+            win = self._windows[key] = sliding_window_view(self._tokens[shard], width)
+        return win
+
     def _gather(self, starts: np.ndarray, width: int, out: np.ndarray) -> None:
+        if starts.size == 0:  # a shard may be shorter than the window of an empty request
+            return
         if len(self._tokens) == 1:
-            _gather_one(self._tokens[0], starts, width, out)
+            out[...] = self._window(0, width)[starts]
             return
         shard = np.searchsorted(self.token_base, starts, side="right") - 1
         local = starts - self.token_base[shard]
-        if width >= _FANCY_MAX_ROW:  # one slice copy per row, straight into out
-            for i, (k, s) in enumerate(zip(shard.tolist(), local.tolist(), strict=True)):
-                out[i] = self._tokens[k][s : s + width]
+        if width >= _ROW_COPY_WIDTH:  # few long rows: one slice copy each, straight into out
+            for i, (k, lo) in enumerate(zip(shard.tolist(), local.tolist(), strict=True)):
+                out[i] = self._tokens[k][lo : lo + width]
             return
-        for k in np.unique(shard).tolist():
+        for k in np.unique(shard).tolist():  # many short rows: one window gather per shard
             sel = np.flatnonzero(shard == k)
-            out[sel] = self._tokens[k][local[sel, None] + np.arange(width, dtype=np.int64)]
+            out[sel] = self._window(k, width)[local[sel]]
 
     # ---- documents ---------------------------------------------------------------------------
     def document_bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -170,14 +184,6 @@ class Dataset:
         starts, ends = self.document_bounds()
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             yield np.asarray(self.tokens(a, b))
-
-
-def _gather_one(tokens: np.ndarray, starts: np.ndarray, width: int, out: np.ndarray) -> None:
-    if width < _FANCY_MAX_ROW:
-        out[...] = tokens[starts[:, None] + np.arange(width, dtype=np.int64)]
-    else:
-        for i, s in enumerate(starts.tolist()):
-            out[i] = tokens[s : s + width]
 
 
 def _reopen(root: str, split: str, fingerprint: str) -> Dataset:
