@@ -71,53 +71,23 @@ def test_text_prepare_counts_every_skip_and_keeps_documents(tmp_path: Path) -> N
     assert json.loads(st.stdout)["buckets"]
 
 
+TOKENS = ["prepare", "--from-tokens", "{tok}", "--eos-id", "0", "--out", "{out}"]
+TEXT = ["prepare", "{src}/a.jsonl", "--out", "{out}"]
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
         (["prepare", "{missing}", "--out", "{out}"], "does not exist"),
-        (
-            ["prepare", "{src}/a.jsonl", "--out", "{out}", "--strict", "--vocab-size", "300"],
-            "a.jsonl:4",
-        ),
+        ([*TEXT, "--strict", "--vocab-size", "300"], "a.jsonl:4"),
         (["prepare", "--from-tokens", "{tok}", "--out", "{out}"], "--eos-id"),
-        (
-            [
-                "prepare",
-                "--from-tokens",
-                "{tok}",
-                "--eos-id",
-                "0",
-                "--out",
-                "{out}",
-                "--min-len",
-                "100",
-            ],
-            "power of two",
-        ),
-        (
-            [
-                "prepare",
-                "--from-tokens",
-                "{tok}",
-                "--eos-id",
-                "0",
-                "--out",
-                "{out}",
-                "--min-len",
-                "512",
-                "--max-len",
-                "256",
-            ],
-            "larger than",
-        ),
+        ([*TOKENS, "--min-len", "100"], "power of two"),
+        ([*TOKENS, "--min-len", "512", "--max-len", "256"], "larger than"),
         (["prepare", "--from-tokens", "{odd}", "--eos-id", "0", "--out", "{out}"], "whole number"),
-        (
-            ["prepare", "{src}/a.jsonl", "--out", "{out}", "--tokenizer", "{missing}"],
-            "cannot load tokenizer",
-        ),
+        ([*TEXT, "--tokenizer", "{missing}"], "cannot load tokenizer"),
         (["stats", "{missing}"], "not a prepared"),
     ],
-)
+)  # fmt: skip
 def test_user_errors_are_one_line_exit_2_and_write_nothing(tmp_path: Path, args, needle) -> None:
     src = _corpus(tmp_path)
     tok = tmp_path / "t.bin"
