@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from ddecomp.attention import doc_ids_from_cu_seqlens, doc_pairs, make_doc_mask
+from ddecomp.attention import doc_pairs, make_doc_mask
 from ddecomp.errors import UserError
 from ddecomp.model import (
     GPT,
@@ -93,27 +89,6 @@ def test_rope_scores_depend_on_relative_position_only() -> None:
 
     assert score(7, 3) == pytest.approx(score(107, 103), rel=1e-4)
     assert score(7, 3) != pytest.approx(score(7, 5), rel=1e-3)
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    st.integers(1, 4),
-    st.integers(1, 40),
-    st.lists(st.integers(1, 160), min_size=1, max_size=30),
-)
-def test_doc_ids_and_pairs_match_the_dense_mask(batch: int, seq_len: int, cuts: list[int]) -> None:
-    total = batch * seq_len
-    bounds = sorted({0, total, *(c % total for c in cuts)})
-    cu = torch.tensor(bounds, dtype=torch.int32)
-    ids = doc_ids_from_cu_seqlens(cu, batch, seq_len).flatten().numpy()
-    # reference: token t belongs to document j with bounds[j] <= t < bounds[j + 1]
-    ref = np.concatenate([np.full(b - a, j) for j, (a, b) in enumerate(itertools.pairwise(bounds))])
-    assert ids.size == total
-    np.testing.assert_array_equal(ids, ref)
-    dense = make_doc_mask(cu, batch, seq_len, CPU).dense
-    assert dense is not None
-    assert doc_pairs(cu, batch, seq_len) == int(dense.sum())
-    assert doc_pairs(cu, batch, seq_len) <= causal_pairs(seq_len, batch)
 
 
 def test_one_document_per_row_is_plain_causal() -> None:
