@@ -84,6 +84,10 @@ class _FixedLengthLoader(StepLoader):
         self.rows_per_batch = self.tokens_per_step // self.seq_len
         self._perm: tuple[int, np.ndarray] | None = None
 
+    @property
+    def step_lengths(self) -> tuple[int, ...]:
+        return (self.seq_len,)
+
     # subclasses: the number of rows, and filling rows into a [n, seq_len + 1] int64 buffer
     @property
     @abstractmethod

@@ -106,6 +106,11 @@ class VSLLoader(StepLoader):
         """This epoch's plan."""
         return self.plan_for(self._epoch)
 
+    @property
+    def step_lengths(self) -> tuple[int, ...]:
+        """Bucket lengths with at least one step this epoch (one batch shape each)."""
+        return tuple(sorted({int(L) for L in self.plan.step_length.tolist()}))
+
     def steps_in_epoch(self, epoch: int) -> int:
         return len(self.plan_for(epoch))
 

@@ -59,6 +59,12 @@ class StepLoader(ABC):
     def make_step(self, epoch: int, step: int, shared: bool = False) -> Batch:
         """This rank's batch of global step ``step`` of epoch ``epoch`` (pure in its inputs)."""
 
+    @property
+    @abstractmethod
+    def step_lengths(self) -> tuple[int, ...]:
+        """The sequence lengths this epoch's batches have, shortest first: the shapes a compiled
+        model must be warmed up for (rows per rank are ``tokens_per_step / world / L``)."""
+
     @abstractmethod
     def _identity(self) -> dict[str, Any]:
         """What the data order depends on; a resumed state must match it exactly."""

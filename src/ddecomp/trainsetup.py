@@ -91,19 +91,17 @@ def warm_shapes(
 ) -> float:
     """Compile every (batch, length) shape the run will see before the clock starts.
 
-    DD has one shape per bucket (``loader.bucket_lengths``), the baselines one; a forward and
-    backward on random tokens per shape triggers the compilation; the gradients are discarded.
+    DD has one shape per bucket with steps (``loader.step_lengths``), the baselines one; a forward
+    and backward on random tokens per shape triggers the compilation; the gradients are discarded.
+    Inputs are contiguous, as the training loop makes them (a compiled graph guards on strides).
     Doc-masked methods warm with one document per row (the mask's values do not change shapes).
     """
     import torch._dynamo
 
     t = time.perf_counter()
     per_rank = cfg.tokens_per_step // world.world_size
-    lengths = (
-        list(getattr(loader, "bucket_lengths", None) or [max_len])
-        if cfg.method == "dd"
-        else [max_len]
-    )
+    lengths = loader.step_lengths
+    assert cfg.method == "dd" or lengths == (max_len,), (cfg.method, lengths, max_len)
     dyn = torch._dynamo.config
     dyn.cache_size_limit = max(dyn.cache_size_limit, 2 * len(lengths) + 4)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -113,7 +111,7 @@ def warm_shapes(
         mask, pos = None, None
         if cfg.doc_masked:
             mask = make_doc_mask(torch.arange(0, B * L + 1, L, dtype=torch.int32), B, L, device)
-            pos = torch.arange(L, device=device).expand(B, L)
+            pos = torch.arange(L, device=device).repeat(B, 1)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             model(x, pos, mask).float().mean().backward()
     for p in model.parameters():
