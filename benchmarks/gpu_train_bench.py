@@ -2,18 +2,24 @@
 
 One prepared script for one GPU (an H100 in the plan; runs anywhere):
 
-1. **Step time** at equal tokens per step, per model size (160m, 410m by default) and method
-   (dd, concat at max 8192, concat-dm, pack): ``ddecomp.train.train`` runs ``--step-steps`` steps
-   of each; the first ``--skip`` steps (allocation, flex-attention compilation) are dropped.
-   DD's *ideal* cost is predicted from its own per-length step costs (median step time of each
-   bucket length in the same run, weighted by the steps of each length): measured / ideal - 1 is
-   the overhead of the loader and of changing shapes (target: within 3%). DD / concat is the speed
-   ratio (target: at most 0.80 at 8192).
-2. **A few minutes of training per method** at equal tokens (the token budget that takes concat
+1. **Fixed-shape step costs**, per model size (160m, 410m by default): one optimizer step at each
+   bucket length ``L`` with ``[tokens_per_step / L, L]`` random tokens, no loader, one shape per
+   measurement (:func:`ddecomp.stepcost.measure_step_costs`; ``--cost-warmup`` untimed, then
+   ``--cost-iters`` timed steps, median).
+2. **Step time in the real loop** at equal tokens per step, per size and method (dd, concat at max
+   8192, concat-dm, pack): ``ddecomp.train.train`` runs ``--step-steps`` steps of each; the first
+   ``--skip`` (allocation, flex-attention compilation) are dropped. DD's *ideal* prices each of
+   its logged steps at its length's fixed-shape cost; measured / ideal - 1 is what the loader,
+   the changing shapes and the loop's bookkeeping add (target: within 3%). Concat gets the same
+   control at its one shape. DD / concat of mean step times is the speed ratio (target: at most
+   0.80 at 8192), and DD's whole-epoch mix of lengths is priced too.
+3. **A few minutes of training per method** at equal tokens (the token budget that takes concat
    about ``--train-minutes``), with evaluations; the comparison table of ``ddecomp compare``.
 
-Writes ``OUT/train_<hardware>_<date>.md`` (versions, config, tables) and the runs under
-``OUT/runs_<hardware>_<date>/``. ``--smoke`` runs everything tiny on the CPU (a test runs it).
+Writes into ``--out``: ``train_<hardware>_<date>.md`` (versions, config, tables), ``.json`` (all
+numbers), ``.png`` (the comparison figure) and ``_runs.tar.gz`` (every run's logs, no
+checkpoints); the runs themselves go to ``--runs``. ``--smoke`` runs everything tiny on the CPU
+(a test runs it).
 
     python benchmarks/gpu_train_bench.py --data /tmp/dd-8k      # prepares the default corpus there
     python benchmarks/gpu_train_bench.py --data DIR --smoke --out /tmp/x
@@ -25,11 +31,12 @@ the data here and carry it instead of preparing there:
     ddecomp prepare --out gpu-data --val-fraction 0.02 && echo /gpu-data/ >> .git/info/exclude
     # device run, carry ["gpu-data"], timeout_s ~540:
     PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/gpu_train_bench.py --data gpu-data \
-        --out $OUT 2>&1 | tee $OUT/log
+        --out $OUT --runs /tmp/runs 2>&1 | tee $OUT/log
 
-With the defaults (160m and 410m step times, 40 steps x 4 methods each; then 1 minute of concat
-training and the same tokens for the other methods) it should take about 6-8 minutes on an H100;
-the step-time table is printed as it goes, so a cut-off run still reports it.
+With the defaults (per size: 6 lengths x 7 fixed-shape steps, then 40 loop steps x 4 methods;
+then 1 minute of concat training and the same tokens for the other methods) it should take
+about 7-9 minutes on an H100; each table row is printed as it is measured, so a cut-off run
+still reports what it reached.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ import torch
 
 from ddecomp import __version__
 from ddecomp.compare import compare, format_table, load_run, plot_runs
+from ddecomp.stepcost import ideal_step_cost, measure_step_costs
 from ddecomp.train import METHODS, TrainConfig, train
 
 TOKENS_PER_STEP = {"tiny": 1024, "small": 16384, "160m": 65536, "410m": 32768, "1b": 16384}
@@ -78,20 +86,39 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
 
 
-def step_costs(run: Path, skip: int) -> dict[str, Any]:
-    """Mean seconds per step after ``skip`` steps, and DD's ideal from per-length medians."""
+def loop_steps(run: Path, skip: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds and sequence length of each logged step after the first ``skip``."""
     rows = read_metrics(run)[skip:]
     assert rows, f"{run}: no steps after skipping {skip}"
-    t = np.array([r["step_s"] for r in rows])
-    L = np.array([r["seq_len"] for r in rows])
-    per_len = {int(x): float(np.median(t[L == x])) for x in np.unique(L)}
-    ideal = float(np.mean([per_len[int(x)] for x in L]))
-    mfu = [r["mfu"] for r in rows if r["mfu"] is not None]
-    return {
-        "steps": len(rows), "step_s": float(t.mean()), "ideal_step_s": ideal,
-        "overhead": float(t.mean()) / ideal - 1, "per_len_median_s": per_len,
+    return np.array([r["step_s"] for r in rows]), np.array([r["seq_len"] for r in rows])
+
+
+def summarize_method(
+    run: Path, skip: int, method: str, max_len: int, costs: dict[int, float]
+) -> dict[str, Any]:
+    """Mean loop step time after ``skip`` steps, and the fixed-shape ideal of the same steps.
+
+    The ideal prices each step at its length's fixed-shape median (causal attention: DD, and
+    concat at max_len, the control); document-masked methods have no causal ideal.
+    """
+    t, L = loop_steps(run, skip)
+    summary = json.loads((run / "summary.json").read_text())
+    mfu = [r["mfu"] for r in read_metrics(run)[skip:] if r["mfu"] is not None]
+    out: dict[str, Any] = {
+        "steps": len(t), "step_s": float(t.mean()), "step_median_s": float(np.median(t)),
         "mean_len": float(L.mean()), "mfu": float(np.mean(mfu)) if mfu else None,
+        "peak_memory_gib": summary.get("peak_memory_gib"),
+        "graphs_compiled_in_loop": summary.get("graphs_compiled_in_loop"),
     }  # fmt: skip
+    if method in ("dd", "concat"):
+        ideal = ideal_step_cost(L.tolist(), costs)
+        out["ideal_step_s"], out["overhead"] = ideal, float(t.mean()) / ideal - 1
+    if method == "dd":  # the whole epoch's mix of lengths, priced at the fixed-shape costs
+        buckets = summary["loader"]["buckets"]
+        steps = {int(b["length"]): int(b["steps"]) for b in buckets if b["steps"]}
+        epoch = sum(n * costs[L_] for L_, n in steps.items()) / sum(steps.values())
+        out["epoch_ideal_vs_concat_ideal"] = epoch / costs[max_len]
+    return out
 
 
 def run_method(base: TrainConfig, out: Path) -> dict[str, Any] | str:
@@ -107,6 +134,69 @@ def run_method(base: TrainConfig, out: Path) -> dict[str, Any] | str:
             torch.cuda.empty_cache()
 
 
+def fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def step_time_lines(
+    table: dict[str, dict[str, Any]], costs: dict[str, Any], skip: int
+) -> list[str]:
+    """The report's step-time section: fixed-shape costs per length, then the loop's per method."""
+    lines = [
+        "## Step cost at fixed shapes (no loader, one shape per run)", "",
+        "Median seconds of one optimizer step on random tokens at `[tokens/L, L]`, causal "
+        "attention, a fresh model; the per-length costs DD's ideal is predicted from.", "",
+    ]  # fmt: skip
+    for size, c in costs.items():
+        if "error" in c:
+            lines += [f"- {size}: failed: {c['error']}"]
+            continue
+        Ls = sorted(c["per_length"], key=int)
+        lines += [
+            f"| {size} ({c['tokens_per_step']:,} tokens/step) | "
+            + " | ".join(str(L) for L in Ls) + " |",
+            "|---|" + "---|" * len(Ls),
+            "| s/step | " + " | ".join(f"{c['per_length'][L]['median_s']:.4f}" for L in Ls) + " |",
+            "",
+        ]  # fmt: skip
+    lines += [
+        "## Step time in the real training loop, equal tokens per step", "",
+        f"Mean seconds per step after the first {skip} steps. `ideal` prices each logged step at "
+        "its length's fixed-shape cost (above): for DD that is its cost with nothing added, so "
+        "`overhead` is what the loader, changing shapes and the loop's bookkeeping add (target: "
+        "within 3%); concat's is the same control at one shape. `vs concat` is the ratio of mean "
+        "step times at the same size (target for DD: at most 0.80 at 8192). `epoch ideal` prices "
+        "DD's whole epoch of lengths, over concat's fixed-shape cost.", "",
+        "| size/method | mean L | s/step | ideal s/step | overhead | vs concat | epoch ideal "
+        "| MFU | peak GiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for key, r in table.items():
+        if "error" in r:
+            lines.append(f"| {key} | - | failed: {r['error']} | | | | | | |")
+            continue
+        c = table.get(f"{key.split('/')[0]}/concat", {}).get("step_s")
+        ov = r.get("overhead")
+        lines.append(
+            f"| {key} | {r['mean_len']:.0f} | {r['step_s']:.4f} | "
+            f"{fmt(r.get('ideal_step_s'), '.4f')} | {fmt(None if ov is None else 100 * ov, '+.1f')}"
+            f"{'%' if ov is not None else ''} | {fmt(r['step_s'] / c if c else None, '.3f')} | "
+            f"{fmt(r.get('epoch_ideal_vs_concat_ideal'), '.3f')} | {fmt(r['mfu'], '.3f')} | "
+            f"{fmt(r['peak_memory_gib'], '.1f')} |"
+        )
+    return lines
+
+
+def archive_runs(runs_dir: Path, dest: Path) -> None:
+    """Logs of every run (no checkpoints) in one tar.gz, so they come back from a device run."""
+    import tarfile
+
+    with tarfile.open(dest, "w:gz") as tar:
+        for f in sorted(runs_dir.rglob("*")):
+            if f.is_file() and "checkpoints" not in f.parts:
+                tar.add(f, arcname=str(f.relative_to(runs_dir.parent)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", required=True, help="prepared dataset (prepared if missing)")
@@ -115,48 +205,73 @@ def main() -> int:
     ap.add_argument("--max-len", type=int, default=8192)
     ap.add_argument("--step-steps", type=int, default=40, help="steps per step-time run")
     ap.add_argument("--skip", type=int, default=8, help="first steps excluded from step times")
+    ap.add_argument("--cost-iters", type=int, default=5, help="timed fixed-shape steps per length")
+    ap.add_argument("--cost-warmup", type=int, default=2, help="untimed fixed-shape steps first")
     ap.add_argument("--train-minutes", type=float, default=1.0, help="concat's training time")
     ap.add_argument("--train-size", default="160m", help="model size of the training runs")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
-    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--out", default="benchmarks/results", help="report, JSON, figure, runs.tgz")
+    ap.add_argument("--runs", default=None, help="run directories (default: OUT/runs_HW_DATE)")
     ap.add_argument("--smoke", action="store_true", help="tiny model, few steps, CPU")
     args = ap.parse_args()
 
     data = Path(args.data)
     if args.smoke:
         args.sizes, args.train_size, args.step_steps, args.skip = "tiny", "tiny", 6, 2
+        args.cost_iters, args.cost_warmup = 2, 1
     ensure_data(data, args.max_len)
     from ddecomp.dataset import open_dataset
 
     ds = open_dataset(data)
     max_len = min(args.max_len, ds.max_len)
     device = "cpu" if args.smoke else "auto"
+    dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     hw, date = hardware(), datetime.date.today().isoformat()
     out = Path(args.out)
-    runs_dir = out / f"runs_{hw}_{date}"
+    out.mkdir(parents=True, exist_ok=True)
+    runs_dir = Path(args.runs) if args.runs else out / f"runs_{hw}_{date}"
     methods = args.methods.split(",")
+    lengths = [L for L in ds.bucket_lengths if L <= max_len]
     t_start = time.perf_counter()
 
+    costs: dict[str, Any] = {}
     step_table: dict[str, dict[str, Any]] = {}
     for size in args.sizes.split(","):
         tps = TOKENS_PER_STEP[size] if not args.smoke else 2 * max_len
-        for m in methods:
-            cfg = TrainConfig(
-                data=str(data), out="", method=m, size=size, tokens=args.step_steps * tps,
-                tokens_per_step=tps, max_len=max_len, warmup=1, device=device,
-                compile=args.compile, eval_tokens=max_len, progress=False,
+        base = TrainConfig(
+            data=str(data), out="", size=size, tokens=args.step_steps * tps, tokens_per_step=tps,
+            max_len=max_len, warmup=1, device=device, compile=args.compile, eval_tokens=max_len,
+            progress=False,
+        )  # fmt: skip
+        try:
+            per_len = measure_step_costs(
+                base, ds.vocab_size, [*lengths, max_len], dev,
+                warmup=args.cost_warmup, iters=args.cost_iters,
             )  # fmt: skip
+            costs[size] = {"tokens_per_step": tps, "per_length": per_len}
+        except Exception as e:  # e.g. out of memory: the loop's numbers still come
+            traceback.print_exc()
+            costs[size] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        print(size, "fixed-shape costs", costs[size], flush=True)
+        medians = {L: c["median_s"] for L, c in costs[size].get("per_length", {}).items()}
+        for m in methods:
             run = runs_dir / f"steps_{size}_{m}"
-            res = run_method(cfg, run)
-            ok = isinstance(res, dict)
-            step_table[f"{size}/{m}"] = step_costs(run, args.skip) if ok else {"error": res}
+            res = run_method(replace(base, method=m), run)
+            if not isinstance(res, dict):
+                step_table[f"{size}/{m}"] = {"error": res}
+            elif not medians:
+                step_table[f"{size}/{m}"] = summarize_method(run, args.skip, "-", max_len, {})
+            else:
+                step_table[f"{size}/{m}"] = summarize_method(run, args.skip, m, max_len, medians)
             print(size, m, step_table[f"{size}/{m}"], flush=True)
 
     # training at equal tokens: the budget that takes concat about --train-minutes
     size = args.train_size
     tps = TOKENS_PER_STEP[size] if not args.smoke else 2 * max_len
-    concat = step_table.get(f"{size}/concat", {})
-    sec = concat.get("step_s") or 1.0
+    sec = step_table.get(f"{size}/concat", {}).get("step_s") or 1.0
     steps = 12 if args.smoke else max(50, int(args.train_minutes * 60 / sec))
     train_runs = []
     # concat first: it is the baseline of the comparison (time to reach its final val loss)
@@ -175,8 +290,8 @@ def main() -> int:
             print(f"training {m} failed: {res}", flush=True)
     loaded = [load_run(r) for r in train_runs]
     table = format_table(compare(loaded)) if loaded else "(no training run finished)"
-    out.mkdir(parents=True, exist_ok=True)
-    plot = out / f"train_{hw}_{date}.png"
+    stem = f"train_{hw}_{date}"
+    plot = out / f"{stem}.png"
     if loaded:
         plot_runs(loaded, plot)
 
@@ -185,36 +300,20 @@ def main() -> int:
         f"- ddecomp {__version__}, torch {torch.__version__}, python {platform.python_version()}, "
         f"CUDA {torch.version.cuda}, device {hw}{' (SMOKE RUN: tiny, CPU)' if args.smoke else ''}",
         f"- data: {data} (fingerprint {ds.fingerprint[:12]}), buckets {ds.min_len}..{ds.max_len}, "
-        f"max_len {max_len}; compile {args.compile}; total wall time "
+        f"max_len {max_len}, vocab {ds.vocab_size}; compile {args.compile}; total wall time "
         f"{time.perf_counter() - t_start:.0f} s",
         f"- command: `{' '.join(sys.argv)}`", "",
-        "## Step time at equal tokens per step (real training loop)", "",
-        f"Mean seconds per step after the first {args.skip} steps; `ideal` is DD's cost predicted "
-        "from its own per-length median step times; `vs concat` is the ratio to concat at the "
-        "same size.", "",
-        "| size/method | tokens/step | mean L | s/step | ideal s/step | overhead | vs concat "
-        "| MFU |",
-        "|---|---|---|---|---|---|---|---|",
+        *step_time_lines(step_table, costs, args.skip), "",
+        f"## Training at equal tokens ({size}, {steps} steps x {tps:,} tokens)", "",
+        table, "", f"Figure: `{plot.name}`. Run logs: `{stem}_runs.tar.gz`.", "",
     ]  # fmt: skip
-    for key, r in step_table.items():
-        sz = key.split("/")[0]
-        if "error" in r:
-            lines.append(f"| {key} | - | - | failed: {r['error']} | | | | |")
-            continue
-        c = step_table.get(f"{sz}/concat", {}).get("step_s")
-        tps_k = TOKENS_PER_STEP[sz] if not args.smoke else 2 * max_len
-        mfu = f"{r['mfu']:.3f}" if r["mfu"] is not None else "-"
-        vs = f"{r['step_s'] / c:.3f}" if c else "-"
-        lines.append(
-            f"| {key} | {tps_k:,} | {r['mean_len']:.0f} | {r['step_s']:.4f} | "
-            f"{r['ideal_step_s']:.4f} | {100 * r['overhead']:+.1f}% | {vs} | {mfu} |"
-        )
-    lines += [
-        "", f"## Training at equal tokens ({size}, {steps} steps x {tps:,} tokens)", "",
-        table, "", f"Figure: `{plot.name}`. Runs: `{runs_dir}`.", "",
-    ]  # fmt: skip
-    report = out / f"train_{hw}_{date}.md"
+    report = out / f"{stem}.md"
     report.write_text("\n".join(lines))
+    (out / f"{stem}.json").write_text(
+        json.dumps({"fixed_shape_costs": costs, "loop": step_table, "argv": sys.argv}, indent=1)
+    )
+    if runs_dir.exists():
+        archive_runs(runs_dir, out / f"{stem}_runs.tar.gz")
     print(f"wrote {report}")
     return 0
 

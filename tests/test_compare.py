@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,15 @@ def test_gpu_bench_smoke_runs_end_to_end_on_cpu(
         assert f"| {m} |" in text
     assert "failed" not in text, text
     assert "| train_tiny_dd | dd |" in text
+    numbers = json.loads(next(tmp_path.glob("train_*.json")).read_text())
+    costs = numbers["fixed_shape_costs"]["tiny"]["per_length"]
+    assert sorted(map(int, costs)) == [16, 32, 64, 128]  # every bucket length, max_len included
+    dd = numbers["loop"]["tiny/dd"]
+    assert dd["ideal_step_s"] > 0
+    assert 0 < dd["epoch_ideal_vs_concat_ideal"] < 2
+    assert "ideal_step_s" not in numbers["loop"]["tiny/pack"]  # no causal ideal under a mask
+    (logs,) = tmp_path.glob("train_*_runs.tar.gz")
+    with tarfile.open(logs) as tar:
+        names = tar.getnames()
+    assert any(n.endswith("train_tiny_dd/metrics.jsonl") for n in names)
+    assert not [n for n in names if "checkpoints" in n]

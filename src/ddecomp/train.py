@@ -34,7 +34,6 @@ resumed run truncates the logs to the checkpoint's step and continues. On CPU wi
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict
@@ -65,6 +64,7 @@ from .errors import UserError
 from .evaluate import EvalConfig, evaluate
 from .model import GPT, IGNORE_INDEX, causal_pairs, model_config, num_params, train_flops
 from .runlog import RunLog, peak_flops_for
+from .stepcost import train_step
 from .trainconfig import METHODS as METHODS
 from .trainconfig import RESUME_FIXED, TrainConfig
 from .trainsetup import build_loader, build_optimizer, cosine_schedule, warm_shapes
@@ -201,12 +201,9 @@ def _train(
     ecfg = EvalConfig(tokens_per_length=cfg.eval_tokens, max_len=max_len, seed=0)
     if cfg.compile:
         compile_s = warm_shapes(model, loader, cfg, world, device, mcfg.vocab_size, max_len)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
     graphs_before = _compiled_graphs()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     stop = cfg.stop_after or cfg.steps
     stream = _batches(loader, epoch, resumed)
     log.open_progress(step, cfg.steps)
@@ -252,18 +249,12 @@ def _train(
         targets = int((batch["labels"] != IGNORE_INDEX).sum())  # on the host: no device sync
         counts = torch.tensor([targets, pairs], dtype=torch.float64, device=device)
         all_sum(counts, world)  # global targets and attended pairs of this step
-        with autocast:
-            logits = model(x, pos, mask)
-        loss_sum = torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        (loss_sum * (world.world_size / counts[0])).backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
         lr = sched.get_last_lr()[0]
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        total = all_sum(loss_sum.detach().double().reshape(1), world)
+        loss_sum, grad_norm = train_step(
+            model, raw.parameters(), opt, sched, (x, y, pos, mask), counts[0],
+            world.world_size, cfg.grad_clip,
+        )  # fmt: skip
+        total = all_sum(loss_sum.double().reshape(1), world)
         loss = float(total[0] / counts[0])
         dt = time.perf_counter() - t0
         step += 1
@@ -293,6 +284,9 @@ def _train(
         "tokens_per_s": step * cfg.tokens_per_step / elapsed if elapsed else None,
         "eval_s": eval_s, "checkpoint_s": ckpt_s, "compile_s": compile_s,
         "graphs_compiled_in_loop": _compiled_graphs() - graphs_before if cfg.compile else None,
+        "peak_memory_gib": (
+            torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        ),
         "params": num_params(raw), "world_size": world.world_size,
         "loader": loader.summary() if hasattr(loader, "summary") else None,
     }  # fmt: skip

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .attention import make_doc_mask
+from .stepcost import autocast_for
 
 if TYPE_CHECKING:
     from .distributed import Launch
@@ -112,7 +113,7 @@ def warm_shapes(
         if cfg.doc_masked:
             mask = make_doc_mask(torch.arange(0, B * L + 1, L, dtype=torch.int32), B, L, device)
             pos = torch.arange(L, device=device).repeat(B, 1)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast_for(device):
             model(x, pos, mask).float().mean().backward()
     for p in model.parameters():
         p.grad = None

@@ -1,0 +1,128 @@
+"""One optimizer step, and its cost at fixed shapes: what DD's ideal step cost is predicted from.
+
+:func:`train_step` is the step :func:`ddecomp.train.train` runs for every method: forward under the
+caller's autocast, summed cross entropy in float32, backward of the loss scaled to a global token
+mean, gradient clipping, AdamW, schedule. :func:`measure_step_costs` times exactly that step on
+random tokens at one fixed ``[tokens_per_step / L, L]`` shape per length, with no loader, no shape
+change and no logging, on a fresh model. The medians are the per-length step costs of the
+issue's target: DD's *ideal* cost is ``mean(cost[L_s])`` over the lengths ``L_s`` of its steps,
+and ``measured / ideal - 1`` in the real loop is what the loader, changing shapes and the loop's
+bookkeeping add. Timing reads the loss back every step, as the loop does, so both include one
+device synchronisation per step.
+
+On an H100 (method.md section 6) one 160M step at 65,536 tokens costs 0.193 s at L = 256 and 0.269
+s at L = 8192: the spread DD's mixture of lengths is priced by.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from .errors import UserError
+from .model import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from .attention import DocMask
+    from .trainconfig import TrainConfig
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA; full precision elsewhere (CPU runs are the exact reference)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_step(
+    model: torch.nn.Module,
+    params: Iterable[Tensor],
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler | None,
+    batch: tuple[Tensor, Tensor, Tensor | None, DocMask | None],
+    global_targets: Tensor,
+    world_size: int,
+    grad_clip: float,
+) -> tuple[Tensor, Tensor]:
+    """Forward, backward and optimizer step on ``batch = (x, y, position_ids, mask)``.
+
+    The loss is summed over this rank's targets and scaled by ``world_size / global_targets``, so
+    DDP's gradient mean equals the single-process gradient of the global batch. Returns the
+    detached summed loss and the gradient norm before clipping (both on the device, unsynced).
+    """
+    x, y, pos, mask = batch
+    with autocast_for(x.device):
+        logits = model(x, pos, mask)
+    loss_sum = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    (loss_sum * (world_size / global_targets)).backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    if sched is not None:
+        sched.step()
+    opt.zero_grad(set_to_none=True)
+    return loss_sum.detach(), grad_norm
+
+
+def measure_step_costs(
+    cfg: TrainConfig,
+    vocab_size: int,
+    lengths: Iterable[int],
+    device: torch.device,
+    *,
+    warmup: int = 2,
+    iters: int = 5,
+) -> dict[int, dict[str, Any]]:
+    """Seconds per :func:`train_step` at each length, causal attention, ``cfg.tokens_per_step``.
+
+    A fresh model of ``cfg.size`` (seeded ``cfg.seed``) and AdamW as in training; ``warmup``
+    untimed steps per length (allocation, kernel selection, compilation with ``cfg.compile``),
+    then ``iters`` timed ones. Returns ``{L: {"median_s", "min_s", "samples_s", "rows"}}``.
+    """
+    from .model import GPT, model_config
+    from .trainsetup import build_optimizer
+
+    if warmup < 0 or iters < 1:
+        raise UserError(f"step costs need warmup >= 0 and iters >= 1, got {warmup} and {iters}")
+    torch.manual_seed(cfg.seed)
+    raw = GPT(model_config(cfg.size, vocab_size, **cfg.model_overrides)).to(device)
+    model: torch.nn.Module = raw
+    if cfg.compile:
+        model = torch.compile(raw, dynamic=False)  # type: ignore[assignment]
+    opt = build_optimizer(raw, cfg, device)
+    g = torch.Generator().manual_seed(cfg.seed)
+    out: dict[int, dict[str, Any]] = {}
+    for L in sorted(set(lengths)):
+        B = cfg.tokens_per_step // L
+        assert B * L == cfg.tokens_per_step, (L, cfg.tokens_per_step)
+        tokens = torch.randint(0, vocab_size, (B, L + 1), generator=g)
+        x, y = tokens[:, :-1].contiguous().to(device), tokens[:, 1:].contiguous().to(device)
+        n = torch.tensor(float((y != IGNORE_INDEX).sum()), dtype=torch.float64, device=device)
+        samples = []
+        for i in range(warmup + iters):
+            t0 = time.perf_counter()
+            loss, _ = train_step(
+                model, raw.parameters(), opt, None, (x, y, None, None), n, 1, cfg.grad_clip
+            )
+            float(loss)  # the loop reads the loss back every step: one sync, timed alike
+            if i >= warmup:
+                samples.append(time.perf_counter() - t0)
+        out[L] = {
+            "median_s": statistics.median(samples), "min_s": min(samples),
+            "samples_s": samples, "rows": B,
+        }  # fmt: skip
+    return out
+
+
+def ideal_step_cost(step_lengths: Iterable[int], costs: dict[int, float]) -> float:
+    """Mean fixed-shape cost over a sequence of step lengths: DD's cost with nothing added."""
+    ls = list(step_lengths)
+    assert ls, "no steps"
+    return sum(costs[int(L)] for L in ls) / len(ls)
