@@ -20,7 +20,6 @@ about one training step of 200k tokens). Under several ranks each rank evaluates
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 from .distributed import Launch, all_sum
 from .errors import UserError
 from .model import GPT, token_losses
+from .stepcost import autocast_for
 
 
 @dataclass(frozen=True)
@@ -102,11 +102,6 @@ def evaluate(
     rows = eval_rows(dict(val.bucket_rows), lengths, cfg)
     was_training = model.training
     model.eval()
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
     longest = lengths[-1]
     val_loss: dict[str, float] = {}
     val_tokens: dict[str, int] = {}
@@ -117,7 +112,7 @@ def evaluate(
         total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, target count
         for i in range(0, len(mine), bsz):
             batch = torch.from_numpy(val.rows(L, mine[i : i + bsz]).astype(np.int64)).to(device)
-            with autocast:
+            with autocast_for(device):
                 logits = model(batch[:, :-1])
             tl = token_losses(logits, batch[:, 1:]).double()  # [b, L]
             total[0] += tl.sum()

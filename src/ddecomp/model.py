@@ -64,10 +64,16 @@ def rope_angles(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, 
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate pairs ``(x_i, x_{i + hd/2})`` of ``x [B, H, L, hd]`` by the position's angles."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    return out.to(x.dtype)
+    """Rotate pairs ``(x_i, x_{i + hd/2})`` of ``x [B, H, L, hd]`` by the position's angles.
+
+    The angles are computed in float32 (positions up to 2^24 stay exact); the rotation runs in
+    ``x``'s dtype. In bf16 that rounds each rotated value once, as q and k are rounded anyway,
+    and avoids float32 copies of q and k that autograd would keep for backward (the largest
+    activations of the block after the MLP's).
+    """
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 class Attention(nn.Module):
