@@ -28,15 +28,20 @@ On this workplace's device machine (15 minutes of device time per session, start
 image has torch, numpy, tokenizers, tqdm, matplotlib and pyarrow but not zstandard, so prepare
 the data here and carry it instead of preparing there:
 
-    ddecomp prepare --out gpu-data --val-fraction 0.02 && echo /gpu-data/ >> .git/info/exclude
-    # device run, carry ["gpu-data"], timeout_s ~540:
+    ddecomp prepare --out gpu-data --val-fraction 0.02
+    # a web-like length distribution for --extra-data (12M tokens of the benchmark corpus,
+    # GPT-2-sized vocabulary 50,257; log-normal documents of mean 600 tokens):
+    python benchmarks/corpus.py && head -c 24000000 bench-data/web.tokens > /tmp/web12m.tokens
+    ddecomp prepare --from-tokens /tmp/web12m.tokens --eos-id 50256 --out gpu-web
+    printf '/gpu-data/\n/gpu-web/\n' >> .git/info/exclude     # 18 + 24 MB to carry
+    # device run, carry ["gpu-data", "gpu-web"], timeout_s ~560:
     PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/gpu_train_bench.py --data gpu-data \
-        --out $OUT --runs /tmp/runs 2>&1 | tee $OUT/log
+        --extra-data gpu-web --out $OUT --runs /tmp/runs 2>&1 | tee $OUT/log
 
 With the defaults (per size: 6 lengths x 7 fixed-shape steps, then 40 loop steps x 4 methods;
-then 1 minute of concat training and the same tokens for the other methods) it should take
-about 7-9 minutes on an H100; each table row is printed as it is measured, so a cut-off run
-still reports what it reached.
+the same for dd and concat at 160m on the extra data; then 1 minute of concat training and the
+same tokens for the other methods) it should take about 8-10 minutes on an H100; each table row
+is printed as it is measured, so a cut-off run still reports what it reached.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ from ddecomp.compare import compare, format_table, load_run, plot_runs
 from ddecomp.stepcost import ideal_step_cost, measure_step_costs
 from ddecomp.train import METHODS, TrainConfig, train
 
+# Bucket token shares (%) of a DCLM subset, 256..8192 (method.md section 6): the paper's web data,
+# whose DD step cost the paper's "8k at the cost of 2k" refers to.
+DCLM_SHARES = {256: 10.8, 512: 18.2, 1024: 22.5, 2048: 19.2, 4096: 15.7, 8192: 13.7}
 TOKENS_PER_STEP = {"tiny": 1024, "small": 16384, "160m": 65536, "410m": 32768, "1b": 16384}
 
 
@@ -118,6 +126,10 @@ def summarize_method(
         steps = {int(b["length"]): int(b["steps"]) for b in buckets if b["steps"]}
         epoch = sum(n * costs[L_] for L_, n in steps.items()) / sum(steps.values())
         out["epoch_ideal_vs_concat_ideal"] = epoch / costs[max_len]
+        if all(L_ in costs for L_ in DCLM_SHARES) and max_len == max(DCLM_SHARES):
+            # steps per bucket are proportional to its token share (tokens per step are fixed)
+            dclm = sum(w * costs[L_] for L_, w in DCLM_SHARES.items()) / sum(DCLM_SHARES.values())
+            out["dclm_ideal_vs_concat_ideal"] = dclm / costs[max_len]
     return out
 
 
@@ -166,14 +178,16 @@ def step_time_lines(
         "`overhead` is what the loader, changing shapes and the loop's bookkeeping add (target: "
         "within 3%); concat's is the same control at one shape. `vs concat` is the ratio of mean "
         "step times at the same size (target for DD: at most 0.80 at 8192). `epoch ideal` prices "
-        "DD's whole epoch of lengths, over concat's fixed-shape cost.", "",
+        "DD's whole epoch of lengths, over concat's fixed-shape cost; `DCLM ideal` prices the "
+        "bucket token shares of the paper's web data (method.md) the same way. Rows `@NAME` are "
+        "step times on another prepared dataset (`--extra-data`).", "",
         "| size/method | mean L | s/step | ideal s/step | overhead | vs concat | epoch ideal "
-        "| MFU | peak GiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| DCLM ideal | MFU | peak GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for key, r in table.items():
         if "error" in r:
-            lines.append(f"| {key} | - | failed: {r['error']} | | | | | | |")
+            lines.append(f"| {key} | - | failed: {r['error']} | | | | | | | |")
             continue
         c = table.get(f"{key.split('/')[0]}/concat", {}).get("step_s")
         ov = r.get("overhead")
@@ -181,7 +195,8 @@ def step_time_lines(
             f"| {key} | {r['mean_len']:.0f} | {r['step_s']:.4f} | "
             f"{fmt(r.get('ideal_step_s'), '.4f')} | {fmt(None if ov is None else 100 * ov, '+.1f')}"
             f"{'%' if ov is not None else ''} | {fmt(r['step_s'] / c if c else None, '.3f')} | "
-            f"{fmt(r.get('epoch_ideal_vs_concat_ideal'), '.3f')} | {fmt(r['mfu'], '.3f')} | "
+            f"{fmt(r.get('epoch_ideal_vs_concat_ideal'), '.3f')} | "
+            f"{fmt(r.get('dclm_ideal_vs_concat_ideal'), '.3f')} | {fmt(r['mfu'], '.3f')} | "
             f"{fmt(r['peak_memory_gib'], '.1f')} |"
         )
     return lines
@@ -195,6 +210,52 @@ def archive_runs(runs_dir: Path, dest: Path) -> None:
         for f in sorted(runs_dir.rglob("*")):
             if f.is_file() and "checkpoints" not in f.parts:
                 tar.add(f, arcname=str(f.relative_to(runs_dir.parent)))
+
+
+def measure_size(
+    args: argparse.Namespace, data: Path, size: str, tps: int, methods: list[str], tag: str,
+    costs: dict[str, Any], table: dict[str, dict[str, Any]],
+) -> None:  # fmt: skip
+    """Fixed-shape costs of ``size`` on ``data``'s vocabulary, then each method's loop steps;
+    rows are keyed ``size + tag`` and ``size + tag / method``."""
+    from ddecomp.dataset import open_dataset
+
+    ds = open_dataset(data)
+    max_len = min(args.max_len, ds.max_len)
+    lengths = [L for L in ds.bucket_lengths if L <= max_len]
+    device = "cpu" if args.smoke else "auto"
+    dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    key = size + tag
+    base = TrainConfig(
+        data=str(data), out="", size=size, tokens=args.step_steps * tps, tokens_per_step=tps,
+        max_len=max_len, warmup=1, device=device, compile=args.compile, eval_tokens=max_len,
+        progress=False, checkpoints=False,
+    )  # fmt: skip
+    try:
+        per_len = measure_step_costs(
+            base, ds.vocab_size, [*lengths, max_len], dev,
+            warmup=args.cost_warmup, iters=args.cost_iters,
+        )  # fmt: skip
+        costs[key] = {"tokens_per_step": tps, "vocab": ds.vocab_size, "per_length": per_len}
+    except Exception as e:  # e.g. out of memory: the loop's numbers still come
+        traceback.print_exc()
+        costs[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    print(key, "fixed-shape costs", costs[key], flush=True)
+    medians = {L: c["median_s"] for L, c in costs[key].get("per_length", {}).items()}
+    runs_dir = Path(args.runs_dir)
+    for m in methods:
+        run = runs_dir / f"steps_{size}{tag.replace('@', '_')}_{m}"
+        res = run_method(replace(base, method=m), run)
+        if not isinstance(res, dict):
+            table[f"{key}/{m}"] = {"error": res}
+        else:
+            table[f"{key}/{m}"] = summarize_method(
+                run, args.skip, m if medians else "-", max_len, medians
+            )
+        print(key, m, table[f"{key}/{m}"], flush=True)
 
 
 def main() -> int:
@@ -212,12 +273,18 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--out", default="benchmarks/results", help="report, JSON, figure, runs.tgz")
     ap.add_argument("--runs", default=None, help="run directories (default: OUT/runs_HW_DATE)")
+    ap.add_argument(
+        "--extra-data", default="", help="more prepared datasets (comma-separated) for dd and "
+        "concat step times only, e.g. a web-like length distribution",
+    )  # fmt: skip
+    ap.add_argument("--extra-sizes", default="160m", help="model sizes for --extra-data")
     ap.add_argument("--smoke", action="store_true", help="tiny model, few steps, CPU")
     args = ap.parse_args()
 
     data = Path(args.data)
     if args.smoke:
         args.sizes, args.train_size, args.step_steps, args.skip = "tiny", "tiny", 6, 2
+        args.extra_sizes = "tiny"
         args.cost_iters, args.cost_warmup = 2, 1
     ensure_data(data, args.max_len)
     from ddecomp.dataset import open_dataset
@@ -225,48 +292,24 @@ def main() -> int:
     ds = open_dataset(data)
     max_len = min(args.max_len, ds.max_len)
     device = "cpu" if args.smoke else "auto"
-    dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     hw, date = hardware(), datetime.date.today().isoformat()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = Path(args.runs) if args.runs else out / f"runs_{hw}_{date}"
+    args.runs_dir = str(runs_dir)
     methods = args.methods.split(",")
-    lengths = [L for L in ds.bucket_lengths if L <= max_len]
     t_start = time.perf_counter()
 
     costs: dict[str, Any] = {}
     step_table: dict[str, dict[str, Any]] = {}
     for size in args.sizes.split(","):
         tps = TOKENS_PER_STEP[size] if not args.smoke else 2 * max_len
-        base = TrainConfig(
-            data=str(data), out="", size=size, tokens=args.step_steps * tps, tokens_per_step=tps,
-            max_len=max_len, warmup=1, device=device, compile=args.compile, eval_tokens=max_len,
-            progress=False,
-        )  # fmt: skip
-        try:
-            per_len = measure_step_costs(
-                base, ds.vocab_size, [*lengths, max_len], dev,
-                warmup=args.cost_warmup, iters=args.cost_iters,
-            )  # fmt: skip
-            costs[size] = {"tokens_per_step": tps, "per_length": per_len}
-        except Exception as e:  # e.g. out of memory: the loop's numbers still come
-            traceback.print_exc()
-            costs[size] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
-        finally:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        print(size, "fixed-shape costs", costs[size], flush=True)
-        medians = {L: c["median_s"] for L, c in costs[size].get("per_length", {}).items()}
-        for m in methods:
-            run = runs_dir / f"steps_{size}_{m}"
-            res = run_method(replace(base, method=m), run)
-            if not isinstance(res, dict):
-                step_table[f"{size}/{m}"] = {"error": res}
-            elif not medians:
-                step_table[f"{size}/{m}"] = summarize_method(run, args.skip, "-", max_len, {})
-            else:
-                step_table[f"{size}/{m}"] = summarize_method(run, args.skip, m, max_len, medians)
-            print(size, m, step_table[f"{size}/{m}"], flush=True)
+        measure_size(args, data, size, tps, methods, "", costs, step_table)
+    for extra in args.extra_data.split(",") if args.extra_data else []:
+        for size in args.extra_sizes.split(","):
+            tps = TOKENS_PER_STEP[size] if not args.smoke else 2 * max_len
+            tag = f"@{Path(extra).name}"
+            measure_size(args, Path(extra), size, tps, ["dd", "concat"], tag, costs, step_table)
 
     # training at equal tokens: the budget that takes concat about --train-minutes
     size = args.train_size
@@ -279,7 +322,7 @@ def main() -> int:
         cfg = TrainConfig(
             data=str(data), out="", method=m, size=size, tokens=steps * tps, tokens_per_step=tps,
             max_len=max_len, warmup=max(1, steps // 20), device=device, compile=args.compile,
-            eval_every=max(1, steps // 5), progress=False,
+            eval_every=max(1, steps // 5), progress=False, checkpoints=False,
             eval_tokens=max_len if args.smoke else 4 * max_len,
         )  # fmt: skip
         run = runs_dir / f"train_{size}_{m}"

@@ -88,11 +88,15 @@ def test_gpu_bench_smoke_runs_end_to_end_on_cpu(
     runs: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     bench = Path(__file__).parents[1] / "benchmarks" / "gpu_train_bench.py"
-    r = _cli(sys.executable, str(bench), "--data", str(runs[0]), "--smoke", "--out", str(tmp_path))
+    data = str(runs[0])
+    r = _cli(
+        sys.executable, str(bench), "--data", data, "--extra-data", data, "--smoke",
+        "--out", str(tmp_path),
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     (report,) = tmp_path.glob("train_*.md")
     text = report.read_text()
-    for m in ("tiny/dd", "tiny/concat", "tiny/concat-dm", "tiny/pack"):
+    for m in ("tiny/dd", "tiny/concat", "tiny/concat-dm", "tiny/pack", f"tiny@{runs[0].name}/dd"):
         assert f"| {m} |" in text
     assert "failed" not in text, text
     assert "| train_tiny_dd | dd |" in text

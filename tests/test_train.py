@@ -172,6 +172,15 @@ def test_compile_warms_every_shape_and_matches_eager(
     np.testing.assert_allclose([r["loss"] for r in rows], [r["loss"] for r in ref], rtol=2e-3)
 
 
+def test_no_checkpoints_writes_none(data: Path, tmp_path: Path) -> None:
+    s = train(cfg_for(data, tmp_path / "run", tokens=4 * TPS, warmup=1, checkpoints=False))
+    assert s["finished"]
+    assert s["checkpoint_s"] == 0
+    assert not list((tmp_path / "run").rglob("*.pt"))
+    train(cfg_for(data, tmp_path / "ckpt", tokens=4 * TPS, warmup=1))
+    assert list((tmp_path / "ckpt").rglob("*.pt"))  # vacuity guard: the default writes one
+
+
 def test_schedule_warmup_then_cosine_to_the_floor() -> None:
     f = cosine_schedule(warmup=10, total=100, min_ratio=0.1)
     assert [f(s) for s in range(3)] == [0.1, 0.2, 0.3]
@@ -190,6 +199,7 @@ def test_schedule_warmup_then_cosine_to_the_floor() -> None:
         ({"warmup": 16}, r"--warmup 16 steps must be in \[0, 16\)"),
         ({"max_len": 100}, "--max-len 100 must be a power of two"),
         ({"size": "2b"}, "--size '2b'"),
+        ({"checkpoints": False, "stop_after": 4}, "--no-checkpoints cannot be combined"),
     ],
 )
 def test_config_errors_quote_values(kw: dict[str, object], msg: str) -> None:

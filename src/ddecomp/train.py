@@ -273,7 +273,8 @@ def _train(
             )
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             do_eval()
-        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == stop:
+        periodic = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+        if cfg.checkpoints and (periodic or step == stop):
             do_checkpoint()
     finished = step >= cfg.steps
     if finished:

@@ -91,6 +91,8 @@ class TrainConfig:
     curriculum, cycles: DD's curriculum (see ddecomp.curriculum) and its number of cycles.
     lr: peak learning rate; min_lr_ratio: final LR as a fraction of it; warmup: steps.
     eval_every / checkpoint_every: steps between evaluations / checkpoints (0: only at the end).
+    checkpoints: False writes none, not even at the end (no resume; for benchmarks, where a 410m
+    checkpoint would write 6.6 GB per run).
     eval_tokens: held-out tokens per context length per evaluation.
     stop_after: stop (with a checkpoint) after this many steps, as a preemption would; the
     schedule still spans the whole run. resume: continue RUN from its latest checkpoint.
@@ -118,6 +120,7 @@ class TrainConfig:
     eval_tokens: int = 32768
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
+    checkpoints: bool = True
     stop_after: int | None = None
     resume: bool = False
     num_workers: int = 0
@@ -154,6 +157,11 @@ class TrainConfig:
             low = 0 if name.endswith("every") else 1
             if v < low:
                 raise UserError(f"--{name.replace('_', '-')} {v} must be >= {low}")
+        if not self.checkpoints and (self.stop_after is not None or self.resume):
+            raise UserError(
+                "--no-checkpoints cannot be combined with --stop-after or --resume: both need a "
+                "checkpoint; drop --no-checkpoints"
+            )
         if self.stop_after is not None and not 1 <= self.stop_after <= self.steps:
             raise UserError(f"stop_after {self.stop_after} must be in [1, {self.steps}]")
         if self.max_len is not None and (self.max_len < 1 or self.max_len & (self.max_len - 1)):

@@ -65,6 +65,10 @@ def register(sub: Any) -> None:
         "--checkpoint-every", type=int, default=d.checkpoint_every,
         help="steps between checkpoints (default 0: only at the end)",
     )  # fmt: skip
+    p.add_argument(
+        "--no-checkpoints", action="store_true",
+        help="write no checkpoint, not even at the end (the run cannot be resumed)",
+    )  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
     p.add_argument(
         "--stop-after", type=int, default=None,
@@ -88,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup, seed=args.seed, device=args.device, compile=args.compile,
         deterministic=args.deterministic, eval_every=args.eval_every,
         eval_tokens=args.eval_tokens, checkpoint_every=args.checkpoint_every,
+        checkpoints=not args.no_checkpoints,
         stop_after=args.stop_after, resume=args.resume, num_workers=args.num_workers,
         progress=not args.no_progress,
     )  # fmt: skip
