@@ -39,9 +39,11 @@ the data here and carry it instead of preparing there:
         --extra-data gpu-web --out $OUT --runs /tmp/runs 2>&1 | tee $OUT/log
 
 With the defaults (per size: 6 lengths x 7 fixed-shape steps, then 40 loop steps x 4 methods;
-the same for dd and concat at 160m on the extra data; then 1 minute of concat training and the
-same tokens for the other methods) it should take about 8-10 minutes on an H100; each table row
-is printed as it is measured, so a cut-off run still reports what it reached.
+the same for dd and concat at 160m on the extra data; then 45 s of concat training and the
+same tokens for the other methods) it should take about 8-9 minutes on an H100 (estimated from
+method.md's step costs; never run yet). Each table row is printed as it is measured, and the
+report is written after the step times and again at the end, so a run cut off by the 10-minute
+command limit still leaves its step-time tables; ``--sizes 160m`` halves the first part.
 """
 
 from __future__ import annotations
@@ -268,7 +270,7 @@ def main() -> int:
     ap.add_argument("--skip", type=int, default=8, help="first steps excluded from step times")
     ap.add_argument("--cost-iters", type=int, default=5, help="timed fixed-shape steps per length")
     ap.add_argument("--cost-warmup", type=int, default=2, help="untimed fixed-shape steps first")
-    ap.add_argument("--train-minutes", type=float, default=1.0, help="concat's training time")
+    ap.add_argument("--train-minutes", type=float, default=0.75, help="concat's training time")
     ap.add_argument("--train-size", default="160m", help="model size of the training runs")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--out", default="benchmarks/results", help="report, JSON, figure, runs.tgz")
@@ -311,6 +313,35 @@ def main() -> int:
             tag = f"@{Path(extra).name}"
             measure_size(args, Path(extra), size, tps, ["dd", "concat"], tag, costs, step_table)
 
+    stem = f"train_{hw}_{date}"
+    plot = out / f"{stem}.png"
+
+    def write_report(training: list[str]) -> Path:
+        """The report as far as the run got (written after the step times, then again at the
+        end, so a run cut off in training still leaves its step-time tables)."""
+        lines = [
+            f"# Training cost and quality: DD vs baselines ({hw}, {date})", "",
+            f"- ddecomp {__version__}, torch {torch.__version__}, python "
+            f"{platform.python_version()}, CUDA {torch.version.cuda}, device {hw}"
+            f"{' (SMOKE RUN: tiny, CPU)' if args.smoke else ''}",
+            f"- data: {data} (fingerprint {ds.fingerprint[:12]}), buckets "
+            f"{ds.min_len}..{ds.max_len}, max_len {max_len}, vocab {ds.vocab_size}; compile "
+            f"{args.compile}; wall time so far {time.perf_counter() - t_start:.0f} s",
+            f"- command: `{' '.join(sys.argv)}`", "",
+            *step_time_lines(step_table, costs, args.skip), "", *training,
+        ]  # fmt: skip
+        report = out / f"{stem}.md"
+        report.write_text("\n".join(lines))
+        (out / f"{stem}.json").write_text(
+            json.dumps({"fixed_shape_costs": costs, "loop": step_table, "argv": sys.argv}, indent=1)
+        )
+        if runs_dir.exists():
+            archive_runs(runs_dir, out / f"{stem}_runs.tar.gz")
+        print(f"wrote {report}", flush=True)
+        return report
+
+    write_report(["## Training at equal tokens", "", "(not reached yet)", ""])
+
     # training at equal tokens: the budget that takes concat about --train-minutes
     size = args.train_size
     tps = TOKENS_PER_STEP[size] if not args.smoke else 2 * max_len
@@ -333,31 +364,12 @@ def main() -> int:
             print(f"training {m} failed: {res}", flush=True)
     loaded = [load_run(r) for r in train_runs]
     table = format_table(compare(loaded)) if loaded else "(no training run finished)"
-    stem = f"train_{hw}_{date}"
-    plot = out / f"{stem}.png"
     if loaded:
         plot_runs(loaded, plot)
-
-    lines = [
-        f"# Training cost and quality: DD vs baselines ({hw}, {date})", "",
-        f"- ddecomp {__version__}, torch {torch.__version__}, python {platform.python_version()}, "
-        f"CUDA {torch.version.cuda}, device {hw}{' (SMOKE RUN: tiny, CPU)' if args.smoke else ''}",
-        f"- data: {data} (fingerprint {ds.fingerprint[:12]}), buckets {ds.min_len}..{ds.max_len}, "
-        f"max_len {max_len}, vocab {ds.vocab_size}; compile {args.compile}; total wall time "
-        f"{time.perf_counter() - t_start:.0f} s",
-        f"- command: `{' '.join(sys.argv)}`", "",
-        *step_time_lines(step_table, costs, args.skip), "",
+    write_report([
         f"## Training at equal tokens ({size}, {steps} steps x {tps:,} tokens)", "",
         table, "", f"Figure: `{plot.name}`. Run logs: `{stem}_runs.tar.gz`.", "",
-    ]  # fmt: skip
-    report = out / f"{stem}.md"
-    report.write_text("\n".join(lines))
-    (out / f"{stem}.json").write_text(
-        json.dumps({"fixed_shape_costs": costs, "loop": step_table, "argv": sys.argv}, indent=1)
-    )
-    if runs_dir.exists():
-        archive_runs(runs_dir, out / f"{stem}_runs.tar.gz")
-    print(f"wrote {report}")
+    ])  # fmt: skip
     return 0
 
 
