@@ -110,6 +110,8 @@ def flex_block_mask(doc: Tensor, block: int = FLEX_BLOCK) -> Any:
 
     num, idx = ordered(partial)
     full_num, full_idx = ordered(full)
+    if L % block == 0:  # the default lengths; torch < 2.6 has no seq_lengths argument
+        return BlockMask.from_kv_blocks(num, idx, full_num, full_idx, block, mask_mod)
     return BlockMask.from_kv_blocks(
         num, idx, full_num, full_idx, block, mask_mod, seq_lengths=(L, L)
     )
