@@ -201,6 +201,9 @@ def step_time_lines(
             f"{fmt(r.get('dclm_ideal_vs_concat_ideal'), '.3f')} | {fmt(r['mfu'], '.3f')} | "
             f"{fmt(r['peak_memory_gib'], '.1f')} |"
         )
+    graphs = {k: r["graphs_compiled_in_loop"] for k, r in table.items() if "error" not in r}
+    if any(v is not None for v in graphs.values()):
+        lines += ["", f"Graphs compiled inside the timed loops (0: warm-up covered all): {graphs}"]
     return lines
 
 
