@@ -65,7 +65,7 @@ import torch
 
 from ddecomp import __version__
 from ddecomp.compare import compare, format_table, load_run, plot_runs
-from ddecomp.stepcost import ideal_step_cost, measure_step_costs
+from ddecomp.stepcost import ideal_step_cost, measure_step_costs, price_plan
 from ddecomp.train import METHODS, TrainConfig, train
 
 # Bucket token shares (%) of a DCLM subset, 256..8192 (method.md section 6): the paper's web data,
@@ -124,10 +124,8 @@ def summarize_method(
         ideal = ideal_step_cost(L.tolist(), costs)
         out["ideal_step_s"], out["overhead"] = ideal, float(t.mean()) / ideal - 1
     if method == "dd":  # the whole epoch's mix of lengths, priced at the fixed-shape costs
-        buckets = summary["loader"]["buckets"]
-        steps = {int(b["length"]): int(b["steps"]) for b in buckets if b["steps"]}
-        epoch = sum(n * costs[L_] for L_, n in steps.items()) / sum(steps.values())
-        out["epoch_ideal_vs_concat_ideal"] = epoch / costs[max_len]
+        steps = {int(b["length"]): int(b["steps"]) for b in summary["loader"]["buckets"]}
+        out["epoch_ideal_vs_concat_ideal"] = price_plan(steps, costs, max_len)["ratio"]
         if all(L_ in costs for L_ in DCLM_SHARES) and max_len == max(DCLM_SHARES):
             # steps per bucket are proportional to its token share (tokens per step are fixed)
             dclm = sum(w * costs[L_] for L_, w in DCLM_SHARES.items()) / sum(DCLM_SHARES.values())

@@ -55,3 +55,23 @@ def test_plan_refuses_bad_arguments_with_one_line(data_dir, capsys):
     assert "use a multiple of 1536" in err
     assert main(["plan", str(data_dir), "--tokens-per-step", "4096", "--curriculum", "x"]) == 2
     assert "unknown curriculum 'x'" in capsys.readouterr().err
+
+
+def test_plan_measure_prices_the_epoch_with_measured_costs(data_dir, capsys):
+    argv = ["plan", str(data_dir), "--tokens-per-step", "4096", "--measure", "tiny"]
+    assert main([*argv, "--device", "cpu", "--iters", "1", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    m = s["measured"]
+    planned = {str(b["length"]): b["steps"] for b in s["buckets"] if b["steps"]}
+    assert m["steps_per_length"] == planned
+    assert len(planned) >= 3  # vacuity: several lengths are priced
+    assert set(m["median_s"]) == {*planned, str(s["max_seq_len"])}
+    cost = {int(L): t for L, t in m["median_s"].items()}
+    dd = sum(n * cost[int(L)] for L, n in planned.items())
+    assert m["dd_s"] == pytest.approx(dd)
+    assert m["baseline_s"] == pytest.approx(s["steps"] * cost[s["max_seq_len"]])
+    assert m["ratio"] == pytest.approx(dd / m["baseline_s"])
+    assert main([*argv, "--device", "cpu", "--iters", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "measured step cost (tiny model, cpu, 4,096 tokens per device step" in out
+    assert "(concat-and-chunk)" in out

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ddecomp.errors import UserError
-from ddecomp.stepcost import ideal_step_cost, measure_step_costs
+from ddecomp.stepcost import ideal_step_cost, measure_step_costs, price_plan
 from ddecomp.trainconfig import TrainConfig
 
 CPU = torch.device("cpu")
@@ -40,3 +40,13 @@ def test_ideal_is_the_mean_price_of_the_steps() -> None:
     assert ideal_step_cost([256, 256, 8192, 256], costs) == pytest.approx(0.225)
     with pytest.raises(AssertionError, match="no steps"):
         ideal_step_cost([], costs)
+
+
+def test_price_plan_against_the_same_steps_at_the_longest_length() -> None:
+    p = price_plan({256: 3, 1024: 0, 8192: 1}, {256: 0.2, 8192: 0.3}, 8192)
+    assert p["epoch_steps"] == 4
+    assert p["dd_s"] == pytest.approx(0.9)
+    assert p["baseline_s"] == pytest.approx(1.2)
+    assert p["ratio"] == pytest.approx(0.75)
+    with pytest.raises(AssertionError, match="no steps"):
+        price_plan({256: 0}, {256: 0.2}, 256)

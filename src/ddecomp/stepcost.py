@@ -126,3 +126,16 @@ def ideal_step_cost(step_lengths: Iterable[int], costs: dict[int, float]) -> flo
     ls = list(step_lengths)
     assert ls, "no steps"
     return sum(costs[int(L)] for L in ls) / len(ls)
+
+
+def price_plan(
+    steps_per_length: dict[int, int], costs: dict[int, float], baseline_len: int
+) -> dict[str, float]:
+    """An epoch's cost at fixed-shape step costs: DD's steps at their lengths, against the same
+    number of steps (same tokens per step, so the same tokens) all at ``baseline_len``, as
+    concat-and-chunk would take them. Seconds, and DD / baseline."""
+    S = sum(steps_per_length.values())
+    assert S > 0, "the plan has no steps"
+    dd = sum(n * costs[int(L)] for L, n in steps_per_length.items() if n)
+    base = S * costs[int(baseline_len)]
+    return {"epoch_steps": S, "dd_s": dd, "baseline_s": base, "ratio": dd / base}

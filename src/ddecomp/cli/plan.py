@@ -13,6 +13,7 @@ from typing import Any
 from ..curriculum import CURRICULA
 from ..errors import UserError
 from ..plan import MODES, build_plan, check_tokens_per_step, format_summary
+from ..trainconfig import SIZES
 
 
 def register(sub: Any) -> None:
@@ -48,6 +49,18 @@ def register(sub: Any) -> None:
         help="data-parallel ranks, to check that the batch divides (default 1)",
     )  # fmt: skip
     p.add_argument("--split", default="train", help="train (default) | val")
+    m = p.add_argument_group(
+        "measured step costs (optional; needs torch)",
+        "Time one training step per bucket length on this machine with the reference GPT, at "
+        "--tokens-per-step, and price the epoch with those costs instead of the H100 line fit.",
+    )
+    m.add_argument(
+        "--measure", metavar="SIZE", choices=SIZES,
+        help=f"model size to time: {', '.join(SIZES)}",
+    )  # fmt: skip
+    m.add_argument("--device", default="auto", help="auto (default) | cpu | cuda | cuda:N")
+    m.add_argument("--iters", type=int, default=3, help="timed steps per length (default 3)")
+    m.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="write the per-step length plot here")
     p.set_defaults(func=run)
@@ -74,10 +87,53 @@ def run(args: argparse.Namespace) -> int:
         title = f"{ds.root.name}: {plan.curriculum.describe()}, {plan.cycles} cycles"
         plot_plan(plan.step_length, {b["length"]: b["tokens"] for b in s["buckets"]}, args.plot,
                   title)  # fmt: skip
+    if args.measure:
+        s["measured"] = _measure(args, ds.vocab_size, s)
     if args.json:
         print(json.dumps(s, indent=1))
     else:
         print(format_summary(s))
+        if args.measure:
+            print(_format_measured(s["measured"]))
         if args.plot:
             print(f"plot: {args.plot}")
     return 0
+
+
+def _measure(args: argparse.Namespace, vocab_size: int, s: dict[str, Any]) -> dict[str, Any]:
+    """Fixed-shape step costs of every planned length (and the longest) priced over the plan."""
+    from ..distributed import Launch, resolve_device
+    from ..stepcost import measure_step_costs, price_plan
+    from ..trainconfig import TrainConfig
+
+    tps = args.tokens_per_step // args.world_size  # one rank's share: what one device runs
+    steps = {int(b["length"]): int(b["steps"]) for b in s["buckets"] if b["steps"]}
+    lmax = int(s["max_seq_len"])
+    cfg = TrainConfig(
+        data=args.data, out="-", size=args.measure, tokens=2 * tps, tokens_per_step=tps,
+        warmup=0, compile=args.compile,
+    )  # fmt: skip
+    device = resolve_device(args.device, Launch.detect())
+    got = measure_step_costs(cfg, vocab_size, [*steps, lmax], device, warmup=1, iters=args.iters)
+    costs = {L: c["median_s"] for L, c in got.items()}
+    price = price_plan(steps, costs, lmax)
+    return {
+        "size": args.measure, "device": str(device), "tokens_per_device_step": tps,
+        "iters": args.iters, "median_s": costs, "steps_per_length": steps, "max_seq_len": lmax,
+        **price,
+    }  # fmt: skip
+
+
+def _format_measured(m: dict[str, Any]) -> str:
+    lines = [
+        f"measured step cost ({m['size']} model, {m['device']}, {m['tokens_per_device_step']:,} "
+        f"tokens per device step; median of {m['iters']} after 1 untimed):",
+        f"{'length':>7} {'s/step':>9} {'steps':>8}",
+    ]
+    for L, t in sorted(m["median_s"].items()):
+        lines.append(f"{L:>7} {t:>9.4f} {m['steps_per_length'].get(L, 0):>8,}")
+    lines.append(
+        f"epoch at these costs: DD {m['dd_s']:,.1f} s vs {m['epoch_steps']:,} steps at "
+        f"{m['max_seq_len']} (concat-and-chunk) {m['baseline_s']:,.1f} s: {m['ratio']:.3f}x"
+    )
+    return "\n".join(lines)
