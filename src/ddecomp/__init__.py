@@ -9,8 +9,9 @@ The flow, one module per box::
                                                                         v
            curriculum ──> plan ──> loader (VSLLoader) ──> train ──> stats / plots / compare
            (odds per      (pure:   (executes the plan     (reference GPT, metrics)
-            bucket)        steps)   per rank/worker)
-                                    baselines (concat-and-chunk, packing) share the loader interface
+            bucket)        steps)   per rank/worker)         │
+                             │      baselines (concat-and-chunk, packing) share the loader interface
+                             └──── stepcost (the train step timed at fixed shapes prices a plan)
 
 ``prepare`` (ingest -> tokenize -> decompose -> write) is the only writer; everything after
 reads through :func:`open_dataset`.
