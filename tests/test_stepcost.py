@@ -19,7 +19,10 @@ def _cfg(**kw: object) -> TrainConfig:
 
 
 def test_one_fixed_shape_per_length_with_the_timed_samples() -> None:
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
     got = measure_step_costs(_cfg(), 61, [64, 16, 64, 256], CPU, warmup=1, iters=3)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is untouched
     assert list(got) == [16, 64, 256]  # each length once, shortest first
     assert [got[L]["rows"] for L in got] == [16, 4, 1]  # tokens_per_step / L rows
     for c in got.values():

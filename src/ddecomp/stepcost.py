@@ -91,8 +91,9 @@ def measure_step_costs(
 
     if warmup < 0 or iters < 1:
         raise UserError(f"step costs need warmup >= 0 and iters >= 1, got {warmup} and {iters}")
-    torch.manual_seed(cfg.seed)
-    raw = GPT(model_config(cfg.size, vocab_size, **cfg.model_overrides)).to(device)
+    with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's RNG is untouched
+        torch.manual_seed(cfg.seed)
+        raw = GPT(model_config(cfg.size, vocab_size, **cfg.model_overrides)).to(device)
     model: torch.nn.Module = raw
     if cfg.compile:
         model = torch.compile(raw, dynamic=False)  # type: ignore[assignment]
