@@ -66,14 +66,13 @@ def rope_angles(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate pairs ``(x_i, x_{i + hd/2})`` of ``x [B, H, L, hd]`` by the position's angles.
 
-    The angles are computed in float32 (positions up to 2^24 stay exact); the rotation runs in
-    ``x``'s dtype. In bf16 that rounds each rotated value once, as q and k are rounded anyway,
-    and avoids float32 copies of q and k that autograd would keep for backward (the largest
-    activations of the block after the MLP's).
-    """
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    In float32 whatever ``x``'s dtype (then cast back): one rounding at the end. Autograd keeps
+    only ``cos`` and ``sin`` for the products (they need no gradient), not float32 copies of q
+    and k: measured under CPU bf16 autocast, rotating in bf16 instead saved no activation memory
+    (550 vs 553 KiB per token for 160m, 2026-11-27), so the precise form stays."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.to(x.dtype)
 
 
 class Attention(nn.Module):
