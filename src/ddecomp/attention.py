@@ -12,7 +12,7 @@ Three paths, one function (:func:`attend`), all on ``q, k, v`` of shape ``[B, H,
   new mask per step does not recompile it (tested). The block mask is built directly from the
   documents' boundaries (:func:`flex_block_mask`) in ``O(B * (L / 128)^2)``, not by evaluating
   the mask on all ``B * L^2`` pairs as ``create_block_mask`` does: at ``B = 8, L = 8192`` that
-  would materialise 512 MiB every step (1.6 s per step on the CPU here, measured 2026-11-26).
+  would materialise 512 MiB every step (1.6 s per step on the CPU here, measured 2026-11-27).
 - **document mask on CPU**: SDPA with a dense boolean ``[B, 1, L, L]`` mask (``same document and
   key <= query``). Memory is ``B * L^2`` bytes, e.g. 8 MiB at ``B = 8, L = 1024``; fine for the
   ``tiny`` and ``small`` CPU runs this path exists for, and exact (it is the reference the GPU

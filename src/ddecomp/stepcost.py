@@ -1,14 +1,14 @@
 """One optimizer step, and its cost at fixed shapes: what DD's ideal step cost is predicted from.
 
-:func:`train_step` is the step :func:`ddecomp.train.train` runs for every method: forward under the
-caller's autocast, summed cross entropy in float32, backward of the loss scaled to a global token
-mean, gradient clipping, AdamW, schedule. :func:`measure_step_costs` times exactly that step on
-random tokens at one fixed ``[tokens_per_step / L, L]`` shape per length, with no loader, no shape
-change and no logging, on a fresh model. The medians are the per-length step costs of the
-issue's target: DD's *ideal* cost is ``mean(cost[L_s])`` over the lengths ``L_s`` of its steps,
-and ``measured / ideal - 1`` in the real loop is what the loader, changing shapes and the loop's
-bookkeeping add. Timing reads the loss back every step, as the loop does, so both include one
-device synchronisation per step.
+:func:`train_step` is the step :func:`ddecomp.train.train` runs for every method: forward (bf16
+autocast on CUDA, :func:`autocast_for`), summed cross entropy in float32, backward of the loss
+scaled to a global token mean, gradient clipping, AdamW, schedule. :func:`measure_step_costs`
+times exactly that step on random tokens at one fixed ``[tokens_per_step / L, L]`` shape per
+length, with no loader, no shape change and no logging, on a fresh model. The medians are the
+per-length step costs of the issue's target: DD's *ideal* cost is ``mean(cost[L_s])`` over the
+lengths ``L_s`` of its steps, and ``measured / ideal - 1`` in the real loop is what the loader,
+changing shapes and the loop's bookkeeping add. Timing reads the loss back every step, as the
+loop does, so both include one device synchronisation per step.
 
 On an H100 (method.md section 6) one 160M step at 65,536 tokens costs 0.193 s at L = 256 and 0.269
 s at L = 8192: the spread DD's mixture of lengths is priced by.
