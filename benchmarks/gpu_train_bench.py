@@ -28,12 +28,8 @@ On this workplace's device machine (15 minutes of device time per session, start
 image has torch, numpy, tokenizers, tqdm, matplotlib and pyarrow but not zstandard, so prepare
 the data here and carry it instead of preparing there:
 
-    ddecomp prepare --out gpu-data --val-fraction 0.02
-    # a web-like length distribution for --extra-data (12M tokens of the benchmark corpus,
-    # GPT-2-sized vocabulary 50,257; log-normal documents of mean 600 tokens):
-    python benchmarks/corpus.py && head -c 24000000 bench-data/web.tokens > /tmp/web12m.tokens
-    ddecomp prepare --from-tokens /tmp/web12m.tokens --eos-id 50256 --out gpu-web
-    printf '/gpu-data/\n/gpu-web/\n' >> .git/info/exclude     # 18 + 24 MB to carry
+    bash benchmarks/gpu_data.sh     # gpu-data (default corpus) + gpu-web (12M web-like tokens,
+                                    # vocab 50,257), both git-excluded: 18 + 24 MB to carry
     # device run, carry ["gpu-data", "gpu-web"], timeout_s ~560:
     PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/gpu_train_bench.py --data gpu-data \
         --extra-data gpu-web --out $OUT --runs /tmp/runs 2>&1 | tee $OUT/log

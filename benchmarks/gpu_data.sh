@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Prepare, on this machine, the two datasets gpu_train_bench.py reads on the device machine
+# (whose image lacks zstandard and cannot fetch), and keep them out of git so `carry` takes them.
+#   gpu-data: the default corpus (Python stdlib, BPE 8192), 2% held out      ~18 MB
+#   gpu-web:  12M tokens of the benchmark corpus's web-like variant (GPT-2-sized vocab)  ~24 MB
+# Idempotent: a rerun finds both prepared (ddecomp prepare resumes or does nothing).
+# Then, on the device (carry ["gpu-data", "gpu-web"], timeout_s ~560):
+#   PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/gpu_train_bench.py --data gpu-data \
+#       --extra-data gpu-web --out $OUT --runs /tmp/runs 2>&1 | tee $OUT/log
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ddecomp prepare --out gpu-data --val-fraction 0.02 --quiet
+python benchmarks/corpus.py  # bench-data/ (a rerun with the same parameters does nothing)
+if [ ! -f gpu-web/manifest.json ]; then
+    tmp=$(mktemp)
+    head -c 24000000 bench-data/web.tokens > "$tmp"  # 12M uint16 tokens
+    ddecomp prepare --from-tokens "$tmp" --eos-id 50256 --out gpu-web --quiet
+    rm -f "$tmp"
+fi
+for d in /gpu-data/ /gpu-web/; do
+    grep -qxF "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude
+done
+du -sh gpu-data gpu-web
