@@ -256,6 +256,6 @@ def test_training_imports_without_the_prepare_only_packages() -> None:
         "import ddecomp, ddecomp.train, ddecomp.compare, ddecomp.stepcost, ddecomp.cli\n"
         "try:\n    import ddecomp.ingest\nexcept ImportError:\n    print('blocked')\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    r = _cli(sys.executable, "-c", code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "blocked"  # vacuity guard: the block really applies

@@ -69,12 +69,15 @@ def _check_cu_seqlens(cu: Tensor, total: int) -> None:
 
 
 def doc_ids_from_cu_seqlens(cu_seqlens: Tensor, batch: int, seq_len: int) -> Tensor:
-    """Document id of every token, ``[batch, seq_len]`` int32, from flattened ``cu_seqlens``."""
+    """Document id of every token, ``[batch, seq_len]`` int32, from flattened ``cu_seqlens``
+    (checked on a host copy: a synchronisation for a GPU tensor)."""
+    _check_cu_seqlens(cu_seqlens.cpu(), batch * seq_len)
+    return _doc_ids(cu_seqlens, batch, seq_len)
+
+
+def _doc_ids(cu_seqlens: Tensor, batch: int, seq_len: int) -> Tensor:
     cu = cu_seqlens.to(torch.int64)
-    total = batch * seq_len
-    if cu.device.type == "cpu":  # on a GPU these reads would synchronise: make_doc_mask checks
-        _check_cu_seqlens(cu, total)  # the host copy before moving it
-    pos = torch.arange(total, device=cu.device)
+    pos = torch.arange(batch * seq_len, device=cu.device)
     ids = torch.searchsorted(cu[1:], pos, right=True)
     return ids.view(batch, seq_len).to(torch.int32)
 
@@ -132,8 +135,8 @@ def make_doc_mask(
     """Build the mask for ``device``: ``auto`` is a flex block mask on CUDA and a dense bool mask
     elsewhere (flex attention has no backward pass on CPU; its forward runs there, so tests check
     the GPU path's mask on CPU with ``kind="flex"``)."""
-    _check_cu_seqlens(cu_seqlens.cpu(), batch * seq_len)
-    doc = doc_ids_from_cu_seqlens(cu_seqlens.to(device, non_blocking=True), batch, seq_len)
+    _check_cu_seqlens(cu_seqlens.cpu(), batch * seq_len)  # the loader's host tensor: no sync
+    doc = _doc_ids(cu_seqlens.to(device, non_blocking=True), batch, seq_len)
     if kind == "flex" or (kind == "auto" and device.type == "cuda"):
         return DocMask(doc_ids=doc, block_mask=flex_block_mask(doc))
     causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
