@@ -105,10 +105,20 @@ def test_gpu_bench_smoke_runs_end_to_end_on_cpu(
     assert sorted(map(int, costs)) == [16, 32, 64, 128]  # every bucket length, max_len included
     dd = numbers["loop"]["tiny/dd"]
     assert dd["ideal_step_s"] > 0
-    assert 0 < dd["epoch_ideal_vs_concat_ideal"] < 2
     assert "ideal_step_s" not in numbers["loop"]["tiny/pack"]  # no causal ideal under a mask
     (logs,) = tmp_path.glob("train_*_runs.tar.gz")
     with tarfile.open(logs) as tar:
         names = tar.getnames()
+        (summary_name,) = [n for n in names if n.endswith("train_tiny_dd/summary.json")]
+        summary_file = tar.extractfile(summary_name)
+        assert summary_file is not None
+        buckets = json.load(summary_file)["loader"]["buckets"]
     assert any(n.endswith("train_tiny_dd/metrics.jsonl") for n in names)
     assert not [n for n in names if "checkpoints" in n]
+    # The epoch's price is the run's own steps per bucket at the measured costs; timings on a
+    # shared 2-core runner are noise at these sizes, so the check is arithmetic, not a bound.
+    cost = {int(L): float(c["median_s"]) for L, c in costs.items()}
+    steps = {int(b["length"]): int(b["steps"]) for b in buckets}
+    assert len([n for n in steps.values() if n]) > 1  # vacuity guard: a real mix of lengths
+    priced = sum(n * cost[L] for L, n in steps.items()) / (sum(steps.values()) * cost[128])
+    assert dd["epoch_ideal_vs_concat_ideal"] == pytest.approx(priced, rel=1e-9)
