@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+SRC = Path(__file__).resolve().parents[1] / "src"
 EOS = 2**31 - 1  # never a position id, so every non-EOS token identifies its stream position
 
 
@@ -29,3 +34,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def run_python(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python *args`` in a fresh process that imports this checkout's ``src``; output captured,
+    the exit code left to the caller (``env`` entries are added to this process's environment)."""
+    e = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
+    cmd = [sys.executable, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=300, check=False)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import gzip
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _fixtures import run_python
 
 from ddecomp import open_dataset
 from ddecomp.cli import main
@@ -17,7 +17,7 @@ from ddecomp.format import MANIFEST
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ddecomp", *args], capture_output=True, text=True)
+    return run_python("-m", "ddecomp", *args)
 
 
 def _corpus(tmp_path: Path) -> Path:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
-from test_train import TPS, _cli, cfg_for, make_dataset
+from _fixtures import run_python
+from test_train import TPS, cfg_for, make_dataset
 
 from ddecomp.compare import compare, format_table, load_run, plot_runs, time_to_reach
 from ddecomp.errors import UserError
@@ -70,11 +70,11 @@ def test_cli_prints_the_table_and_writes_the_plot(
 ) -> None:
     _, concat, dd = runs
     png = tmp_path / "c.png"
-    r = _cli(sys.executable, "-m", "ddecomp", "compare", str(concat), str(dd), "--plot", str(png))
+    r = run_python("-m", "ddecomp", "compare", str(concat), str(dd), "--plot", str(png))
     assert r.returncode == 0, r.stderr
     assert "| dd | dd |" in r.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    j = _cli(sys.executable, "-m", "ddecomp", "compare", str(dd), "--json")
+    j = run_python("-m", "ddecomp", "compare", str(dd), "--json")
     assert json.loads(j.stdout)[0]["method"] == "dd"
 
 
@@ -89,8 +89,8 @@ def test_gpu_bench_smoke_runs_end_to_end_on_cpu(
 ) -> None:
     bench = Path(__file__).parents[1] / "benchmarks" / "gpu_train_bench.py"
     data = str(runs[0])
-    r = _cli(
-        sys.executable, str(bench), "--data", data, "--extra-data", data, "--smoke",
+    r = run_python(
+        str(bench), "--data", data, "--extra-data", data, "--smoke",
         "--out", str(tmp_path),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _fixtures import run_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -28,8 +26,6 @@ from ddecomp.tokenize import (
     token_dtype,
     train_bpe,
 )
-
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +70,8 @@ def test_train_bpe_is_deterministic_across_processes(tmp_path: Path, bpe: Tokeni
         "tok = train_bpe(iter_documents(default_corpus_files()[:120]), vocab_size=1024)\n"
         "print(hashlib.sha256(tok.to_str().encode()).hexdigest())\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": "12345"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
+    out = run_python("-c", code, env={"PYTHONHASHSEED": "12345"})
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == hashlib.sha256(bpe.to_str().encode()).hexdigest()
 
 
@@ -147,10 +141,8 @@ def test_hub_name_goes_to_the_hub_and_fails_clearly_offline() -> None:
         "except UserError as e:\n"
         "    print(e)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
+    out = run_python("-c", code, env={"HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr
     msg = out.stdout.strip()
     assert msg.startswith(
         "cannot load tokenizer 'ddecomp-tests/no-such-tokenizer': not a file, not a directory "

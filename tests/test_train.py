@@ -5,16 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from _fixtures import free_port
+from _fixtures import free_port, run_python
 
 from ddecomp.errors import UserError
 from ddecomp.train import METHODS, TrainConfig, train
@@ -207,14 +204,9 @@ def test_config_errors_quote_values(kw: dict[str, object], msg: str) -> None:
         cfg_for(Path("d"), Path("o"), **kw)
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    e = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), **(env or {})}
-    return subprocess.run(args, capture_output=True, text=True, env=e, timeout=300, check=False)
-
-
 def test_cli_user_error_exits_2(data: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "r")
-    r = _cli(sys.executable, "-m", "ddecomp", "train", str(data), "--out", out,
+    r = run_python("-m", "ddecomp", "train", str(data), "--out", out,
              "--tokens-per-step", "1000", "--tokens", "4000", "--warmup", "1")  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert "tokens_per_step 1000" in r.stderr
@@ -227,11 +219,10 @@ def test_two_ranks_under_torchrun_match_one_process(data: Path, tmp_path: Path) 
     rounding of the cross-rank sums) as one process."""
     common = ["--tokens", str(6 * TPS), "--tokens-per-step", str(TPS), "--warmup", "1",
               "--device", "cpu", "--no-progress", "--eval-tokens", "512"]  # fmt: skip
-    one = _cli(sys.executable, "-m", "ddecomp", "train", str(data), "--out",
-               str(tmp_path / "one"), *common)  # fmt: skip
+    one = run_python("-m", "ddecomp", "train", str(data), "--out", str(tmp_path / "one"), *common)
     assert one.returncode == 0, one.stderr
-    two = _cli(
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+    two = run_python(
+        "-m", "torch.distributed.run", "--nproc-per-node", "2",
         "--master-port", str(free_port()), "-m", "ddecomp", "train", str(data), "--out",
         str(tmp_path / "two"), *common, env={"OMP_NUM_THREADS": "1"},
     )  # fmt: skip
@@ -256,6 +247,6 @@ def test_training_imports_without_the_prepare_only_packages() -> None:
         "import ddecomp, ddecomp.train, ddecomp.compare, ddecomp.stepcost, ddecomp.cli\n"
         "try:\n    import ddecomp.ingest\nexcept ImportError:\n    print('blocked')\n"
     )
-    r = _cli(sys.executable, "-c", code)
+    r = run_python("-c", code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "blocked"  # vacuity guard: the block really applies

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _fixtures import EOS, identity_tokens, random_lengths
+from _fixtures import EOS, identity_tokens, random_lengths, run_python
 
 from ddecomp import DataError, prepare_tokens
 from ddecomp.format import MANIFEST, fingerprint
@@ -98,23 +96,15 @@ def test_duplicated_row_is_caught(good: Path, tmp_path: Path) -> None:
 
 
 def test_cli_exit_codes_and_one_line(good: Path, tmp_path: Path) -> None:
-    ok = subprocess.run(
-        [sys.executable, "-m", "ddecomp", "verify", str(good)], capture_output=True, text=True
-    )
+    ok = run_python("-m", "ddecomp", "verify", str(good))
     assert ok.returncode == 0
     assert "OK" in ok.stdout
     ds = _copy(good, tmp_path)
     (ds / "shards" / "00000.docs.npy").unlink()
-    bad = subprocess.run(
-        [sys.executable, "-m", "ddecomp", "verify", str(ds)], capture_output=True, text=True
-    )
+    bad = run_python("-m", "ddecomp", "verify", str(ds))
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0
     assert "00000.docs.npy: missing" in bad.stderr
-    none = subprocess.run(
-        [sys.executable, "-m", "ddecomp", "verify", str(tmp_path / "nope")],
-        capture_output=True,
-        text=True,
-    )
+    none = run_python("-m", "ddecomp", "verify", str(tmp_path / "nope"))
     assert none.returncode == 2
     assert "Traceback" not in none.stderr
