@@ -6,6 +6,8 @@ The flow, one module per box::
     (files,     (HF         (pure numpy:   (shards of tokens,     (read-only memmaps,
      default     tokenizers, n-1 targets    row-offset buckets,    rows(L, idx))
      corpus)     or tokens)  in binary)     atomic writes)              │
+                                                          blend (several datasets as one,
+                                                                 per-source factors)
                                                                         v
            curriculum ──> plan ──> loader (VSLLoader) ──> train ──> stats / plots / compare
            (odds per      (pure:   (executes the plan     (reference GPT, metrics)
@@ -22,6 +24,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from .blend import Blend
 from .curriculum import CURRICULA, Curriculum, resolve_curriculum
 from .dataset import Dataset, open_dataset
 from .decompose import CONVENTION, decompose, decompose_corpus
@@ -50,6 +53,7 @@ __all__ = [
     "CONVENTION",
     "CURRICULA",
     "GPT",
+    "Blend",
     "ConcatChunkLoader",
     "Curriculum",
     "DataError",

@@ -90,6 +90,11 @@ class Dataset:
         return f"Dataset({str(self.root)!r}, split={self.split!r}, rows={{{rows}}})"
 
     # ---- buckets -----------------------------------------------------------------------------
+    def for_epoch(self, epoch: int) -> Dataset:
+        """The rows served in ``epoch``: a prepared dataset serves the same rows every epoch (a
+        :class:`~ddecomp.blend.Blend` rotates the rows behind its fractional factors)."""
+        return self
+
     def num_rows(self, L: int) -> int:
         if L not in self._starts:
             raise KeyError(f"no bucket of length {L}; buckets are {list(self._starts)}")

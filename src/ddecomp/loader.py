@@ -2,7 +2,8 @@
 
 The loader only *executes* a :class:`~ddecomp.plan.Plan` (pure, world-size independent): at
 global step ``s`` every rank reads its contiguous slice of the step's global batch from bucket
-``L = plan.step_length[s]`` with one ``ds.rows(L, idx, out=...)`` call into a preallocated int64
+``L = plan.step_length[s]`` with one ``ds.for_epoch(e).rows(L, idx, out=...)`` call (a
+:class:`~ddecomp.blend.Blend` serves several datasets as one) into a preallocated int64
 buffer ``[tokens_per_step // (L * world_size), L + 1]``; ``input_ids`` and ``labels`` are the
 views ``buf[:, :-1]`` and ``buf[:, 1:]`` (no further copy; they are not contiguous, use
 ``.reshape`` / ``.to(device)`` rather than ``.view``). Tokens per rank and step are constant.
@@ -39,7 +40,7 @@ def make_batch(ds: Any, plan: Plan, step: int, world: World, shared: bool = Fals
     buf = torch.empty((idx.size, L + 1), dtype=torch.int64)
     if shared:  # in a worker: allocate in shared memory so the hand-over to the main is no copy
         buf.share_memory_()
-    ds.rows(L, idx, out=buf.numpy())
+    ds.for_epoch(plan.epoch).rows(L, idx, out=buf.numpy())
     return {
         "input_ids": buf[:, :-1],
         "labels": buf[:, 1:],
