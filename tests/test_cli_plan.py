@@ -75,3 +75,34 @@ def test_plan_measure_prices_the_epoch_with_measured_costs(data_dir, capsys):
     out = capsys.readouterr().out
     assert "measured step cost (tiny model, cpu, 4,096 tokens per device step" in out
     assert "(concat-and-chunk)" in out
+
+
+def test_plan_of_several_datasets_plans_their_blend(data_dir, tmp_path, capsys):
+    from ddecomp.blend import Blend
+    from ddecomp.plan import build_plan
+
+    rng = np.random.default_rng(1)
+    lens = rng.integers(20, 300, size=300)  # short documents: a different length mix
+    toks = np.arange(int(lens.sum()), dtype=np.uint32) % 1000
+    toks[np.cumsum(lens) - 1] = 1000
+    short = tmp_path / "short"
+    prepare_tokens(toks, short, eos_id=1000, vocab_size=1001, min_len=16, max_len=512)
+    argv = ["plan", str(data_dir), str(short), "--tokens-per-step", "4096"]
+    assert main([*argv, "--shares", "0.5,0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "blend of 2 datasets (seed 0):" in out
+    assert out.count(f"%  {data_dir}") == out.count(f"%  {short}") == 1  # a share per source
+    assert main([*argv, "--shares", "0.5,0.5", "--json"]) == 0
+    shares = [x["share"] for x in json.loads(capsys.readouterr().out)["blend"]["sources"]]
+    assert shares == pytest.approx([0.5, 0.5], abs=0.01)
+    assert main([*argv, "--factors", "1,2", "--json", "--seed", "4"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    blend = Blend([(data_dir, 1.0), (short, 2.0)], seed=4)
+    assert s["blend"] == json.loads(json.dumps(blend.summary()))
+    p = build_plan(blend.bucket_rows, 4096, "grow-p2", 8, 4, 0)
+    assert s["steps"] == len(p) > 0
+    assert [b["rows"] for b in s["buckets"]] == [blend.bucket_rows[L] for L in p.lengths]
+    assert main([*argv, "--factors", "1"]) == 2
+    assert "1 blend weights for 2 datasets" in capsys.readouterr().err
+    assert main([*argv, "--factors", "1,1", "--shares", "1,1"]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -1,7 +1,8 @@
-"""``ddecomp plan DIR --tokens-per-step N``: print (and plot) an epoch's variable-length plan.
+"""``ddecomp plan DIR [DIR ...] --tokens-per-step N``: print (and plot) an epoch's plan.
 
-Reads only the dataset's bucket row counts; builds the same :class:`~ddecomp.plan.Plan` the
-loader executes, so what it prints is what training will serve.
+Reads only the datasets' bucket row counts; builds the same :class:`~ddecomp.plan.Plan` the
+loader executes, so what it prints is what training will serve. Several directories are planned
+as a :class:`~ddecomp.blend.Blend` (``--factors`` or ``--shares``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,19 @@ def register(sub: Any) -> None:
         "bucket, rows left out, token-weighted mean sequence length and the predicted step "
         "cost relative to always using the longest length.",
     )
-    p.add_argument("data", metavar="DIR", help="prepared dataset (ddecomp prepare)")
+    p.add_argument(
+        "data", metavar="DIR", nargs="+",
+        help="prepared dataset (ddecomp prepare); several are blended into one",
+    )  # fmt: skip
+    p.add_argument(
+        "--factors", type=_floats, metavar="F,F,...",
+        help="blend: epochs of each DIR per epoch of the blend, e.g. 1,0.5 (default: all 1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--shares", type=_floats, metavar="S,S,...",
+        help="blend: each DIR's share of the training tokens, e.g. 0.7,0.3; the limiting DIR is "
+        "used once, the others sub-sampled",
+    )  # fmt: skip
     p.add_argument(
         "--tokens-per-step", type=int, required=True, metavar="N",
         help="tokens per optimizer step over all ranks; a multiple of max length x world size",
@@ -66,10 +79,18 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..dataset import open_dataset
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        msg = f"{text!r} is not a comma-separated list of numbers"
+        raise argparse.ArgumentTypeError(msg) from None
 
-    ds = open_dataset(args.data, args.split)
+
+def run(args: argparse.Namespace) -> int:
+    from ..blend import Blend, format_blend, open_sources
+
+    ds = open_sources(args.data, args.factors, args.shares, args.seed, args.split)
     if args.world_size < 1:
         raise UserError(f"--world-size {args.world_size} must be >= 1")
     check_tokens_per_step(args.tokens_per_step, list(ds.bucket_rows), args.world_size)
@@ -78,13 +99,17 @@ def run(args: argparse.Namespace) -> int:
         args.epoch, args.mode, mixture=args.mixture,
     )  # fmt: skip
     s = plan.summary()
-    s["dataset"] = str(ds.root)
+    if isinstance(ds, Blend):
+        s["blend"] = ds.summary()
+    else:
+        s["dataset"] = str(ds.root)
     s["world_size"] = args.world_size
     s["tokens_per_rank_step"] = args.tokens_per_step // args.world_size
     if args.plot:
         from ..plots import plot_plan
 
-        title = f"{ds.root.name}: {plan.curriculum.describe()}, {plan.cycles} cycles"
+        name = "blend" if isinstance(ds, Blend) else ds.root.name
+        title = f"{name}: {plan.curriculum.describe()}, {plan.cycles} cycles"
         plot_plan(plan.step_length, {b["length"]: b["tokens"] for b in s["buckets"]}, args.plot,
                   title)  # fmt: skip
     if args.measure:
@@ -92,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(s, indent=1))
     else:
+        if "blend" in s:
+            print(format_blend(s["blend"]))
         print(format_summary(s))
         if args.measure:
             print(_format_measured(s["measured"]))
@@ -110,7 +137,7 @@ def _measure(args: argparse.Namespace, vocab_size: int, s: dict[str, Any]) -> di
     steps = {int(b["length"]): int(b["steps"]) for b in s["buckets"] if b["steps"]}
     lmax = int(s["max_seq_len"])
     cfg = TrainConfig(
-        data=args.data, out="-", size=args.measure, tokens=2 * tps, tokens_per_step=tps,
+        data=args.data[0], out="-", size=args.measure, tokens=2 * tps, tokens_per_step=tps,
         warmup=0, compile=args.compile,
     )  # fmt: skip
     device = resolve_device(args.device, Launch.detect())
