@@ -5,7 +5,8 @@ long-document variant), prepares it with ``prepare_tokens`` (256..8192), warms t
 serves one epoch per configuration in this process. Reported: tokens/s per process for the whole
 epoch and per bucket length, and the "limit": a plain random-row gather of the same rows into an
 int64 buffer (one slice copy per row, no loader). Targets (issue 3): >= 100M tokens/s for the
-epoch, >= 50% of the gather limit at L = 8192.
+epoch, >= 50% of the gather limit at L = 8192. Also timed: the same epoch through a
+:class:`~ddecomp.blend.Blend` of one source, and of the dataset as two sources at factor 0.5.
 
     python benchmarks/bench_loader.py --tokens 200_000_000 --out benchmarks/results/X.json
 """
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 from benchlib import EOS, hardware, synth_tokens, warm
 
+from ddecomp.blend import Blend
 from ddecomp.dataset import open_dataset
 from ddecomp.loader import VSLLoader, make_batch
 from ddecomp.prepare import prepare_tokens
@@ -112,6 +114,15 @@ def bench_baselines(ds: Any, tps: int, seq_len: int, steps: int = 300) -> dict[s
     return res
 
 
+def bench_blend(ds: Any, tps: int) -> dict[str, Any]:
+    """A grow-p2 epoch through :class:`~ddecomp.blend.Blend`: one source (the indirection alone),
+    and the same dataset as two sources at 0.5 each (every batch gathered from two sources)."""
+    res = {}
+    for name, sources in (("1 source x 1", [(ds, 1.0)]), ("2 sources x 0.5", [(ds, 0.5)] * 2)):
+        res[name] = bench_epoch(Blend(sources), tps, 0, repeat=2)
+    return res
+
+
 def run_variant(name: str, toks: np.ndarray, root: Path, tps: int, workers: list[int]) -> dict:
     t = time.perf_counter()
     prepare_tokens(toks, root, eos_id=EOS, min_len=256, max_len=8192, workers=2, overwrite=True)
@@ -127,6 +138,9 @@ def run_variant(name: str, toks: np.ndarray, root: Path, tps: int, workers: list
         print(f"[{name}] grow-p2 epoch, {w} workers: {r['steps']} steps, "
               f"{r['tokens_per_s'] / 1e6:.0f}M tokens/s", flush=True)  # fmt: skip
         res["epochs"].append(r)
+    res["blend"] = bench_blend(ds, tps)
+    for k, v in res["blend"].items():
+        print(f"[{name}] blend {k}: {v['tokens_per_s'] / 1e6:.0f}M tokens/s", flush=True)
     res["per_length"] = {str(k): v for k, v in bench_per_length(ds, tps).items()}
     for L, v in res["per_length"].items():
         fresh = v["gather_fresh_buffer_tokens_per_s"] / 1e6
@@ -143,7 +157,7 @@ def main() -> None:
     ap.add_argument("--tokens-per-step", type=int, default=65536)
     ap.add_argument("--workers", default="0,2", help="comma list of num_workers to time")
     ap.add_argument("--tmp", default="/tmp/ddecomp_bench_loader", help="scratch directory")
-    ap.add_argument("--out", default="benchmarks/results/loader_cpu-2core_2026-11-26.json")
+    ap.add_argument("--out", default="benchmarks/results/loader_cpu-2core_2026-11-27.json")
     args = ap.parse_args()
     hw = hardware()
     print(f"hardware: {hw}", flush=True)
