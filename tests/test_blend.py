@@ -227,6 +227,8 @@ def test_refuses_what_cannot_blend(sources, tmp_path: Path) -> None:
         Blend([])
     with pytest.raises(UserError, match=r"factor -1\.0 must be a finite number >= 0"):
         Blend([(a, 1.0), (b, -1.0)])
+    with pytest.raises(UserError, match="not Blend"):
+        Blend([(Blend([(a, 1.0)]), 1.0)])  # type: ignore[list-item]
     with pytest.raises(UserError, match="every blend factor is 0"):
         Blend([(a, 0.0), (b, 0.0)])
     odd = tmp_path / "odd"

@@ -48,6 +48,10 @@ def _as_pairs(sources: SourceSpec, split: str) -> list[tuple[Dataset, float]]:
     items = list(sources.items()) if isinstance(sources, Mapping) else list(sources)
     pairs = []
     for src, w in items:
+        if not isinstance(src, Dataset | str | Path):
+            raise UserError(
+                f"a blend source is a prepared dataset or its directory, not {type(src).__name__}"
+            )
         ds = src if isinstance(src, Dataset) else open_dataset(src, split)
         pairs.append((ds, float(w)))
     return pairs
