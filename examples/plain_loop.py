@@ -3,6 +3,7 @@
     python -m ddecomp prepare --out data --val-fraction 0.02      # once
     python examples/plain_loop.py data --steps 200
     torchrun --nproc-per-node 2 examples/plain_loop.py data      # DDP: same code
+    python examples/plain_loop.py web code --shares 0.7,0.3      # a blend of two datasets
 
 Every step has the same number of tokens (``tokens_per_step``, over all ranks) but its own
 sequence length: ``batch["input_ids"]`` is ``[tokens_per_step // (L * world_size), L]`` for the
@@ -28,7 +29,8 @@ from ddecomp.model import GPT, model_config
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("data", help="a prepared dataset directory")
+    ap.add_argument("data", nargs="+", help="prepared dataset directories; several are blended")
+    ap.add_argument("--shares", help="blend: comma-separated token shares (default: each DIR once)")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--tokens-per-step", type=int, default=16384)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -38,7 +40,16 @@ def main() -> None:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    ds = ddecomp.open_dataset(args.data, split="train")
+    ds: ddecomp.Dataset | ddecomp.Blend
+    if len(args.data) == 1:
+        ds = ddecomp.open_dataset(args.data[0], split="train")
+    elif args.shares:  # token shares; the limiting dataset is used once, the others sub-sampled
+        shares = [float(s) for s in args.shares.split(",")]
+        ds = ddecomp.Blend.from_shares(list(zip(args.data, shares, strict=True)))
+    else:
+        ds = ddecomp.Blend({d: 1.0 for d in args.data})
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(ds)
     # rank / world size come from torch.distributed when it is initialized
     loader = ddecomp.VSLLoader(
         ds, tokens_per_step=args.tokens_per_step, curriculum="grow-p2", cycles=8
