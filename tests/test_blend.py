@@ -121,6 +121,7 @@ def test_source_rows_counts_property(n: int, factor: float, epochs: int, seed: i
             self.eos_id, self.bos_id, self.vocab_size = 0, None, 10
             self.dtype = np.dtype(np.uint16)
             self.fingerprint, self.root = "fake", Path("fake")
+            self.token_base = np.zeros(1, dtype=np.int64)
             self.manifest = {"tokenizer": {"vocab_size": 10, "eos_id": 0}, "convention": "x"}
 
     blend = Blend([(_Fake(), factor)], seed=seed)
@@ -240,3 +241,44 @@ def test_refuses_what_cannot_blend(sources, tmp_path: Path) -> None:
         Blend([(a, 1.0)]).num_rows(8)
     with pytest.raises(IndexError, match="out of range"):
         Blend([(a, 1.0)]).rows(16, [10**9])
+
+
+def test_baselines_see_whole_documents_k_times_plus_a_seeded_subset(sources) -> None:
+    from ddecomp.baselines import ConcatChunkLoader
+    from ddecomp.baselines_pack import PackedLoader
+
+    (a, ta), (b, tb) = sources["a"], sources["b"]
+    blend = Blend([(a, 2.0), (b, 0.4)], seed=6)
+    starts, ends = blend.document_bounds()
+    seen: collections.Counter = collections.Counter()
+    stream = []
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        doc = blend.tokens(s, e)
+        src, at = _owner(doc)
+        own = {"a": ta, "b": tb}[src]
+        assert np.array_equal(doc, own[at : at + doc.size])
+        assert doc[-1] == EOS
+        assert np.count_nonzero(doc == EOS) == 1  # one whole document
+        seen[(src, at)] += 1
+        stream.append(doc)
+    n_a, n_b = a.num_documents, b.num_documents
+    per_a = [v for (src, _), v in seen.items() if src == "a"]
+    per_b = [v for (src, _), v in seen.items() if src == "b"]
+    assert len(per_a) == n_a
+    assert set(per_a) == {2}
+    assert len(per_b) == round(0.4 * n_b) > 10
+    assert set(per_b) == {1}
+    assert [d["documents"] for d in blend.document_summary()] == [2 * n_a, round(0.4 * n_b)]
+    # concat-and-chunk over the blend serves exact chunks of the blend's document stream
+    flat = np.concatenate(stream)
+    L = 256
+    chunks = {tuple(flat[i * L : i * L + L + 1].tolist()) for i in range((flat.size - 1) // L)}
+    rows = []
+    for batch in ConcatChunkLoader(blend, L, TPS):
+        full = torch.cat([batch["input_ids"], batch["labels"][:, -1:]], dim=1)
+        rows += [tuple(r) for r in full.tolist()]
+    assert len(rows) == len(set(rows)) > 100
+    assert set(rows) <= chunks
+    packed = PackedLoader(blend, L, TPS)
+    assert packed.summary()["documents"] == 2 * n_a + round(0.4 * n_b)
+    assert sum(x["input_ids"].numel() for x in packed) > 0

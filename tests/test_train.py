@@ -13,6 +13,7 @@ import pytest
 import torch
 from _fixtures import free_port, run_python
 
+from ddecomp.cli import main
 from ddecomp.errors import UserError
 from ddecomp.train import METHODS, TrainConfig, train
 from ddecomp.trainsetup import cosine_schedule
@@ -36,11 +37,13 @@ def learnable_tokens(n_tokens: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(docs)
 
 
-def make_dataset(root: Path, n_tokens: int = 120_000, val_fraction: float = 0.05) -> Path:
+def make_dataset(
+    root: Path, n_tokens: int = 120_000, val_fraction: float = 0.05, seed: int = 0
+) -> Path:
     from ddecomp.prepare import prepare_tokens
 
     prepare_tokens(
-        learnable_tokens(n_tokens), root, eos_id=EOS, min_len=16, max_len=128,
+        learnable_tokens(n_tokens, seed), root, eos_id=EOS, min_len=16, max_len=128,
         val_fraction=val_fraction, vocab_size=64,
     )  # fmt: skip
     return root
@@ -51,10 +54,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("train") / "ds")
 
 
-def cfg_for(data: Path, out: Path, **kw: object) -> TrainConfig:
+def cfg_for(data: Path | tuple[str, ...], out: Path, **kw: object) -> TrainConfig:
     base = TrainConfig(
-        data=str(data), out=str(out), tokens=16 * TPS, tokens_per_step=TPS, warmup=3,
-        device="cpu", progress=False, eval_tokens=512, deterministic=True,
+        data=data if isinstance(data, tuple) else str(data), out=str(out), tokens=16 * TPS,
+        tokens_per_step=TPS, warmup=3, device="cpu", progress=False, eval_tokens=512,
+        deterministic=True,
     )  # fmt: skip
     return replace(base, **kw)  # type: ignore[arg-type]
 
@@ -250,3 +254,34 @@ def test_training_imports_without_the_prepare_only_packages() -> None:
     r = run_python("-c", code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "blocked"  # vacuity guard: the block really applies
+
+
+def test_every_method_trains_on_a_blend_and_resume_refuses_another_mix(
+    data: Path, tmp_path: Path
+) -> None:
+    from ddecomp.compare import compare, load_run
+
+    other = make_dataset(tmp_path / "other", n_tokens=40_000, seed=1)
+    both = (str(data), str(other))
+    for method in METHODS:
+        out = tmp_path / method
+        s = train(cfg_for(both, out, method=method, shares=(0.5, 0.5), tokens=8 * TPS))
+        assert s["finished"]
+        blend = json.loads((out / "config.json").read_text())["dataset"]["blend"]
+        assert [x["source"] for x in blend["sources"]] == list(both)
+        assert [x["share"] for x in blend["sources"]] == pytest.approx([0.5, 0.5], abs=0.02)
+        assert read_jsonl(out / "eval.jsonl")[-1]["val_loss_mean"] > 0  # held-out blend rows
+    assert len(compare([load_run(tmp_path / m) for m in METHODS])) == len(METHODS)
+    cut = tmp_path / "cut"
+    train(cfg_for(both, cut, factors=(1.0, 1.0), stop_after=3))
+    with pytest.raises(UserError, match="the dataset changed"):
+        train(cfg_for(both, cut, factors=(1.0, 0.5), resume=True))
+    with pytest.raises(UserError, match="--shares has 1 values for 2 datasets"):
+        cfg_for(both, cut, shares=(1.0,))
+    argv = ["train", *both, "--out", str(tmp_path / "cli"), "--factors", "1,0.5", "--tokens",
+            str(4 * TPS), "--tokens-per-step", str(TPS), "--warmup", "1", "--device", "cpu",
+            "--no-progress", "--eval-tokens", "512"]  # fmt: skip
+    assert main(argv) == 0
+    config = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert config["train"]["factors"] == [1.0, 0.5]
+    assert [x["factor"] for x in config["dataset"]["blend"]["sources"]] == [1.0, 0.5]

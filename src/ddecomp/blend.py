@@ -20,6 +20,10 @@ fractional part rotate.
 mix is used exactly once and nothing is repeated. Rounding per bucket moves a source's realised
 factor by at most half a row per bucket; :meth:`Blend.summary` reports realised tokens and shares.
 
+The fixed-length baselines consume whole documents, so for them a blend is document-level
+(:meth:`Blend.document_bounds`): every document ``k`` times plus a seeded subset of
+``round(r * documents)``, in a token space that puts the sources one after another.
+
 The blend's fingerprint covers the sources' fingerprints, the factors and the seed, so a loader
 state from another blend is refused on resume.
 """
@@ -102,6 +106,14 @@ class Blend:
         self.bucket_lengths = [L_ for L_, n in self.bucket_rows.items() if n]
         self.fingerprint = self._fingerprint()
         self._perms: dict[tuple[int, int], np.ndarray] = {}
+        # the baselines' token space: source after source; token_base marks every shard start
+        sizes = [int(ds.token_base[-1]) for ds in self.datasets]
+        self._source_base = np.cumsum([0, *sizes], dtype=np.int64)
+        shard_starts = [
+            b + ds.token_base for b, ds in zip(self._source_base[:-1], self.datasets, strict=True)
+        ]
+        self.token_base = np.unique(np.concatenate(shard_starts))
+        self._docs: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_shares(cls, sources: SourceSpec, seed: int = 0, split: str = "train") -> Blend:
@@ -152,6 +164,12 @@ class Blend:
         srcs = ", ".join(f"{ds.root}: {f:g}" for ds, f in self.sources)
         return f"Blend({{{srcs}}}, seed={self.seed})"
 
+    def for_split(self, split: str) -> Blend:
+        """The same sources' ``split`` at the same factors and seed (held-out data, same mix)."""
+        if split == self.split:
+            return self
+        return Blend([(ds.for_split(split), f) for ds, f in self.sources], self.seed, split)
+
     # ---- rows ----------------------------------------------------------------------------------
     def num_rows(self, L: int) -> int:
         if L not in self.bucket_rows:
@@ -195,6 +213,47 @@ class Blend:
     ) -> np.ndarray:
         """Rows of epoch 0; use ``for_epoch(e).rows`` for another epoch."""
         return self.for_epoch(0).rows(L, indices, out)
+
+    # ---- documents (the fixed-length baselines) -----------------------------------------------
+    def document_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(start, end)`` of the documents a baseline trains on, in the blend's token space.
+
+        Document-level, as concat-and-chunk and packing consume whole documents: every document
+        of a source ``k`` times, then ``round(r * documents)`` of them chosen once by the seed (in
+        document order). Fixed across epochs, unlike DD's rotating row windows; the two agree in
+        expectation, and the baselines' tokens per source are in :meth:`document_summary`.
+        """
+        if self._docs is None:
+            starts, ends = [], []
+            for s, (ds, f) in enumerate(self.sources):
+                a, b = ds.document_bounds()
+                whole = int(np.floor(f))
+                m = round((f - whole) * a.size)
+                rng = np.random.default_rng([self.seed, _PERMUTATION_STREAM, s, 0])
+                pick = np.concatenate([np.tile(np.arange(a.size), whole),
+                                       np.sort(rng.permutation(a.size)[:m])])  # fmt: skip
+                starts.append(a[pick] + self._source_base[s])
+                ends.append(b[pick] + self._source_base[s])
+            self._docs = (np.concatenate(starts), np.concatenate(ends))
+        return self._docs
+
+    def tokens(self, start: int, end: int) -> np.ndarray:
+        """Tokens ``[start, end)`` of the blend's token space (within one source's shard)."""
+        s = int(np.searchsorted(self._source_base, start, side="right")) - 1
+        if not 0 <= s < len(self.datasets):
+            raise IndexError(f"token range [{start}, {end}) is outside the blend")
+        b = int(self._source_base[s])
+        return self.datasets[s].tokens(start - b, end - b)
+
+    def document_summary(self) -> list[dict[str, Any]]:
+        """Per source: documents and tokens the baselines' blend holds."""
+        starts, ends = self.document_bounds()
+        src = np.searchsorted(self._source_base, starts, side="right") - 1
+        n = len(self.datasets)
+        docs = np.bincount(src, minlength=n)
+        toks = np.bincount(src, weights=ends - starts, minlength=n)
+        return [{"source": str(ds.root), "documents": int(d), "tokens": int(k)}
+                for ds, d, k in zip(self.datasets, docs, toks, strict=True)]  # fmt: skip
 
     # ---- report --------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -281,3 +340,10 @@ def format_blend(s: Mapping[str, Any]) -> str:
             f"{100 * (p['share'] or 0):>6.2f}%  {p['source']}"
         )
     return "\n".join(lines)
+
+
+def describe_data(ds: Dataset | Blend) -> dict[str, Any]:
+    """What a run's ``config.json`` records of its data: fingerprint, and root or blend."""
+    if isinstance(ds, Blend):
+        return {"fingerprint": ds.fingerprint, "blend": ds.summary()}
+    return {"root": str(ds.root), "fingerprint": ds.fingerprint}

@@ -95,6 +95,10 @@ class Dataset:
         :class:`~ddecomp.blend.Blend` rotates the rows behind its fractional factors)."""
         return self
 
+    def for_split(self, split: str) -> Dataset:
+        """The same prepared dataset's ``split`` (train | val)."""
+        return self if split == self.split else open_dataset(self.root, split)
+
     def num_rows(self, L: int) -> int:
         if L not in self._starts:
             raise KeyError(f"no bucket of length {L}; buckets are {list(self._starts)}")

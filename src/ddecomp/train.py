@@ -44,6 +44,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .attention import doc_pairs, make_doc_mask
+from .blend import describe_data
 from .checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -125,13 +126,13 @@ def _batches(loader: Any, epoch: int, resumed: bool) -> Any:
 
 def train(cfg: TrainConfig, world: Launch | None = None) -> dict[str, Any]:
     """Run (or resume) one training run; returns the summary also written to ``summary.json``."""
-    from .dataset import open_dataset
+    from .blend import open_sources
 
     world = world or Launch.detect()
     device = resolve_device(cfg.device, world)
     init_world(world, device)
     try:
-        summary = _train(cfg, world, device, open_dataset)
+        summary = _train(cfg, world, device, open_sources)
         # Every rank reaches the end before any tears its process group down: a gloo peer that
         # closes its connections while another still writes its summary aborts the latter
         # ("terminate called without an active exception"). Not on errors: peers would wait.
@@ -142,11 +143,11 @@ def train(cfg: TrainConfig, world: Launch | None = None) -> dict[str, Any]:
 
 
 def _train(
-    cfg: TrainConfig, world: Launch, device: torch.device, open_dataset: Any
+    cfg: TrainConfig, world: Launch, device: torch.device, open_sources: Any
 ) -> dict[str, Any]:
     _configure_determinism(cfg, device)
-    ds = open_dataset(cfg.data, split="train")
-    val = open_dataset(cfg.data, split="val")
+    ds = open_sources(cfg.data_dirs, cfg.factors, cfg.shares, cfg.seed, split="train")
+    val = ds.for_split("val")  # a blend's held-out data in the same mix
     max_len = cfg.max_len or ds.max_len
     if max_len > ds.max_len or max_len < ds.min_len:
         raise UserError(
@@ -194,7 +195,7 @@ def _train(
     log.write_config(
         {"train": asdict(cfg), "model": asdict(mcfg), "params": num_params(raw),
          "world_size": world.world_size, "device": str(device), "steps": cfg.steps,
-         "max_len": max_len, "dataset": {"root": str(ds.root), "fingerprint": ds.fingerprint},
+         "max_len": max_len, "dataset": describe_data(ds),
          "loader": type(loader).__name__, "torch": torch.__version__}
     )  # fmt: skip
     peak = cfg.peak_flops or peak_flops_for(device)

@@ -84,7 +84,9 @@ RESUME_FIXED = (
 class TrainConfig:
     """One training run. Token counts are global (all ranks together); steps are optimizer steps.
 
-    data: prepared dataset directory; out: run directory (created).
+    data: prepared dataset directory, or several (a tuple) trained as their
+    :class:`~ddecomp.blend.Blend` with ``factors`` or ``shares`` (one per directory; neither: all
+    factors 1); out: run directory (created).
     method: dd | concat | concat-dm | pack. size: tiny | small | 160m | 410m | 1b.
     tokens: training tokens in total; tokens_per_step: tokens per optimizer step.
     max_len: longest sequence in tokens (None: the dataset's); the baselines' chunk/bin length.
@@ -98,7 +100,7 @@ class TrainConfig:
     schedule still spans the whole run. resume: continue RUN from its latest checkpoint.
     """
 
-    data: str
+    data: str | tuple[str, ...]
     out: str
     method: str = "dd"
     size: str = "tiny"
@@ -127,8 +129,17 @@ class TrainConfig:
     progress: bool = True
     peak_flops: float | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    factors: tuple[float, ...] | None = None
+    shares: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        n = len(self.data_dirs)
+        if self.factors is not None and self.shares is not None:
+            raise UserError("give --factors or --shares, not both")
+        for name in ("factors", "shares"):
+            w = getattr(self, name)
+            if w is not None and len(w) != n:
+                raise UserError(f"--{name} has {len(w)} values for {n} datasets; give one each")
         if self.method not in METHODS:
             raise UserError(f"--method {self.method!r}: use one of {', '.join(METHODS)}")
         if self.size not in SIZES:
@@ -166,6 +177,10 @@ class TrainConfig:
             raise UserError(f"stop_after {self.stop_after} must be in [1, {self.steps}]")
         if self.max_len is not None and (self.max_len < 1 or self.max_len & (self.max_len - 1)):
             raise UserError(f"--max-len {self.max_len} must be a power of two")
+
+    @property
+    def data_dirs(self) -> tuple[str, ...]:
+        return (self.data,) if isinstance(self.data, str) else tuple(self.data)
 
     @property
     def steps(self) -> int:

@@ -15,6 +15,7 @@ from ..curriculum import CURRICULA
 from ..errors import UserError
 from ..plan import MODES, build_plan, check_tokens_per_step, format_summary
 from ..trainconfig import SIZES
+from .sources import add_source_arguments
 
 
 def register(sub: Any) -> None:
@@ -25,19 +26,7 @@ def register(sub: Any) -> None:
         "bucket, rows left out, token-weighted mean sequence length and the predicted step "
         "cost relative to always using the longest length.",
     )
-    p.add_argument(
-        "data", metavar="DIR", nargs="+",
-        help="prepared dataset (ddecomp prepare); several are blended into one",
-    )  # fmt: skip
-    p.add_argument(
-        "--factors", type=_floats, metavar="F,F,...",
-        help="blend: epochs of each DIR per epoch of the blend, e.g. 1,0.5 (default: all 1)",
-    )  # fmt: skip
-    p.add_argument(
-        "--shares", type=_floats, metavar="S,S,...",
-        help="blend: each DIR's share of the training tokens, e.g. 0.7,0.3; the limiting DIR is "
-        "used once, the others sub-sampled",
-    )  # fmt: skip
+    add_source_arguments(p)
     p.add_argument(
         "--tokens-per-step", type=int, required=True, metavar="N",
         help="tokens per optimizer step over all ranks; a multiple of max length x world size",
@@ -77,14 +66,6 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="write the per-step length plot here")
     p.set_defaults(func=run)
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",")]
-    except ValueError:
-        msg = f"{text!r} is not a comma-separated list of numbers"
-        raise argparse.ArgumentTypeError(msg) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,6 @@
-"""``ddecomp train DIR --method dd|concat|concat-dm|pack --out RUN``: the reference trainer.
+"""``ddecomp train DIR [DIR ...] --method dd|concat|concat-dm|pack --out RUN``: the trainer.
+
+Several DIRs train on their :class:`~ddecomp.blend.Blend` (``--factors`` or ``--shares``).
 
 Runs under ``torchrun`` as is: ``torchrun --nproc-per-node 8 -m ddecomp train DIR ...`` (DDP,
 NCCL on GPUs, gloo on CPUs); every rank gets the same arguments.
@@ -11,6 +13,7 @@ import json
 from typing import Any
 
 from ..trainconfig import METHODS, SIZES, TrainConfig
+from .sources import add_source_arguments
 
 
 def register(sub: Any) -> None:
@@ -22,7 +25,7 @@ def register(sub: Any) -> None:
         "have equal steps and the same learning-rate schedule.",
     )
     d = TrainConfig(data="", out="")
-    p.add_argument("data", metavar="DIR", help="prepared dataset (ddecomp prepare)")
+    add_source_arguments(p)
     p.add_argument("--method", choices=METHODS, default=d.method, help="data pipeline (default dd)")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory (created)")
     p.add_argument("--size", choices=list(SIZES), default=d.size, help="model size (default tiny)")
@@ -82,11 +85,16 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _tuple(xs: list[float] | None) -> tuple[float, ...] | None:
+    return None if xs is None else tuple(xs)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..train import train
 
     cfg = TrainConfig(
-        data=args.data, out=args.out, method=args.method, size=args.size, tokens=args.tokens,
+        data=tuple(args.data), factors=_tuple(args.factors), shares=_tuple(args.shares),
+        out=args.out, method=args.method, size=args.size, tokens=args.tokens,
         tokens_per_step=args.tokens_per_step, max_len=args.max_len,
         curriculum=args.curriculum, cycles=args.cycles, lr=args.lr,
         warmup=args.warmup, seed=args.seed, device=args.device, compile=args.compile,
