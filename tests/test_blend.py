@@ -207,6 +207,22 @@ def test_next_epoch_serves_the_next_window(sources) -> None:
     # two windows of m = round(n / 2) rows overlap only where 2m > n (odd n): one row per bucket
     overlap = sum(max(0, 2 * round(0.5 * n) - n) for n in b.bucket_rows.values())
     assert len(epoch0 & epoch1) <= overlap < len(epoch0) // 10
+    # a resume inside epoch 1 serves epoch 1's windows, as the uninterrupted run did
+    ref = [x["input_ids"] for x in VSLLoader(blend, 512, cycles=1, seed=0)]  # epoch 0
+    again = VSLLoader(blend, 512, cycles=1, seed=0)
+    again.set_epoch(1)
+    whole_epoch1 = [x["input_ids"] for x in again]
+    k = len(whole_epoch1) // 2
+    cut = VSLLoader(blend, 512, cycles=1, seed=0)
+    cut.set_epoch(1)
+    for _ in zip(range(k), cut, strict=False):
+        pass
+    resumed = VSLLoader(blend, 512, cycles=1, seed=0)
+    resumed.load_state_dict(json.loads(json.dumps(cut.state_dict())))
+    rest = [x["input_ids"] for x in resumed]
+    assert len(rest) == len(whole_epoch1) - k > 0
+    assert all(torch.equal(x, y) for x, y in zip(rest, whole_epoch1[k:], strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(ref, whole_epoch1, strict=False))
 
 
 def test_blend_pickles_for_workers_and_serves_the_same(sources) -> None:
