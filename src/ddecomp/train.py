@@ -44,7 +44,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .attention import doc_pairs, make_doc_mask
-from .blend import describe_data
+from .blend import describe_data, open_sources
 from .checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -126,13 +126,11 @@ def _batches(loader: Any, epoch: int, resumed: bool) -> Any:
 
 def train(cfg: TrainConfig, world: Launch | None = None) -> dict[str, Any]:
     """Run (or resume) one training run; returns the summary also written to ``summary.json``."""
-    from .blend import open_sources
-
     world = world or Launch.detect()
     device = resolve_device(cfg.device, world)
     init_world(world, device)
     try:
-        summary = _train(cfg, world, device, open_sources)
+        summary = _train(cfg, world, device)
         # Every rank reaches the end before any tears its process group down: a gloo peer that
         # closes its connections while another still writes its summary aborts the latter
         # ("terminate called without an active exception"). Not on errors: peers would wait.
@@ -142,9 +140,7 @@ def train(cfg: TrainConfig, world: Launch | None = None) -> dict[str, Any]:
         close_world(world)
 
 
-def _train(
-    cfg: TrainConfig, world: Launch, device: torch.device, open_sources: Any
-) -> dict[str, Any]:
+def _train(cfg: TrainConfig, world: Launch, device: torch.device) -> dict[str, Any]:
     _configure_determinism(cfg, device)
     ds = open_sources(cfg.data_dirs, cfg.factors, cfg.shares, cfg.seed, split="train")
     val = ds.for_split("val")  # a blend's held-out data in the same mix

@@ -92,9 +92,10 @@ def _tuple(xs: list[float] | None) -> tuple[float, ...] | None:
 def run(args: argparse.Namespace) -> int:
     from ..train import train
 
+    data = args.data[0] if len(args.data) == 1 else tuple(args.data)  # one DIR stays a string
     cfg = TrainConfig(
-        data=tuple(args.data), factors=_tuple(args.factors), shares=_tuple(args.shares),
-        out=args.out, method=args.method, size=args.size, tokens=args.tokens,
+        data=data, factors=_tuple(args.factors), shares=_tuple(args.shares), out=args.out,
+        method=args.method, size=args.size, tokens=args.tokens,
         tokens_per_step=args.tokens_per_step, max_len=args.max_len,
         curriculum=args.curriculum, cycles=args.cycles, lr=args.lr,
         warmup=args.warmup, seed=args.seed, device=args.device, compile=args.compile,
