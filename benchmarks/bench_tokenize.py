@@ -33,7 +33,8 @@ from typing import Any
 
 # No module-level import of ``tokenizers``: the spawned workers import this script first, and
 # rayon reads RAYON_NUM_THREADS when the library initialises.
-from ddecomp.ingest import default_corpus_files, iter_documents
+from ddecomp.ingest import iter_documents
+from ddecomp.inputs import default_corpus_files
 
 _SHARD_CHARS = 4_000_000
 _worker: dict[str, Any] = {}

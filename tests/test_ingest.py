@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import sysconfig
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,14 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddecomp.errors import UserError
-from ddecomp.ingest import (
-    SKIP_REASONS,
-    SUPPORTED_SUFFIXES,
-    IngestStats,
-    default_corpus_files,
-    discover_inputs,
-    iter_documents,
-)
+from ddecomp.ingest import SKIP_REASONS, IngestStats, iter_documents
 
 DOCS = ["first document", "second\nwith a newline", "third: ünïcødé ✓ 文字", '{"json": "inside"}']
 LOGGER = "ddecomp.ingest"
@@ -284,61 +276,6 @@ def test_parquet_missing_or_non_string_column_is_user_error(tmp_path: Path) -> N
 
 
 # ------------------------------------------------------------------------------------ discovery
-
-
-def test_discover_expands_directories_sorted_and_keeps_file_order(tmp_path: Path) -> None:
-    (tmp_path / "d" / "sub").mkdir(parents=True)
-    for name in ["d/b.txt", "d/a.jsonl", "d/sub/c.parquet", "d/sub/z.jsonl.zst", "d/notes.csv"]:
-        (tmp_path / name).write_text("x")
-    (tmp_path / "lone.md").write_text("x")
-    found = discover_inputs([tmp_path / "lone.md", tmp_path / "d"])
-    rel = [p.relative_to(tmp_path).as_posix() for p in found]
-    assert rel == ["lone.md", "d/a.jsonl", "d/b.txt", "d/sub/c.parquet", "d/sub/z.jsonl.zst"]
-
-
-def test_discover_reads_a_file_given_twice_once(tmp_path: Path) -> None:
-    (tmp_path / "a.txt").write_text("x")
-    assert discover_inputs([tmp_path / "a.txt", tmp_path, str(tmp_path / "a.txt")]) == [
-        tmp_path / "a.txt"
-    ]
-
-
-def test_discover_errors(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"missing\.jsonl does not exist"):
-        discover_inputs([tmp_path / "missing.jsonl"])
-    (tmp_path / "data.csv").write_text("x")
-    with pytest.raises(UserError, match=r"data\.csv has an unsupported suffix; supported: .*\.zst"):
-        discover_inputs([tmp_path / "data.csv"])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no input files"):
-        discover_inputs([tmp_path / "empty"])
-    with pytest.raises(UserError, match="no input files"):
-        discover_inputs([])
-    assert set(SUPPORTED_SUFFIXES) == {
-        ".jsonl",
-        ".jsonl.gz",
-        ".jsonl.zst",
-        ".parquet",
-        ".txt",
-        ".md",
-        ".rst",
-    }
-
-
-def test_default_corpus_is_the_stdlib_without_site_packages() -> None:
-    files = default_corpus_files()
-    root = Path(sysconfig.get_paths()["stdlib"])
-    assert len(files) > 500  # vacuity guard: CPython ships well over a thousand modules
-    rel = [p.relative_to(root) for p in files]
-    assert all(p.suffix == ".py" for p in files)
-    assert not any({"site-packages", "dist-packages"} & set(r.parts) for r in rel)
-    assert [r.as_posix() for r in rel] == sorted(r.as_posix() for r in rel)
-    assert Path("os.py") in rel
-    assert len(set(rel)) == len(rel)
-    stats = IngestStats()
-    first = list(iter_documents(files[:50], stats=stats))
-    assert first
-    assert stats.documents + stats.skipped_total == 50
 
 
 def test_stats_merge_and_as_dict() -> None:

@@ -15,7 +15,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 import ddecomp.tokenize as tkz
 from ddecomp.errors import UserError
-from ddecomp.ingest import default_corpus_files, iter_documents
+from ddecomp.ingest import iter_documents
+from ddecomp.inputs import default_corpus_files
 from ddecomp.tokenize import (
     TokenizerInfo,
     encode_documents,
@@ -65,7 +66,8 @@ def test_train_bpe_is_deterministic_across_processes(tmp_path: Path, bpe: Tokeni
     # Another interpreter has another hash seed (Python and Rust HashMaps): same bytes anyway.
     code = (
         "import hashlib, sys\n"
-        "from ddecomp.ingest import default_corpus_files, iter_documents\n"
+        "from ddecomp.ingest import iter_documents\n"
+        "from ddecomp.inputs import default_corpus_files\n"
         "from ddecomp.tokenize import train_bpe\n"
         "tok = train_bpe(iter_documents(default_corpus_files()[:120]), vocab_size=1024)\n"
         "print(hashlib.sha256(tok.to_str().encode()).hexdigest())\n"

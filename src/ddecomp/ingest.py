@@ -1,6 +1,8 @@
 """Reading documents from files, losing nothing silently.
 
-Formats (chosen by file name suffix, see :data:`SUPPORTED_SUFFIXES`):
+Files are local paths or URLs (``s3://``, ``gs://``, ...), found and opened by
+:mod:`ddecomp.inputs`; every format below is read as a stream from either. Formats (chosen by
+file name suffix, see :data:`~ddecomp.inputs.SUPPORTED_SUFFIXES`):
 
 - ``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``: one JSON object per line, the document in the field
   ``text_field`` (default ``text``). Compressed files are decompressed as a stream (``gzip``,
@@ -10,7 +12,7 @@ Formats (chosen by file name suffix, see :data:`SUPPORTED_SUFFIXES`):
 - ``.parquet``: the string column ``text_field``, read batch by batch (pyarrow ``iter_batches``),
   so memory is one batch, not the file.
 - ``.txt``, ``.md``, ``.rst``: the whole file is one document. The built-in default corpus
-  (:func:`default_corpus_files`) reads Python's ``.py`` sources the same way.
+  (:func:`~ddecomp.inputs.default_corpus_files`) reads Python's ``.py`` sources the same way.
 
 Bad input never stops a run silently and never disappears silently: each bad document (or
 unreadable file) is skipped, counted in :class:`IngestStats` under one of :data:`SKIP_REASONS`, and
@@ -27,22 +29,21 @@ import gzip
 import io
 import json
 import logging
-import sysconfig
 import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
 from .errors import UserError
+from .inputs import SUPPORTED_SUFFIXES, InputFile, is_url, open_input, remote_error, suffix_kind
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet", ".txt", ".md", ".rst")
 SKIP_REASONS = (
     "invalid_json",
     "invalid_utf8",
@@ -51,93 +52,9 @@ SKIP_REASONS = (
     "empty_document",
     "unreadable_file",
 )
-_TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py")  # .py only reaches here from the default corpus
 _LOG_FIRST = 10  # bad inputs logged one by one per reason; the rest are summarised
 _STRING_TYPES = (pa.string(), pa.large_string())
 _PARQUET_BATCH_ROWS = 1024
-
-
-def _suffix_kind(path: Path) -> str | None:
-    """The format of ``path`` by name: "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "text"."""
-    name = path.name.lower()
-    for suffix in (".jsonl.gz", ".jsonl.zst", ".jsonl", ".parquet"):
-        if name.endswith(suffix):
-            return suffix[1:]
-    if name.endswith(_TEXT_SUFFIXES):
-        return "text"
-    return None
-
-
-def _is_supported(path: Path) -> bool:
-    return _suffix_kind(path) is not None and not path.name.lower().endswith(".py")
-
-
-def discover_inputs(paths: Sequence[str | Path]) -> list[Path]:
-    """The input files: files as given (in the given order), directories expanded recursively.
-
-    A directory contributes its supported files in sorted path order; other files in it are
-    passed over (counted in an info log line). A file reached twice (named and inside a named
-    directory) is read once, at its first position, with a warning.
-    """
-    files: list[Path] = []
-    seen: set[Path] = set()
-    supported = ", ".join(SUPPORTED_SUFFIXES)
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file())
-            chosen = [p for p in found if _is_supported(p)]
-            if len(chosen) < len(found):
-                logger.info(
-                    "%s: %d files without a supported suffix passed over (supported: %s)",
-                    path,
-                    len(found) - len(chosen),
-                    supported,
-                )
-        elif path.is_file():
-            if not _is_supported(path):
-                raise UserError(
-                    f"input file {path} has an unsupported suffix; supported: {supported}"
-                )
-            chosen = [path]
-        else:
-            raise UserError(
-                f"input {path} does not exist; pass files or directories of {supported}"
-            )
-        for p in chosen:
-            key = p.resolve()
-            if key in seen:
-                logger.warning("%s: given more than once; read once, at its first position", p)
-                continue
-            seen.add(key)
-            files.append(p)
-    if not files:
-        shown = ", ".join(str(p) for p in paths) or "(none)"
-        raise UserError(f"no input files with a supported suffix ({supported}) in: {shown}")
-    return files
-
-
-def default_corpus_files() -> list[Path]:
-    """The built-in default corpus: the Python standard library's own ``.py`` sources.
-
-    Every Python installation has it without any download. One document per file, sorted by path
-    relative to ``sysconfig.get_paths()["stdlib"]``; anything under ``site-packages`` or
-    ``dist-packages`` (installed third-party packages, which a venv's base stdlib dir contains) is
-    excluded. Size varies with the Python version: 1790 files, 31.5 MB on CPython 3.11.7, of which
-    4 (test files in legacy encodings) are skipped as ``invalid_utf8`` and 28 (empty
-    ``__init__.py``) as ``empty_document``: 1758 documents.
-    """
-    root = Path(sysconfig.get_paths()["stdlib"])
-    excluded = {"site-packages", "dist-packages"}
-    files = [
-        p
-        for p in root.rglob("*.py")
-        if p.is_file() and not excluded.intersection(p.relative_to(root).parts)
-    ]
-    files.sort(key=lambda p: p.relative_to(root).as_posix())
-    if not files:
-        raise UserError(f"the default corpus is empty: no .py files under {root}; pass INPUT files")
-    return files
 
 
 @dataclass
@@ -220,18 +137,23 @@ def _accept(text: str, where: str, stats: IngestStats, skip: _Skips) -> bool:
     return True
 
 
-def _open_jsonl(path: Path, kind: str) -> io.BufferedIOBase:
-    if kind == "jsonl.gz":
-        return gzip.open(path, "rb")
-    raw = open(path, "rb")  # noqa: SIM115  (closed by the returned reader)
-    if kind == "jsonl.zst":
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20)
-    return raw
+@contextmanager
+def _open_jsonl(path: InputFile, kind: str) -> Iterator[IO[bytes] | io.BufferedIOBase]:
+    """The file's decompressed bytes as a stream; every layer closed on exit."""
+    with open_input(path) as raw:
+        if kind == "jsonl.gz":
+            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+                yield gz
+        elif kind == "jsonl.zst":
+            reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
+            with io.BufferedReader(reader, buffer_size=1 << 20) as zst:
+                yield zst
+        else:
+            yield raw
 
 
 def _jsonl_documents(
-    path: Path, kind: str, text_field: str, stats: IngestStats, skip: _Skips
+    path: InputFile, kind: str, text_field: str, stats: IngestStats, skip: _Skips
 ) -> Iterator[str]:
     lineno = 0
     try:
@@ -270,11 +192,26 @@ def _jsonl_documents(
 
 
 def _parquet_documents(
-    path: Path, text_field: str, stats: IngestStats, skip: _Skips
+    path: InputFile, text_field: str, stats: IngestStats, skip: _Skips
+) -> Iterator[str]:
+    if not is_url(path):  # pyarrow reads a local file itself (no Python-level reads)
+        yield from _parquet_rows(path, str(path), text_field, stats, skip)
+        return
+    try:
+        fh = open_input(path)
+    except OSError as e:
+        skip("unreadable_file", f"{path}:row 1", f"{type(e).__name__}: {e}")
+        return
+    with fh:
+        yield from _parquet_rows(path, fh, text_field, stats, skip)
+
+
+def _parquet_rows(
+    path: InputFile, source: str | IO[bytes], text_field: str, stats: IngestStats, skip: _Skips
 ) -> Iterator[str]:
     row = 0
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(source)
         names = pf.schema_arrow.names
         if text_field not in names:
             raise UserError(
@@ -310,9 +247,10 @@ def _parquet_documents(
         skip("unreadable_file", f"{path}:row {row + 1}", f"{type(e).__name__}: {e}")
 
 
-def _text_document(path: Path, stats: IngestStats, skip: _Skips) -> Iterator[str]:
+def _text_document(path: InputFile, stats: IngestStats, skip: _Skips) -> Iterator[str]:
     try:
-        data = path.read_bytes()
+        with open_input(path) as fh:
+            data = fh.read()
     except OSError as e:
         skip("unreadable_file", f"{path}:1", f"{type(e).__name__}: {e}")
         return
@@ -327,7 +265,7 @@ def _text_document(path: Path, stats: IngestStats, skip: _Skips) -> Iterator[str
 
 
 def iter_documents(
-    files: Sequence[Path],
+    files: Sequence[InputFile],
     text_field: str = "text",
     strict: bool = False,
     stats: IngestStats | None = None,
@@ -346,18 +284,29 @@ def iter_documents(
     skip = _Skips(stats, strict, log_skips)
     try:
         for path in files:
-            path = Path(path)
-            kind = _suffix_kind(path)
+            kind = suffix_kind(path)
             if kind is None:
                 raise UserError(
                     f"input file {path} has an unsupported suffix; "
                     f"supported: {', '.join(SUPPORTED_SUFFIXES)}"
                 )
             if kind == "parquet":
-                yield from _parquet_documents(path, text_field, stats, skip)
+                docs = _parquet_documents(path, text_field, stats, skip)
             elif kind == "text":
-                yield from _text_document(path, stats, skip)
+                docs = _text_document(path, stats, skip)
             else:
-                yield from _jsonl_documents(path, kind, text_field, stats, skip)
+                docs = _jsonl_documents(path, kind, text_field, stats, skip)
+            if not is_url(path):
+                yield from docs
+                continue
+            try:
+                yield from docs
+            except UserError:
+                raise
+            except Exception as e:  # a backend's network or credential error, whatever its type
+                raise UserError(
+                    f"{path}: reading failed ({remote_error(e)}); check the URL, network and "
+                    "credentials, then rerun the same command"
+                ) from e
     finally:
         skip.summarise()

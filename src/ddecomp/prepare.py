@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from .format import (
     canonical_sha256,
     write_json_atomic,
 )
+from .inputs import InputFile, default_corpus_files, discover_inputs, input_size
 from .manifest import build_manifest
 from .outdir import claim_dir
 from .progress import Progress
@@ -166,8 +167,8 @@ def iter_text_shards(docs: Iterator[str], shard_bytes: int) -> Iterator[tuple[in
 
 
 # ---- text inputs ------------------------------------------------------------------------------
-def _describe_files(files: list[Path], default: bool) -> dict[str, Any]:
-    listing = [[str(f), f.stat().st_size] for f in files]
+def _describe_files(files: Sequence[InputFile], default: bool) -> dict[str, Any]:
+    listing = [[str(f), input_size(f)] for f in files]
     desc: dict[str, Any] = {
         "kind": "default-corpus" if default else "files",
         "files": len(files),
@@ -188,7 +189,7 @@ def _describe_files(files: list[Path], default: bool) -> dict[str, Any]:
 
 def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     """Prepare text inputs (or the default corpus) into ``cfg.out``; return the manifest."""
-    from .ingest import IngestStats, default_corpus_files, discover_inputs, iter_documents
+    from .ingest import IngestStats, iter_documents
     from .tokenize import (
         TokenizerInfo,
         id_bound,

@@ -19,12 +19,17 @@ def register(sub: Any) -> None:
         "prepare",
         help="tokenize and decompose a corpus into power-of-two buckets",
         description="Read documents (files or directories of .jsonl, .jsonl.gz, .jsonl.zst, "
-        ".parquet, .txt, .md, .rst; with no INPUT the built-in default corpus, the Python "
+        ".parquet, .txt, .md, .rst, local or URLs such as s3://bucket/prefix/ through fsspec; "
+        "with no INPUT the built-in default corpus, the Python "
         "standard library's sources), tokenize them with EOS appended, decompose every document "
         "into power-of-two pieces and write the dataset to DIR. Rerunning with the same "
         "arguments resumes an interrupted run.",
     )
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="files or directories")
+    p.add_argument(
+        "inputs", nargs="*", metavar="INPUT",
+        help="files or directories, or URLs (s3://, gs://, hf://, file://; the scheme's fsspec "
+        "backend, e.g. s3fs, must be installed)",
+    )  # fmt: skip
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     src = p.add_argument_group("already-tokenized input")
     src.add_argument(
