@@ -2,21 +2,22 @@
 
 The flow, one module per box::
 
-    ingest ──> tokenize ──> decompose ──> format / manifest ──> dataset (open_dataset)
-    (files,     (HF         (pure numpy:   (shards of tokens,     (read-only memmaps,
-     default     tokenizers, n-1 targets    row-offset buckets,    rows(L, idx))
-     corpus)     or tokens)  in binary)     atomic writes)              │
-                                                          blend (several datasets as one,
-                                                                 per-source factors)
-                                                                        v
+    inputs ──> ingest ──> tokenize ──> decompose ──> format / manifest ──> dataset
+    (files,    (formats,  (HF         (pure numpy:   (shards of tokens,    (open_dataset:
+     URLs,      counted    tokenizers, n-1 targets    row-offset buckets,   read-only memmaps,
+     default    skips)     or tokens)  in binary)     atomic writes)        rows(L, idx))
+     corpus)                                                                    │
+                                                            blend (several datasets as one,
+                                                                   per-source factors)
+                                                                                v
            curriculum ──> plan ──> loader (VSLLoader) ──> train ──> stats / plots / compare
            (odds per      (pure:   (executes the plan     (reference GPT, metrics)
             bucket)        steps)   per rank/worker)         │
                              │      baselines (concat-and-chunk, packing) share the loader interface
                              └──── stepcost (the train step timed at fixed shapes prices a plan)
 
-``prepare`` (ingest -> tokenize -> decompose -> write) is the only writer; everything after
-reads through :func:`open_dataset`.
+``prepare`` (inputs -> ingest -> tokenize -> decompose -> write) is the only writer; everything
+after reads through :func:`open_dataset`.
 """
 
 from importlib import import_module
