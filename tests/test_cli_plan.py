@@ -103,6 +103,6 @@ def test_plan_of_several_datasets_plans_their_blend(data_dir, tmp_path, capsys):
     assert s["steps"] == len(p) > 0
     assert [b["rows"] for b in s["buckets"]] == [blend.bucket_rows[L] for L in p.lengths]
     assert main([*argv, "--factors", "1"]) == 2
-    assert "1 blend weights for 2 datasets" in capsys.readouterr().err
+    assert "--factors has 1 values for 2 datasets" in capsys.readouterr().err
     assert main([*argv, "--factors", "1,1", "--shares", "1,1"]) == 2
     assert "not both" in capsys.readouterr().err

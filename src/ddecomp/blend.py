@@ -304,6 +304,17 @@ def _targets(ds: Dataset) -> int:
     return sum(n * L for L, n in ds.bucket_rows.items())
 
 
+def check_weights(
+    n_dirs: int, factors: Sequence[float] | None, shares: Sequence[float] | None
+) -> None:
+    """Blend weights are factors or shares, not both, and one per dataset directory."""
+    if factors is not None and shares is not None:
+        raise UserError("give --factors or --shares, not both")
+    for name, w in (("factors", factors), ("shares", shares)):
+        if w is not None and len(w) != n_dirs:
+            raise UserError(f"--{name} has {len(w)} values for {n_dirs} datasets; give one each")
+
+
 def open_sources(
     dirs: Sequence[str | Path],
     factors: Sequence[float] | None = None,
@@ -313,11 +324,8 @@ def open_sources(
 ) -> Dataset | Blend:
     """One prepared dataset as it is, or several as a :class:`Blend` by repetition ``factors``
     or token ``shares`` (one per directory; neither given: every factor 1)."""
-    if factors is not None and shares is not None:
-        raise UserError("give blend factors or shares, not both")
+    check_weights(len(dirs), factors, shares)
     weights = factors if factors is not None else shares
-    if weights is not None and len(weights) != len(dirs):
-        raise UserError(f"{len(weights)} blend weights for {len(dirs)} datasets; give one each")
     if len(dirs) == 1 and weights is None:
         return open_dataset(dirs[0], split)
     ws = [1.0] * len(dirs) if weights is None else [float(w) for w in weights]

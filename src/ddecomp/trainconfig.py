@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from .blend import check_weights
 from .errors import UserError
 
 Norm = Literal["rmsnorm", "layernorm"]
@@ -133,13 +134,7 @@ class TrainConfig:
     shares: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        n = len(self.data_dirs)
-        if self.factors is not None and self.shares is not None:
-            raise UserError("give --factors or --shares, not both")
-        for name in ("factors", "shares"):
-            w = getattr(self, name)
-            if w is not None and len(w) != n:
-                raise UserError(f"--{name} has {len(w)} values for {n} datasets; give one each")
+        check_weights(len(self.data_dirs), self.factors, self.shares)
         if self.method not in METHODS:
             raise UserError(f"--method {self.method!r}: use one of {', '.join(METHODS)}")
         if self.size not in SIZES:
