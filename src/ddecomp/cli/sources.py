@@ -6,10 +6,10 @@ import argparse
 from typing import Any
 
 
-def floats(text: str) -> list[float]:
+def floats(text: str) -> tuple[float, ...]:
     """A comma-separated list of numbers (an argparse type)."""
     try:
-        return [float(x) for x in text.split(",")]
+        return tuple(float(x) for x in text.split(","))
     except ValueError:
         msg = f"{text!r} is not a comma-separated list of numbers"
         raise argparse.ArgumentTypeError(msg) from None

@@ -85,16 +85,12 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _tuple(xs: list[float] | None) -> tuple[float, ...] | None:
-    return None if xs is None else tuple(xs)
-
-
 def run(args: argparse.Namespace) -> int:
     from ..train import train
 
     data = args.data[0] if len(args.data) == 1 else tuple(args.data)  # one DIR stays a string
     cfg = TrainConfig(
-        data=data, factors=_tuple(args.factors), shares=_tuple(args.shares), out=args.out,
+        data=data, factors=args.factors, shares=args.shares, out=args.out,
         method=args.method, size=args.size, tokens=args.tokens,
         tokens_per_step=args.tokens_per_step, max_len=args.max_len,
         curriculum=args.curriculum, cycles=args.cycles, lr=args.lr,
