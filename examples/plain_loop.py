@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import ddecomp
+from ddecomp.blend import open_sources
 from ddecomp.model import GPT, model_config
 
 
@@ -40,14 +41,9 @@ def main() -> None:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    ds: ddecomp.Dataset | ddecomp.Blend
-    if len(args.data) == 1:
-        ds = ddecomp.open_dataset(args.data[0], split="train")
-    elif args.shares:  # token shares; the limiting dataset is used once, the others sub-sampled
-        shares = [float(s) for s in args.shares.split(",")]
-        ds = ddecomp.Blend.from_shares(list(zip(args.data, shares, strict=True)))
-    else:
-        ds = ddecomp.Blend({d: 1.0 for d in args.data})
+    # one directory: that dataset; several: a ddecomp.Blend (token shares, or each used once)
+    shares = [float(s) for s in args.shares.split(",")] if args.shares else None
+    ds = open_sources(args.data, shares=shares)
     if not dist.is_initialized() or dist.get_rank() == 0:
         print(ds)
     # rank / world size come from torch.distributed when it is initialized
