@@ -6,7 +6,7 @@ serves one epoch per configuration in this process. Reported: tokens/s per proce
 epoch and per bucket length, and the "limit": a plain random-row gather of the same rows into an
 int64 buffer (one slice copy per row, no loader). Targets (issue 3): >= 100M tokens/s for the
 epoch, >= 50% of the gather limit at L = 8192. Also timed: the same epoch through a
-:class:`~ddecomp.blend.Blend` of one source, and of the dataset as two sources at factor 0.5.
+:class:`~ddecomp.data.blend.Blend` of one source, and of the dataset as two sources at factor 0.5.
 
     python benchmarks/bench_loader.py --tokens 200_000_000 --out benchmarks/results/X.json
 """
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from benchlib import EOS, hardware, synth_tokens, warm
 
-from ddecomp.blend import Blend
-from ddecomp.dataset import open_dataset
-from ddecomp.loader import VSLLoader, make_batch
-from ddecomp.prepare import prepare_tokens
-from ddecomp.world import World
+from ddecomp.data.blend import Blend
+from ddecomp.data.dataset import open_dataset
+from ddecomp.loading.vsl import VSLLoader, make_batch
+from ddecomp.loading.world import World
+from ddecomp.preparing.pipeline import prepare_tokens
 
 
 def bench_epoch(ds: Any, tps: int, workers: int, repeat: int = 1) -> dict[str, Any]:
@@ -89,8 +89,8 @@ def bench_per_length(ds: Any, tps: int, repeat: int = 3) -> dict[int, dict[str, 
 
 
 def bench_baselines(ds: Any, tps: int, seq_len: int, steps: int = 300) -> dict[str, Any]:
-    from ddecomp.baselines import ConcatChunkLoader
-    from ddecomp.baselines_pack import PackedLoader
+    from ddecomp.loading.concat import ConcatChunkLoader
+    from ddecomp.loading.pack import PackedLoader
 
     res: dict[str, Any] = {}
     for name, make in (
@@ -115,7 +115,8 @@ def bench_baselines(ds: Any, tps: int, seq_len: int, steps: int = 300) -> dict[s
 
 
 def bench_blend(ds: Any, tps: int) -> dict[str, Any]:
-    """A grow-p2 epoch through :class:`~ddecomp.blend.Blend`: one source (the indirection alone),
+    """A grow-p2 epoch through :class:`~ddecomp.data.blend.Blend`: one source (the indirection
+    alone),
     and the same dataset as two sources at 0.5 each (every batch gathered from two sources)."""
     res = {}
     for name, sources in (("1 source x 1", [(ds, 1.0)]), ("2 sources x 0.5", [(ds, 0.5)] * 2)):

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from benchlib import EOS, hardware, synth_tokens, warm
 
-from ddecomp.prepare import prepare_tokens
-from ddecomp.shard import IndexParams, build_index, document_fences
+from ddecomp.preparing.pipeline import prepare_tokens
+from ddecomp.preparing.shards import IndexParams, build_index, document_fences
 
 
 def best_of(fn: Any, repeat: int) -> float:

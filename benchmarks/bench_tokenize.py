@@ -1,7 +1,8 @@
-"""Tokenizing throughput: HF ``encode_batch`` vs ``ddecomp.tokenize.encode_documents``.
+"""Tokenizing throughput: HF ``encode_batch`` vs ``ddecomp.preparing.tokenize.encode_documents``.
 
 Corpus: the default corpus (Python stdlib sources, 31.5 MB on CPython 3.11.7). Tokenizers:
-byte-level BPEs trained on it with :func:`ddecomp.tokenize.train_bpe`, one ~GPT-2-sized (50257,
+byte-level BPEs trained on it with :func:`ddecomp.preparing.tokenize.train_bpe`, one ~GPT-2-sized
+(50257,
 no hub here) and the 8192 default. For each it prints tokens/s of
 
 - ``raw``: ``tok.encode_batch(texts)`` on all rayon threads, ids left in HF ``Encoding`` objects
@@ -33,8 +34,8 @@ from typing import Any
 
 # No module-level import of ``tokenizers``: the spawned workers import this script first, and
 # rayon reads RAYON_NUM_THREADS when the library initialises.
-from ddecomp.ingest import iter_documents
-from ddecomp.inputs import default_corpus_files
+from ddecomp.preparing.ingest import iter_documents
+from ddecomp.preparing.inputs import default_corpus_files
 
 _SHARD_CHARS = 4_000_000
 _worker: dict[str, Any] = {}
@@ -50,7 +51,7 @@ def _init_worker(tok_json: str) -> None:
 
 
 def _encode_shard(texts: list[str]) -> int:
-    from ddecomp.tokenize import encode_documents
+    from ddecomp.preparing.tokenize import encode_documents
 
     tokens, _ = encode_documents(_worker["tok"], texts, _worker["eos"])
     return int(tokens.size)
@@ -83,7 +84,7 @@ def _measure(
     tok: Any, texts: list[str], pool: Any, procs: int, repeat: int
 ) -> tuple[dict[str, int], dict[str, float]]:
     """Token counts and best times of the three ways, run interleaved ``repeat`` times."""
-    from ddecomp.tokenize import encode_documents
+    from ddecomp.preparing.tokenize import encode_documents
 
     eos = tok.token_to_id("<|endoftext|>")
     assert eos is not None
@@ -118,7 +119,7 @@ def main() -> None:
     import numpy as np
     import tokenizers
 
-    from ddecomp.tokenize import train_bpe
+    from ddecomp.preparing.tokenize import train_bpe
 
     texts = list(iter_documents(default_corpus_files()))
     if args.max_mb is not None:

@@ -99,8 +99,8 @@ def ddecomp_side(cmd: str, **args: Any) -> dict[str, Any]:
 
 def dd_index(a: dict[str, Any]) -> dict[str, Any]:
     """Pure index build (best of 3) and the whole ``prepare_tokens`` (workers=1)."""
-    from ddecomp.prepare import prepare_tokens
-    from ddecomp.shard import IndexParams, build_index, document_fences
+    from ddecomp.preparing.pipeline import prepare_tokens
+    from ddecomp.preparing.shards import IndexParams, build_index, document_fences
 
     tokens = np.memmap(a["tokens"], dtype=np.uint16, mode="r")
     _ = int(tokens.sum(dtype=np.uint64))  # page cache warm, as for OLMo-core

@@ -4,10 +4,12 @@ One prepared script for one GPU (an H100 in the plan; runs anywhere):
 
 1. **Fixed-shape step costs**, per model size (160m, 410m by default): one optimizer step at each
    bucket length ``L`` with ``[tokens_per_step / L, L]`` random tokens, no loader, one shape per
-   measurement (:func:`ddecomp.stepcost.measure_step_costs`; ``--cost-warmup`` untimed, then
+   measurement (:func:`ddecomp.training.stepcost.measure_step_costs`; ``--cost-warmup`` untimed,
+   then
    ``--cost-iters`` timed steps, median).
 2. **Step time in the real loop** at equal tokens per step, per size and method (dd, concat at max
-   8192, concat-dm, pack): ``ddecomp.train.train`` runs ``--step-steps`` steps of each; the first
+   8192, concat-dm, pack): ``ddecomp.training.loop.train`` runs ``--step-steps`` steps of each; the
+   first
    ``--skip`` (allocation, flex-attention compilation) are dropped. DD's *ideal* prices each of
    its logged steps at its length's fixed-shape cost; measured / ideal - 1 is what the loader,
    the changing shapes and the loop's bookkeeping add (target: within 3%). Concat gets the same
@@ -60,9 +62,9 @@ import numpy as np
 import torch
 
 from ddecomp import __version__
-from ddecomp.compare import compare, format_table, load_run, plot_runs
-from ddecomp.stepcost import ideal_step_cost, measure_step_costs, price_plan
-from ddecomp.train import METHODS, TrainConfig, train
+from ddecomp.reporting.compare import compare, format_table, load_run, plot_runs
+from ddecomp.training.loop import METHODS, TrainConfig, train
+from ddecomp.training.stepcost import ideal_step_cost, measure_step_costs, price_plan
 
 # Bucket token shares (%) of a DCLM subset, 256..8192 (method.md section 6): the paper's web data,
 # whose DD step cost the paper's "8k at the cost of 2k" refers to.
@@ -82,7 +84,7 @@ def hardware() -> str:
 def ensure_data(path: Path, max_len: int) -> None:
     if (path / "manifest.json").is_file():
         return
-    from ddecomp.prepare import PrepareConfig, prepare
+    from ddecomp.preparing.pipeline import PrepareConfig, prepare
 
     print(f"preparing the default corpus into {path} (max_len {max_len}, val 2%)", flush=True)
     prepare(PrepareConfig(out=path, val_fraction=0.02, max_len=max_len, quiet=True))
@@ -217,7 +219,7 @@ def measure_size(
 ) -> None:  # fmt: skip
     """Fixed-shape costs of ``size`` on ``data``'s vocabulary, then each method's loop steps;
     rows are keyed ``size + tag`` and ``size + tag / method``."""
-    from ddecomp.dataset import open_dataset
+    from ddecomp.data.dataset import open_dataset
 
     ds = open_dataset(data)
     max_len = min(args.max_len, ds.max_len)
@@ -286,7 +288,7 @@ def main() -> int:
         args.extra_sizes = "tiny"
         args.cost_iters, args.cost_warmup = 2, 1
     ensure_data(data, args.max_len)
-    from ddecomp.dataset import open_dataset
+    from ddecomp.data.dataset import open_dataset
 
     ds = open_dataset(data)
     max_len = min(args.max_len, ds.max_len)

@@ -24,8 +24,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import ddecomp
-from ddecomp.blend import open_sources
-from ddecomp.model import GPT, model_config
+from ddecomp.data.blend import open_sources
+from ddecomp.training.model import GPT, model_config
 
 
 def main() -> None:

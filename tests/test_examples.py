@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _fixtures import random_lengths, run_python
 
-from ddecomp.prepare import prepare_tokens
+from ddecomp.preparing.pipeline import prepare_tokens
+from tests._fixtures import random_lengths, run_python
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plain_loop.py"
 EOS = 1000

@@ -1,52 +1,68 @@
 """ddecomp: Dataset Decomposition for LLM pretraining (Pouransari et al., NeurIPS 2024).
 
-The flow, one module per box::
+Five stages, one subpackage each; data flows left to right and down, never back::
 
-    inputs ──> ingest ──> tokenize ──> decompose ──> format / manifest ──> dataset
-    (files,    (formats,  (HF         (pure numpy:   (shards of tokens,    (open_dataset:
-     URLs,      counted    tokenizers, n-1 targets    row-offset buckets,   read-only memmaps,
-     default    skips)     or tokens)  in binary)     atomic writes)        rows(L, idx))
-     corpus)                                                                    │
-                                                            blend (several datasets as one,
-                                                                   per-source factors)
-                                                                                v
-           curriculum ──> plan ──> loader (VSLLoader) ──> train ──> stats / plots / compare
-           (odds per      (pure:   (executes the plan     (reference GPT, metrics)
-            bucket)        steps)   per rank/worker)         │
-                             │      baselines (concat-and-chunk, packing) share the loader interface
-                             └──── stepcost (the train step timed at fixed shapes prices a plan)
+  preparing/ (the only writer)                      data/ (the dataset on disk)
+  inputs ─> ingest ─> tokenize ──┐                  layout (names, version, manifest)
+                   pretokenized ─┤                    │
+                                 v                    v
+  pipeline ─> pool ─> shards ─> manifest  ══════>  dataset ─> blend
+     │                  │          (decompose)        │  ├─> verify
+  outdir            progress                          │  └─> stats
+                                                      v
+  loading/ (batches per rank)                       training/ (the reference trainer)
+  curriculum ─> plan ──> vsl                        config ─> builders ─> loop
+  world ──────> base ─┬> vsl                        model <─ attention     ├─> checkpoint
+                      ├> concat   ═══ batches ════> step <─ stepcost       ├─> runlog
+                      └> pack                       distributed            └─> evaluate
+                                                                           v
+                                                    reporting/: plots, compare
+  cli/: prepare, inspect (verify, stats), plan, train, compare; blend_args
 
-``prepare`` (inputs -> ingest -> tokenize -> decompose -> write) is the only writer; everything
-after reads through :func:`open_dataset`.
+  top level: decompose (the pure decomposition), errors, io (atomic writes, sha256), version
+
+- ``decompose``: pure numpy, a document of n tokens -> power-of-two pieces of its n - 1 targets
+  (``docs/method.md`` section 2 states the one-token-overlap convention).
+- :mod:`ddecomp.preparing` writes a dataset directory; everything after reads it through
+  :func:`open_dataset` (:mod:`ddecomp.data`), never writing it.
+- :mod:`ddecomp.loading` turns a dataset or :class:`Blend` into batches: a pure plan of global
+  steps, executed per rank and worker; the baselines share its interface.
+- :mod:`ddecomp.training` trains the reference GPT on any loader; :mod:`ddecomp.reporting` draws
+  and compares. Each subpackage's docstring draws its own modules.
+
+Importing ``ddecomp`` does not import torch: the loaders and the model load on first use.
 """
 
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
-
-from .blend import Blend
-from .curriculum import CURRICULA, Curriculum, resolve_curriculum
-from .dataset import Dataset, open_dataset
-from .decompose import CONVENTION, decompose, decompose_corpus
-from .errors import DataError, UserError
-from .plan import Plan, build_plan
-from .prepare import PrepareConfig, prepare, prepare_tokens
-from .trainconfig import ModelConfig, TrainConfig
-from .world import World
+from ddecomp.data.blend import Blend
+from ddecomp.data.dataset import Dataset, open_dataset
+from ddecomp.decompose import CONVENTION, decompose, decompose_corpus
+from ddecomp.errors import DataError, UserError
+from ddecomp.loading.curriculum import CURRICULA, Curriculum, resolve_curriculum
+from ddecomp.loading.plan import Plan, build_plan
+from ddecomp.loading.world import World
+from ddecomp.preparing.pipeline import PrepareConfig, prepare, prepare_tokens
+from ddecomp.training.config import ModelConfig, TrainConfig
+from ddecomp.version import __version__
 
 # Names whose modules import torch are loaded on first use, so `prepare` and `stats` stay light.
 _LAZY = {
-    "VSLLoader": "loader",
-    "ConcatChunkLoader": "baselines",
-    "PackedLoader": "baselines_pack",
-    "GPT": "model",
+    "VSLLoader": "loading.vsl",
+    "ConcatChunkLoader": "loading.concat",
+    "PackedLoader": "loading.pack",
+    "GPT": "training.model",
 }
+# Modules that were public before the stage subpackages; `ddecomp.stepcost.price_plan` still works.
+_LAZY_MODULES = {"stepcost": "training.stepcost"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _LAZY_MODULES:
+        return import_module(f".{_LAZY_MODULES[name]}", __name__)
     raise AttributeError(f"module 'ddecomp' has no attribute {name!r}")
 
 

@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import UserError
+from ddecomp.errors import UserError
 
 LongDocs = Literal["split", "spread"]
 LONG_DOC_POLICIES: tuple[str, ...] = ("split", "spread")

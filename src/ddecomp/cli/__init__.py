@@ -14,8 +14,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
-from ..errors import DataError, UserError
+from ddecomp.errors import DataError, UserError
+from ddecomp.version import __version__
 
 # Subcommand modules, in the order `ddecomp --help` lists them.
 _COMMANDS = ("prepare", "inspect", "plan", "train", "compare")

@@ -1,7 +1,7 @@
 """``ddecomp compare RUN [RUN ...] [--plot FILE.png] [--json]``: runs side by side.
 
 The first run is the baseline: time per token and time to its final validation loss are reported
-relative to it (see :mod:`ddecomp.compare`).
+relative to it (see :mod:`ddecomp.reporting.compare`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import compare, format_table, load_run, plot_runs
+    from ddecomp.reporting.compare import compare, format_table, load_run, plot_runs
 
     runs = [load_run(r) for r in args.runs]
     rows = compare(runs)

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..format import SPLITS
+from ddecomp.data.layout import SPLITS
 
 
 def register(sub: Any) -> None:
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from ..verify import verify_dataset
+    from ddecomp.data.verify import verify_dataset
 
     res = verify_dataset(args.data)
     print(f"{args.data}: OK ({res['files']} files in {res['shards']} shards verified)")
@@ -42,13 +42,13 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from ..dataset import open_dataset
-    from ..stats import compute_stats, format_stats
+    from ddecomp.data.dataset import open_dataset
+    from ddecomp.data.stats import compute_stats, format_stats
 
     stats = compute_stats(open_dataset(args.data, args.split))
     print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
     if args.plot:
-        from ..plots import plot_stats
+        from ddecomp.reporting.plots import plot_stats
 
         plot_stats(stats, args.plot)
         if not args.json:

@@ -1,8 +1,8 @@
 """``ddecomp plan DIR [DIR ...] --tokens-per-step N``: print (and plot) an epoch's plan.
 
-Reads only the datasets' bucket row counts; builds the same :class:`~ddecomp.plan.Plan` the
+Reads only the datasets' bucket row counts; builds the same :class:`~ddecomp.loading.plan.Plan` the
 loader executes, so what it prints is what training will serve. Several directories are planned
-as a :class:`~ddecomp.blend.Blend` (``--factors`` or ``--shares``).
+as a :class:`~ddecomp.data.blend.Blend` (``--factors`` or ``--shares``).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import argparse
 import json
 from typing import Any
 
-from ..curriculum import CURRICULA
-from ..errors import UserError
-from ..plan import MODES, build_plan, check_tokens_per_step, format_summary
-from ..trainconfig import SIZES
-from .sources import add_source_arguments
+from ddecomp.cli.blend_args import add_source_arguments
+from ddecomp.errors import UserError
+from ddecomp.loading.curriculum import CURRICULA
+from ddecomp.loading.plan import MODES, build_plan, check_tokens_per_step, format_summary
+from ddecomp.training.config import SIZES
 
 
 def register(sub: Any) -> None:
@@ -69,7 +69,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..blend import Blend, format_blend, open_sources
+    from ddecomp.data.blend import Blend, format_blend, open_sources
 
     ds = open_sources(args.data, args.factors, args.shares, args.seed, args.split)
     if args.world_size < 1:
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     s["world_size"] = args.world_size
     s["tokens_per_rank_step"] = args.tokens_per_step // args.world_size
     if args.plot:
-        from ..plots import plot_plan
+        from ddecomp.reporting.plots import plot_plan
 
         name = "blend" if isinstance(ds, Blend) else ds.root.name
         title = f"{name}: {plan.curriculum.describe()}, {plan.cycles} cycles"
@@ -110,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _measure(args: argparse.Namespace, vocab_size: int, s: dict[str, Any]) -> dict[str, Any]:
     """Fixed-shape step costs of every planned length (and the longest) priced over the plan."""
-    from ..distributed import Launch, resolve_device
-    from ..stepcost import measure_step_costs, price_plan
-    from ..trainconfig import TrainConfig
+    from ddecomp.training.config import TrainConfig
+    from ddecomp.training.distributed import Launch, resolve_device
+    from ddecomp.training.stepcost import measure_step_costs, price_plan
 
     tps = args.tokens_per_step // args.world_size  # one rank's share: what one device runs
     steps = {int(b["length"]): int(b["steps"]) for b in s["buckets"] if b["steps"]}

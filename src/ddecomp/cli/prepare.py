@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..decompose import LONG_DOC_POLICIES
-from ..errors import UserError
-from ..prepare import PrepareConfig, default_workers, prepare, prepare_tokens
+from ddecomp.decompose import LONG_DOC_POLICIES
+from ddecomp.errors import UserError
+from ddecomp.preparing.pipeline import PrepareConfig, default_workers, prepare, prepare_tokens
 
 _TOKEN_DTYPES = ("uint16", "uint32", "int32", "int64", "uint64")
 

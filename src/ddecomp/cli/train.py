@@ -1,6 +1,6 @@
 """``ddecomp train DIR [DIR ...] --method dd|concat|concat-dm|pack --out RUN``: the trainer.
 
-Several DIRs train on their :class:`~ddecomp.blend.Blend` (``--factors`` or ``--shares``).
+Several DIRs train on their :class:`~ddecomp.data.blend.Blend` (``--factors`` or ``--shares``).
 
 Runs under ``torchrun`` as is: ``torchrun --nproc-per-node 8 -m ddecomp train DIR ...`` (DDP,
 NCCL on GPUs, gloo on CPUs); every rank gets the same arguments.
@@ -12,8 +12,8 @@ import argparse
 import json
 from typing import Any
 
-from ..trainconfig import METHODS, SIZES, TrainConfig
-from .sources import add_source_arguments
+from ddecomp.cli.blend_args import add_source_arguments
+from ddecomp.training.config import METHODS, SIZES, TrainConfig
 
 
 def register(sub: Any) -> None:
@@ -86,7 +86,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import train
+    from ddecomp.training.loop import train
 
     data = args.data[0] if len(args.data) == 1 else tuple(args.data)  # one DIR stays a string
     cfg = TrainConfig(

@@ -1,0 +1,210 @@
+"""Read-only access to a prepared dataset: memory-mapped tokens, buckets of row offsets.
+
+``open_dataset(DIR, split)`` maps every shard's token file and loads the (small) per-bucket row
+offset arrays into one global array per bucket. Shards live in one *global token space*: shard
+``i``'s tokens start at ``token_base[i]``, so a row or a document is one int64 offset.
+
+``rows`` finds the shard of each row with one ``searchsorted`` over the shard bases and gathers
+whole rows through a sliding-window view of the shard (``sliding_window_view(tokens, L + 1)
+[starts]``, cached per shard and length): numpy copies each row as one contiguous run and converts
+to the output dtype (e.g. straight into an int64 torch buffer) in the same pass. Measured here on
+random rows of an 80M-token array, in tokens/s: at L = 256 1.8G, against 0.4G for a fancy index
+``tokens[starts[:, None] + arange]`` (which first builds an int64 index as large as the data) and
+0.5G for one slice copy per row; at L = 8192 3.6G against 1.1G and 2.6G.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ddecomp.data.layout import SPLITS, load_manifest
+from ddecomp.errors import DataError, UserError
+
+# Rows spread over several shards: from this width on, per-row slice copies into ``out`` beat
+# per-shard window gathers, whose results must be scattered into ``out`` through a temporary.
+_ROW_COPY_WIDTH = 512
+
+
+class Dataset:
+    """One split of a prepared dataset. Construct with :func:`open_dataset`."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], split: str) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.split = split
+        self.fingerprint: str = manifest["fingerprint"]
+        self.min_len: int = manifest["min_len"]
+        self.max_len: int = manifest["max_len"]
+        tok = manifest["tokenizer"]
+        self.eos_id: int = tok["eos_id"]
+        self.bos_id: int | None = tok.get("bos_id")
+        self.vocab_size: int = tok["vocab_size"]
+        self.dtype = np.dtype(manifest["dtype"])
+        shards = manifest["shards"]
+        self._tokens: list[np.ndarray] = []
+        bases = [0]
+        for sh in shards:
+            rec = sh["files"]["tokens"]
+            n = rec["bytes"] // self.dtype.itemsize
+            arr: np.ndarray
+            if n:
+                # A plain ndarray view of the map: slicing a np.memmap runs Python-level
+                # __getitem__/__array_finalize__ (~1.4 us per row, a quarter of an 8192-row copy).
+                mm = np.memmap(root / rec["path"], dtype=self.dtype, mode="r", shape=(n,))
+                arr = mm.view(np.ndarray)
+            else:  # np.memmap refuses empty files
+                arr = np.zeros(0, dtype=self.dtype)
+            self._tokens.append(arr)
+            bases.append(bases[-1] + n)
+        self.token_base = np.asarray(bases, dtype=np.int64)
+        self._starts: dict[int, np.ndarray] = {}
+        L = self.min_len
+        while L <= self.max_len:
+            parts = []
+            for i, sh in enumerate(shards):
+                rec = sh["buckets"][split].get(str(L))
+                if rec is not None and rec["rows"]:
+                    parts.append(np.load(root / rec["path"]) + self.token_base[i])
+            self._starts[L] = (
+                np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+            ).astype(np.int64, copy=False)
+            self._starts[L].flags.writeable = False
+            L <<= 1
+        self.bucket_rows: dict[int, int] = {L_: int(a.size) for L_, a in self._starts.items()}
+        self.bucket_lengths: list[int] = [L_ for L_, n in self.bucket_rows.items() if n]
+        self._doc_bounds: tuple[np.ndarray, np.ndarray] | None = None
+        self._windows: dict[tuple[int, int], np.ndarray] = {}
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str, str]]:
+        # Pickled (e.g. into spawned loader workers) by path: reopening maps the same files,
+        # where pickling the memmaps would copy every token.
+        return (_reopen, (str(self.root), self.split, self.fingerprint))
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{L}: {n}" for L, n in self.bucket_rows.items() if n)
+        return f"Dataset({str(self.root)!r}, split={self.split!r}, rows={{{rows}}})"
+
+    # ---- buckets -----------------------------------------------------------------------------
+    def for_epoch(self, epoch: int) -> Dataset:
+        """The rows served in ``epoch``: a prepared dataset serves the same rows every epoch (a
+        :class:`~ddecomp.data.blend.Blend` rotates the rows behind its fractional factors)."""
+        return self
+
+    def for_split(self, split: str) -> Dataset:
+        """The same prepared dataset's ``split`` (train | val)."""
+        return self if split == self.split else open_dataset(self.root, split)
+
+    def num_rows(self, L: int) -> int:
+        if L not in self._starts:
+            raise KeyError(f"no bucket of length {L}; buckets are {list(self._starts)}")
+        return self.bucket_rows[L]
+
+    def row_starts(self, L: int) -> np.ndarray:
+        """Global token offsets of the rows of bucket ``L`` (read-only, ascending)."""
+        self.num_rows(L)
+        return self._starts[L]
+
+    def rows(
+        self, L: int, indices: Sequence[int] | np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Token ids of rows ``indices`` of bucket ``L`` as ``[len(indices), L + 1]``.
+
+        ``out`` may be any preallocated C-contiguous integer array of that shape; it is filled
+        and returned (the dtype conversion happens during the one copy).
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        n = self.num_rows(L)
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise IndexError(f"row index out of range for bucket {L} with {n} rows")
+        starts = self._starts[L][idx]
+        if out is None:
+            out = np.empty((idx.size, L + 1), dtype=self.dtype)
+        assert out.shape == (idx.size, L + 1), f"out has shape {out.shape}"
+        self._gather(starts, L + 1, out)
+        return out
+
+    def _window(self, shard: int, width: int) -> np.ndarray:
+        """``[n - width + 1, width]`` read-only view: row ``s`` is ``tokens[s : s + width]``."""
+        key = (shard, width)
+        win = self._windows.get(key)
+        if win is None:
+            win = self._windows[key] = sliding_window_view(self._tokens[shard], width)
+        return win
+
+    def _gather(self, starts: np.ndarray, width: int, out: np.ndarray) -> None:
+        if starts.size == 0:  # a shard may be shorter than the window of an empty request
+            return
+        if len(self._tokens) == 1:
+            out[...] = self._window(0, width)[starts]
+            return
+        shard = np.searchsorted(self.token_base, starts, side="right") - 1
+        local = starts - self.token_base[shard]
+        if width >= _ROW_COPY_WIDTH:  # few long rows: one slice copy each, straight into out
+            for i, (k, lo) in enumerate(zip(shard.tolist(), local.tolist(), strict=True)):
+                out[i] = self._tokens[k][lo : lo + width]
+            return
+        for k in np.unique(shard).tolist():  # many short rows: one window gather per shard
+            sel = np.flatnonzero(shard == k)
+            out[sel] = self._window(k, width)[local[sel]]
+
+    # ---- documents ---------------------------------------------------------------------------
+    def document_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Global ``(start, end)`` token offsets of this split's documents, in order."""
+        if self._doc_bounds is None:
+            s_parts, e_parts = [], []
+            want = 0 if self.split == "train" else 1
+            for i, sh in enumerate(self.manifest["shards"]):
+                fence = np.load(self.root / sh["files"]["docs"]["path"])
+                split = np.load(self.root / sh["files"]["split"]["path"])
+                keep = split == want
+                s_parts.append(fence[:-1][keep] + self.token_base[i])
+                e_parts.append(fence[1:][keep] + self.token_base[i])
+            z = np.zeros(0, dtype=np.int64)
+            self._doc_bounds = (
+                np.concatenate(s_parts) if s_parts else z,
+                np.concatenate(e_parts) if e_parts else z,
+            )
+        return self._doc_bounds
+
+    @property
+    def num_documents(self) -> int:
+        return int(self.document_bounds()[0].size)
+
+    @property
+    def num_tokens(self) -> int:
+        s, e = self.document_bounds()
+        return int((e - s).sum())
+
+    def tokens(self, start: int, end: int) -> np.ndarray:
+        """Tokens ``[start, end)`` of the global token space (within one shard)."""
+        s = int(np.searchsorted(self.token_base, start, side="right")) - 1
+        lo, hi = start - int(self.token_base[s]), end - int(self.token_base[s])
+        if s < 0 or hi > self._tokens[s].size or lo > hi:
+            raise IndexError(f"token range [{start}, {end}) is not inside one shard")
+        return self._tokens[s][lo:hi]
+
+    def documents(self) -> Iterator[np.ndarray]:
+        """This split's tokenized documents (EOS last), in order, as arrays."""
+        starts, ends = self.document_bounds()
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            yield np.asarray(self.tokens(a, b))
+
+
+def _reopen(root: str, split: str, fingerprint: str) -> Dataset:
+    ds = open_dataset(root, split)
+    if ds.fingerprint != fingerprint:
+        raise DataError(f"{root}: the dataset changed on disk while it was in use")
+    return ds
+
+
+def open_dataset(root: str | Path, split: str = "train") -> Dataset:
+    """Open a prepared dataset read-only; refuses unknown format versions and splits."""
+    if split not in SPLITS:
+        raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    root = Path(root)
+    return Dataset(root, load_manifest(root), split)

@@ -1,0 +1,151 @@
+"""Curricula: which bucket lengths a variable-sequence-length epoch favours, and when.
+
+A curriculum assigns *odds* to the buckets of a dataset, one number per bucket from shortest to
+longest (the paper's Algorithm 1, method.md section 3). The plan (:mod:`ddecomp.loading.plan`)
+realises
+the odds in one of two seeded ways: ``sample`` draws a bucket with probability proportional to its
+odds among the buckets not yet exhausted in the cycle (Algorithm 1); ``layout`` spreads each
+bucket over sub-cycles with weights peaking in the sub-cycle of its odds rank (OLMo-core's
+deterministic layout). Odds shape the *order* of an epoch, never its content: every curriculum
+serves the same batches, so none of them biases which rows are trained on, only when.
+
+The registry (k buckets, index ``i = 0`` is the shortest):
+
+=============  ===========================  ==================================================
+name           odds for bucket i            effect (speed / bias)
+=============  ===========================  ==================================================
+natural        none (seeded shuffle)        lengths in proportion to tokens all epoch; no ramp
+uniform        1                            short buckets (more batches) last longest in a cycle
+grow-p2        2^(k-1-i)  (32 16 8 4 2 1)   the paper's default: a short-to-long ramp per cycle
+grow-linear    k - i      (6 5 4 3 2 1)     a gentler ramp
+shrink-p2      2^i        (1 2 4 8 16 32)   long to short (the reverse ramp)
+[o_0, ...]     as given                     custom odds, all > 0, one per bucket
+=============  ===========================  ==================================================
+
+Cost is the same for all of them: the plan is O(S log S) numpy for S steps (about 0.1 s for a
+million steps). The step-time cost of an epoch depends only on the bucket token shares, not on
+the curriculum (method.md section 3: cost is linear in the length of each step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ddecomp.errors import UserError
+
+OddsFn = Callable[[int], np.ndarray]
+
+
+def _uniform(k: int) -> np.ndarray:
+    return np.ones(k, dtype=np.float64)
+
+
+def _grow_p2(k: int) -> np.ndarray:
+    return np.exp2(np.arange(k - 1, -1, -1, dtype=np.float64))
+
+
+def _grow_linear(k: int) -> np.ndarray:
+    return np.arange(k, 0, -1, dtype=np.float64)
+
+
+def _shrink_p2(k: int) -> np.ndarray:
+    return np.exp2(np.arange(k, dtype=np.float64))
+
+
+# name -> odds for k buckets (None: no odds, a seeded shuffle of all batches).
+CURRICULA: dict[str, OddsFn | None] = {
+    "natural": None,
+    "uniform": _uniform,
+    "grow-p2": _grow_p2,
+    "grow-linear": _grow_linear,
+    "shrink-p2": _shrink_p2,
+}
+
+
+@dataclass(frozen=True)
+class Curriculum:
+    """A resolved curriculum: a registry ``name`` or custom ``odds`` (shortest to longest).
+
+    Exactly one of the two describes it: ``Curriculum("grow-p2")`` or
+    ``Curriculum("custom", odds=(32, 16, 8, 4, 2, 1))``.
+    """
+
+    name: str
+    odds: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.odds is not None:
+            if self.name != "custom":
+                raise UserError(f"curriculum {self.name!r} has odds {self.odds}; name it 'custom'")
+            if len(self.odds) == 0:
+                raise UserError("custom curriculum has no odds; give one number per bucket")
+            bad = [o for o in self.odds if not (np.isfinite(o) and o > 0)]
+            if bad:
+                raise UserError(
+                    f"custom curriculum odds {list(self.odds)} contain {bad[0]}: every odd must be "
+                    "a finite number > 0 (to leave a bucket out, give it 0 tokens in a mixture)"
+                )
+        elif self.name not in CURRICULA:
+            raise UserError(
+                f"unknown curriculum {self.name!r}; use one of {', '.join(CURRICULA)} "
+                "or a comma-separated list of odds, shortest bucket first"
+            )
+
+    @property
+    def is_shuffle(self) -> bool:
+        """True for ``natural``: no odds, every batch order equally likely."""
+        return self.odds is None and CURRICULA[self.name] is None
+
+    def odds_for(self, k: int) -> np.ndarray:
+        """Odds of ``k`` buckets, shortest first (float64, all > 0). Not defined for natural."""
+        assert k >= 1
+        if self.odds is not None:
+            if len(self.odds) != k:
+                raise UserError(
+                    f"custom curriculum has {len(self.odds)} odds {list(self.odds)} but the "
+                    f"dataset has {k} buckets; give one number per bucket, shortest first"
+                )
+            return np.asarray(self.odds, dtype=np.float64)
+        fn = CURRICULA[self.name]
+        assert fn is not None, "natural has no odds"
+        return fn(k)
+
+    def to_json(self) -> str | list[float]:
+        """The form stored in loader state and printed by ``ddecomp plan``."""
+        return list(self.odds) if self.odds is not None else self.name
+
+    def describe(self) -> str:
+        return ",".join(f"{o:g}" for o in self.odds) if self.odds is not None else self.name
+
+
+def resolve_curriculum(spec: str | Sequence[float] | Curriculum) -> Curriculum:
+    """A registry name, a list of odds, a comma list ``"32,16,8"`` or a :class:`Curriculum`."""
+    if isinstance(spec, Curriculum):
+        return spec
+    if isinstance(spec, str):
+        s = spec.strip()
+        if "," in s or _is_number(s):
+            try:
+                odds = tuple(float(x) for x in s.split(","))
+            except ValueError:
+                raise UserError(
+                    f"curriculum {spec!r} is neither a name nor a comma-separated list of numbers"
+                ) from None
+            return Curriculum("custom", odds=odds)
+        return Curriculum(s)
+    try:
+        odds = tuple(float(x) for x in spec)
+    except (TypeError, ValueError):
+        raise UserError(f"curriculum {spec!r} is neither a name nor a list of numbers") from None
+    return Curriculum("custom", odds=odds)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True

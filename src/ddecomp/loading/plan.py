@@ -1,0 +1,353 @@
+"""The epoch plan: a pure function from bucket sizes to the list of global steps (no I/O).
+
+``build_plan(bucket_rows, tokens_per_step, curriculum, cycles, seed, epoch)`` returns a
+:class:`Plan`: for every global step ``s`` its bucket length ``step_length[s]`` and which batch of
+that bucket it takes, ``step_batch[s]`` (the k-th batch of bucket L this epoch). The rows of that
+batch are ``order_L[k*B_L : (k+1)*B_L]`` with ``B_L = tokens_per_step // L`` and ``order_L`` a
+permutation of the bucket's rows seeded by ``(seed, epoch, L)``; rank ``r`` of ``W`` takes the
+contiguous slice ``[r*B_L/W, (r+1)*B_L/W)``. Nothing depends on world size or worker count, so
+an elastic resume continues the same global order and the plan is testable without processes.
+
+Steps per bucket: the bucket's row budget (all rows by default; ``mixture`` sets tokens per
+bucket) divided by ``B_L``; the rows that do not fill a whole global batch are left out and
+reported. Order (method.md section 3), all seeded by ``(seed, epoch)``:
+
+- each bucket's batches are split into ``cycles`` parts by exact cumulative rounding
+  (``floor(n*(j+1)/c) - floor(n*j/c)``): the parts sum to ``n`` for any ``n`` and ``c``;
+- ``mode="sample"`` (the paper's Algorithm 1): within a cycle, repeatedly draw a bucket with
+  probability proportional to its odds among the buckets not yet exhausted. Drawn exactly and
+  vectorized as a race of Poisson processes: bucket i emits events at rate ``o_i``; the merged
+  order of each bucket's first ``n_i`` events has exactly Algorithm 1's law (memorylessness), so
+  the whole epoch is one ``lexsort``, O(S log S);
+- ``mode="layout"`` (OLMo-core's): a cycle is cut into k sub-cycles; bucket i's part is spread
+  over them with weights ``odds_desc[|rank_i - j|]``, peaking in the sub-cycle of its odds rank
+  and decaying away from it without wrapping around (cumulative rounding again, exact); batches
+  are shuffled within a sub-cycle;
+- ``natural`` has no odds: each cycle is a seeded shuffle of its batches, in either mode;
+- ``oom_probe`` moves the first batch of the longest bucket to step 0 (nothing added or lost).
+
+Cost model (method.md sections 3 and 6): a step of constant tokens costs ``alpha + beta * L``.
+The default ``alpha = 0.1910 s``, ``beta = 9.49e-6 s`` per unit of length is the least-squares fit
+of the 160M-model row measured on an H100 (65,536 tokens per step, L = 256..8192); with the DCLM
+bucket shares it predicts 0.80x of always-8192, as measured. Only the ratio ``alpha / beta``
+(about 20,100 tokens) matters for the relative cost the summary reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ddecomp.errors import UserError
+from ddecomp.loading.curriculum import Curriculum, resolve_curriculum
+
+MODES = ("sample", "layout")
+COST_ALPHA = 0.1910  # seconds per step, 160M model, H100, 65,536 tokens per step (method.md s6)
+COST_BETA = 9.49e-6  # seconds per step per unit of sequence length, same fit
+_ORDER_STREAM = 0  # rng key for the step order; row permutations use the bucket length L >= 1
+
+MixtureSpec = Mapping[int, int] | str | None
+
+
+def apportion(totals: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Split integer ``totals[n]`` by ``weights[n, m] >= 0`` into integer counts ``[n, m]``.
+
+    Cumulative rounding: ``bound_j = floor(total * cum_j / cum_m)`` with the last bound set to
+    ``total``. Bounds are monotone, so counts are >= 0, each within 1 of its exact quota, and every
+    row sums to its total exactly: nothing is lost or invented by rounding.
+    """
+    totals = np.asarray(totals, dtype=np.int64)
+    w = np.asarray(weights, dtype=np.float64)
+    assert w.ndim == 2
+    assert w.shape[0] == totals.shape[0]
+    assert (w >= 0).all()
+    assert (w.sum(axis=1) > 0).all(), "every row needs a positive weight"
+    cum = np.cumsum(w, axis=1)
+    frac = cum / cum[:, -1:]
+    bounds = np.floor(totals[:, None] * frac).astype(np.int64)
+    bounds[:, -1] = totals
+    counts = np.diff(bounds, axis=1, prepend=0)
+    assert (counts >= 0).all()
+    assert (counts.sum(axis=1) == totals).all()
+    return counts
+
+
+def check_tokens_per_step(tokens_per_step: int, lengths: Sequence[int], divisor: int = 1) -> None:
+    """Refuse a ``tokens_per_step`` that ``max(lengths) * divisor`` does not divide."""
+    unit = max(lengths) * divisor
+    if not isinstance(tokens_per_step, int | np.integer) or tokens_per_step <= 0:
+        raise UserError(f"tokens_per_step {tokens_per_step!r} must be a positive integer")
+    if tokens_per_step % unit or any(tokens_per_step % L for L in lengths):
+        base = int(np.lcm.reduce([*lengths, unit]))
+        lo = max(1, tokens_per_step // base)
+        ok = ", ".join(str(base * m) for m in (lo, lo + 1, 2 * lo + 2))
+        what = f"max length {max(lengths)}" + (f" x world size {divisor}" if divisor > 1 else "")
+        raise UserError(
+            f"tokens_per_step {tokens_per_step} is not a multiple of {what} = {unit}; "
+            f"use a multiple of {base}, e.g. {ok}"
+        )
+
+
+def _budget_rows(rows: dict[int, int], mixture: MixtureSpec) -> dict[int, int]:
+    """Rows to serve per bucket this epoch: all of them, or ``tokens // L`` from a mixture."""
+    if mixture is None or mixture == "natural":
+        return dict(rows)
+    if mixture == "equal":
+        nonempty = [L for L, n in rows.items() if n > 0]
+        total = sum(rows[L] * L for L in nonempty)
+        share = total // max(1, len(nonempty))
+        return {L: (share // L if rows[L] > 0 else 0) for L in rows}
+    if isinstance(mixture, str):
+        raise UserError(f"mixture {mixture!r} is not 'natural', 'equal' or tokens per bucket")
+    unknown = sorted(set(mixture) - set(rows))
+    missing = sorted(L for L in rows if rows[L] > 0 and L not in mixture)
+    if unknown or missing:
+        raise UserError(
+            f"mixture keys {sorted(mixture)} do not match the buckets {sorted(rows)}"
+            + (f": unknown {unknown}" if unknown else "")
+            + (f": missing {missing} (give 0 to leave a bucket out)" if missing else "")
+        )
+    out = {}
+    for L in rows:
+        t = int(mixture.get(L, 0))
+        if t < 0:
+            raise UserError(f"mixture gives bucket {L} {t} tokens; tokens must be >= 0")
+        if t > 0 and rows[L] == 0:
+            raise UserError(f"mixture gives bucket {L} {t} tokens but it has no rows")
+        out[L] = t // L
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """One epoch's global steps; see the module docstring. Build with :func:`build_plan`."""
+
+    lengths: tuple[int, ...]  # bucket lengths, shortest first (every key of bucket_rows)
+    rows: dict[int, int]  # rows in each bucket
+    budget: dict[int, int]  # rows to serve (== rows without a mixture)
+    tokens_per_step: int
+    curriculum: Curriculum
+    cycles: int
+    seed: int
+    epoch: int
+    mode: str
+    oom_probe: bool
+    mixture: MixtureSpec
+    step_length: np.ndarray  # int64 [S]
+    step_batch: np.ndarray  # int64 [S]: the k-th batch of its bucket this epoch
+    step_cycle: np.ndarray  # int64 [S]: the cycle the step belongs to
+    _orders: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.step_length.shape[0])
+
+    def rows_per_batch(self, L: int) -> int:
+        return self.tokens_per_step // L
+
+    def batches(self, L: int) -> int:
+        return self.budget[L] // self.rows_per_batch(L)
+
+    def remainder_rows(self, L: int) -> int:
+        """Budget rows of bucket L that do not fill a whole global batch (left out)."""
+        return self.budget[L] % self.rows_per_batch(L)
+
+    def order(self, L: int) -> np.ndarray:
+        """Row indices of bucket L in serving order: ``budget[L]`` of them (int64, cached).
+
+        The first ``rows[L]`` are one seeded permutation; an upsampled bucket appends further
+        permutations seeded ``(seed, epoch, L, j)`` for repeat ``j = 1, 2, ...``.
+        """
+        got = self._orders.get(L)
+        if got is None:
+            n, want = self.rows[L], self.budget[L]
+            parts = [np.random.default_rng([self.seed, self.epoch, L]).permutation(n)] if n else []
+            j = 1
+            while n and sum(p.size for p in parts) < want:
+                parts.append(np.random.default_rng([self.seed, self.epoch, L, j]).permutation(n))
+                j += 1
+            got = np.concatenate(parts)[:want] if parts else np.zeros(0, np.int64)
+            got = got.astype(np.int64, copy=False)
+            self._orders[L] = got
+        return got
+
+    def global_rows(self, step: int) -> np.ndarray:
+        """Row indices (of bucket ``step_length[step]``) of the whole global batch of a step."""
+        L = int(self.step_length[step])
+        B = self.rows_per_batch(L)
+        k = int(self.step_batch[step])
+        return self.order(L)[k * B : (k + 1) * B]
+
+    def rank_rows(self, step: int, rank: int, world_size: int) -> np.ndarray:
+        """Rank ``rank``'s contiguous slice of a step's global batch."""
+        rows = self.global_rows(step)
+        assert rows.size % world_size == 0, (rows.size, world_size)
+        per = rows.size // world_size
+        return rows[rank * per : (rank + 1) * per]
+
+    def left_out_rows(self, L: int) -> np.ndarray:
+        """Rows of bucket L not served this epoch (the remainder, and rows past the budget)."""
+        served = self.order(L)[: self.batches(L) * self.rows_per_batch(L)]
+        mask = np.ones(self.rows[L], dtype=bool)
+        mask[served] = False
+        return np.flatnonzero(mask)
+
+    def summary(self, alpha: float = COST_ALPHA, beta: float = COST_BETA) -> dict[str, Any]:
+        """Steps per bucket, rows left out, mean length and predicted relative step cost (JSON)."""
+        S = len(self)
+        uniq, cnt = np.unique(self.step_length, return_counts=True)
+        counts = {int(L): int(c) for L, c in zip(uniq, cnt, strict=True)}
+        buckets = []
+        for L in self.lengths:
+            B, nb = self.rows_per_batch(L), self.batches(L)
+            served = nb * B
+            buckets.append(
+                {
+                    "length": L,
+                    "rows": self.rows[L],
+                    "budget_rows": self.budget[L],
+                    "rows_per_batch": B,
+                    "steps": counts.get(L, 0),
+                    "step_share": counts.get(L, 0) / S if S else 0.0,
+                    "tokens": served * L,
+                    "remainder_rows": self.remainder_rows(L),
+                    "rows_left_out": self.rows[L] - min(self.rows[L], served),
+                    "repeated_rows": max(0, served - self.rows[L]),
+                }
+            )
+        lmax = max(self.lengths)
+        mean_len = float(self.step_length.mean()) if S else 0.0
+        rel = (alpha + beta * mean_len) / (alpha + beta * lmax) if S else 0.0
+        return {
+            "steps": S,
+            "tokens_per_step": self.tokens_per_step,
+            "tokens": S * self.tokens_per_step,
+            "curriculum": self.curriculum.to_json(),
+            "cycles": self.cycles,
+            "mode": self.mode,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "oom_probe": self.oom_probe,
+            "mixture": self.mixture if isinstance(self.mixture, str | None) else dict(self.mixture),
+            "upsampling": "rows beyond a bucket's size repeat it in further seeded permutations",
+            "buckets": buckets,
+            "rows_left_out": sum(b["rows_left_out"] for b in buckets),
+            "mean_seq_len": mean_len,
+            "max_seq_len": lmax,
+            "relative_step_cost": rel,
+            "cost_model": {
+                "alpha_s": alpha,
+                "beta_s_per_len": beta,
+                "source": "method.md s6, 160M model, H100, 65,536 tokens/step, linear fit",
+            },
+        }
+
+
+def build_plan(
+    bucket_rows: Mapping[int, int],
+    tokens_per_step: int,
+    curriculum: str | Sequence[float] | Curriculum = "grow-p2",
+    cycles: int = 8,
+    seed: int = 0,
+    epoch: int = 0,
+    mode: str = "sample",
+    oom_probe: bool = True,
+    mixture: MixtureSpec = None,
+) -> Plan:
+    """The plan of one epoch; a pure function of its arguments (see the module docstring)."""
+    rows = {int(L): int(n) for L, n in sorted(bucket_rows.items())}
+    if not rows or any(L <= 0 or n < 0 for L, n in rows.items()):
+        raise UserError(f"bucket_rows {rows} must map lengths > 0 to row counts >= 0")
+    lengths = tuple(rows)
+    check_tokens_per_step(tokens_per_step, lengths)
+    cur = resolve_curriculum(curriculum)
+    if not isinstance(cycles, int | np.integer) or cycles < 1:
+        raise UserError(f"cycles {cycles!r} must be an integer >= 1")
+    if mode not in MODES:
+        raise UserError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    budget = _budget_rows(rows, mixture)
+    nb = np.array([budget[L] // (tokens_per_step // L) for L in lengths], dtype=np.int64)
+    k = len(lengths)
+    odds = None if cur.is_shuffle else cur.odds_for(k)
+    # [k, cycles]: bucket i's batches in cycle c (exact split)
+    parts = apportion(nb, np.ones((k, int(cycles))))
+    rng = np.random.default_rng([seed, epoch, _ORDER_STREAM])
+    label = np.repeat(np.repeat(np.arange(k), cycles), parts.ravel())  # bucket per batch
+    cyc = np.repeat(np.tile(np.arange(cycles), k), parts.ravel())
+    if odds is None:  # natural: a seeded shuffle within each cycle
+        order = np.lexsort((rng.random(label.size), cyc))
+    elif mode == "sample":  # Poisson race: segmented cumsum of Exp(1)/odds per (bucket, cycle)
+        gaps = rng.standard_exponential(label.size) / odds[label]
+        t = np.cumsum(gaps)
+        seg_start = np.flatnonzero(np.r_[True, (label[1:] != label[:-1]) | (cyc[1:] != cyc[:-1])])
+        seg_len = np.diff(np.r_[seg_start, label.size])
+        before = np.r_[0.0, t][seg_start]  # cumsum just before each segment
+        t = t - np.repeat(before, seg_len)
+        order = np.lexsort((t, cyc))
+    else:  # layout: k sub-cycles per cycle, bucket i peaks in the sub-cycle of its odds rank
+        rank = np.empty(k, np.int64)
+        rank[np.lexsort((np.arange(k), -odds))] = np.arange(k)
+        desc = np.sort(odds)[::-1]
+        w = desc[np.abs(rank[:, None] - np.arange(k)[None, :])]  # [k buckets, k sub-cycles]
+        sub_counts = apportion(parts.ravel(), np.repeat(w, cycles, axis=0))  # [(i, c), j]
+        sub = np.repeat(np.tile(np.arange(k), k * int(cycles)), sub_counts.ravel())
+        order = np.lexsort((rng.random(label.size), sub, cyc))
+    step_label = label[order]
+    step_cycle = cyc[order]
+    if oom_probe and step_label.size:
+        longest = int(step_label.max())
+        first = int(np.argmax(step_label == longest))
+        move = np.r_[first, np.arange(first), np.arange(first + 1, step_label.size)]
+        step_label, step_cycle = step_label[move], step_cycle[move]
+    # the k-th occurrence of a bucket takes its k-th batch
+    by_bucket = np.argsort(step_label, kind="stable")
+    starts = np.r_[0, np.cumsum(nb)[:-1]]
+    step_batch = np.empty(step_label.size, np.int64)
+    step_batch[by_bucket] = np.arange(step_label.size) - np.repeat(starts, nb)
+    return Plan(
+        lengths=lengths,
+        rows=rows,
+        budget=budget,
+        tokens_per_step=int(tokens_per_step),
+        curriculum=cur,
+        cycles=int(cycles),
+        seed=int(seed),
+        epoch=int(epoch),
+        mode=mode,
+        oom_probe=bool(oom_probe),
+        mixture=mixture,
+        step_length=np.asarray(lengths, dtype=np.int64)[step_label],
+        step_batch=step_batch,
+        step_cycle=step_cycle.astype(np.int64),
+    )
+
+
+def format_summary(s: Mapping[str, Any]) -> str:
+    """A plain-text table of :meth:`Plan.summary` for the CLI and logs."""
+    lines = [
+        f"{s['steps']} steps x {s['tokens_per_step']:,} tokens = {s['tokens']:,} tokens; "
+        f"curriculum {s['curriculum']}, {s['cycles']} cycles, mode {s['mode']}, "
+        f"seed {s['seed']}, epoch {s['epoch']}",
+        f"{'length':>7} {'rows':>11} {'rows/batch':>10} {'steps':>8} {'share':>6} "
+        f"{'left out':>9} {'repeated':>9}",
+    ]
+    for b in s["buckets"]:
+        lines.append(
+            f"{b['length']:>7} {b['rows']:>11,} {b['rows_per_batch']:>10,} {b['steps']:>8,} "
+            f"{100 * b['step_share']:>5.1f}% {b['rows_left_out']:>9,} {b['repeated_rows']:>9,}"
+        )
+    lines.append(
+        f"rows left out: {s['rows_left_out']:,} (rows that do not fill a whole global batch, "
+        "or beyond a mixture's budget)"
+    )
+    cm = s["cost_model"]
+    lines.append(
+        f"mean sequence length (token-weighted): {s['mean_seq_len']:.0f}; predicted step cost "
+        f"{s['relative_step_cost']:.3f}x of always-{s['max_seq_len']} (cost ~ alpha + beta*L, "
+        f"alpha/beta = {cm['alpha_s'] / cm['beta_s_per_len']:,.0f}; {cm['source']})"
+    )
+    if any(b["repeated_rows"] for b in s["buckets"]):
+        lines.append(f"upsampling: {s['upsampling']}")
+    return "\n".join(lines)

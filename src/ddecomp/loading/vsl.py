@@ -1,0 +1,148 @@
+"""``VSLLoader``: serves a variable-sequence-length epoch, exact across ranks, workers and resume.
+
+The loader only *executes* a :class:`~ddecomp.loading.plan.Plan` (pure, world-size independent): at
+global step ``s`` every rank reads its contiguous slice of the step's global batch from bucket
+``L = plan.step_length[s]`` with one ``ds.for_epoch(e).rows(L, idx, out=...)`` call (a
+:class:`~ddecomp.data.blend.Blend` serves several datasets as one) into a preallocated int64
+buffer ``[tokens_per_step // (L * world_size), L + 1]``; ``input_ids`` and ``labels`` are the
+views ``buf[:, :-1]`` and ``buf[:, 1:]`` (no further copy; they are not contiguous, use
+``.reshape`` / ``.to(device)`` rather than ``.view``). Tokens per rank and step are constant.
+
+Epochs, workers (exact step order whatever their timing) and the resumable state (global
+steps, so another world size whose batch divides continues the same order: elastic resume) are
+the shared machinery of :class:`~ddecomp.loading.base.StepLoader`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ddecomp.errors import UserError
+from ddecomp.loading.base import Batch, StepLoader
+from ddecomp.loading.curriculum import Curriculum, resolve_curriculum
+from ddecomp.loading.plan import MixtureSpec, Plan, build_plan, check_tokens_per_step
+from ddecomp.loading.world import World
+
+
+def _mixture_json(m: MixtureSpec) -> str | dict[str, int] | None:
+    if m is None or isinstance(m, str):
+        return m
+    return {str(int(L)): int(t) for L, t in sorted(m.items())}
+
+
+def make_batch(ds: Any, plan: Plan, step: int, world: World, shared: bool = False) -> Batch:
+    """Rank ``world.rank``'s batch of global step ``step``: one gather into an int64 buffer."""
+    L = int(plan.step_length[step])
+    idx = plan.rank_rows(step, world.rank, world.world_size)
+    buf = torch.empty((idx.size, L + 1), dtype=torch.int64)
+    if shared:  # in a worker: allocate in shared memory so the hand-over to the main is no copy
+        buf.share_memory_()
+    ds.for_epoch(plan.epoch).rows(L, idx, out=buf.numpy())
+    return {
+        "input_ids": buf[:, :-1],
+        "labels": buf[:, 1:],
+        "seq_len": L,
+        "step": step,
+        "epoch": plan.epoch,
+    }
+
+
+class VSLLoader(StepLoader):
+    """Variable-sequence-length loader; see the module docstring.
+
+    ``curriculum``: a name from :data:`ddecomp.loading.curriculum.CURRICULA` or odds, one per
+    bucket of
+    the dataset's range ``min_len..max_len`` (empty buckets included), shortest first.
+    ``rank`` / ``world_size``: default from ``torch.distributed`` when initialized, else 0 / 1.
+    ``tokens_per_step`` must be a multiple of ``max_len * world_size``.
+    """
+
+    def __init__(
+        self,
+        ds: Any,
+        tokens_per_step: int,
+        curriculum: str | Sequence[float] | Curriculum = "grow-p2",
+        cycles: int = 8,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        num_workers: int = 0,
+        *,
+        mode: str = "sample",
+        oom_probe: bool = True,
+        mixture: MixtureSpec = None,
+    ) -> None:
+        super().__init__(World.detect(rank, world_size, num_workers))
+        self.ds = ds
+        check_tokens_per_step(tokens_per_step, list(ds.bucket_rows), self.world.world_size)
+        self.tokens_per_step = int(tokens_per_step)
+        self.curriculum = resolve_curriculum(curriculum)
+        self.cycles, self.seed, self.mode = cycles, int(seed), mode
+        self.oom_probe, self.mixture = oom_probe, mixture
+        self._plan: Plan | None = None
+        if len(self.plan) == 0:
+            L, n = max(ds.bucket_rows.items(), key=lambda kv: kv[0] * kv[1])
+            raise UserError(
+                f"tokens_per_step {tokens_per_step} is more than any bucket holds (largest: "
+                f"{n} rows x {L} tokens); lower tokens_per_step"
+            )
+
+    # ---- plan ----------------------------------------------------------------------------------
+    def plan_for(self, epoch: int) -> Plan:
+        """Epoch ``epoch``'s plan (the current epoch's is built once and kept)."""
+        if self._plan is None or self._plan.epoch != epoch:
+            plan = build_plan(
+                self.ds.bucket_rows, self.tokens_per_step, self.curriculum, self.cycles,
+                self.seed, epoch, self.mode, self.oom_probe, self.mixture,
+            )  # fmt: skip
+            if epoch != self._epoch:
+                return plan
+            self._plan = plan
+        return self._plan
+
+    @property
+    def plan(self) -> Plan:
+        """This epoch's plan."""
+        return self.plan_for(self._epoch)
+
+    @property
+    def step_lengths(self) -> tuple[int, ...]:
+        """Bucket lengths with at least one step this epoch (one batch shape each)."""
+        return tuple(sorted({int(L) for L in self.plan.step_length.tolist()}))
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        return len(self.plan_for(epoch))
+
+    def make_step(self, epoch: int, step: int, shared: bool = False) -> Batch:
+        return make_batch(self.ds, self.plan_for(epoch), step, self.world, shared)
+
+    # ---- state ---------------------------------------------------------------------------------
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "loader": "vsl",
+            "dataset": self.ds.fingerprint,
+            "seed": self.seed,
+            "curriculum": self.curriculum.to_json(),
+            "cycles": self.cycles,
+            "tokens_per_step": self.tokens_per_step,
+            "mode": self.mode,
+            "oom_probe": self.oom_probe,
+            "mixture": _mixture_json(self.mixture),
+        }
+
+    def _canonical(self, key: str, value: Any) -> Any:
+        return resolve_curriculum(value).to_json() if key == "curriculum" else value
+
+    def summary(self) -> dict[str, Any]:
+        """The epoch plan's summary plus this rank's share (JSON-serialisable)."""
+        s = self.plan.summary()
+        W = self.world.world_size
+        s["world_size"], s["rank"], s["num_workers"] = W, self.world.rank, self.world.num_workers
+        s["tokens_per_rank_step"] = self.tokens_per_step // W
+        for b in s["buckets"]:
+            b["rows_per_rank"] = b["rows_per_batch"] // W
+        s["next_step"] = self._step
+        return s

@@ -1,0 +1,91 @@
+"""Assemble ``manifest.json`` from the shard records: totals, drops by reason, fingerprint.
+
+Every token of the input is accounted for per split: ``tokens = documents + targets``;
+``targets = kept_targets + tail + (short-document tokens - short documents)``, and the buckets'
+tokens (rows x L) add up to ``kept_targets`` exactly (asserted here, checked again by ``verify``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ddecomp.data.layout import FORMAT_NAME, FORMAT_VERSION, SPLITS, fingerprint
+from ddecomp.decompose import CONVENTION
+from ddecomp.io import canonical_sha256
+from ddecomp.version import __version__
+
+
+def _sum_split(records: list[dict[str, Any]], split: str) -> dict[str, Any]:
+    keys = (
+        "documents",
+        "tokens",
+        "short_documents",
+        "short_document_tokens",
+        "tail_tokens",
+        "kept_targets",
+    )
+    tot = {k: sum(r["splits"][split][k] for r in records) for k in keys}
+    buckets: dict[str, dict[str, int]] = {}
+    for r in records:
+        for L, b in r["buckets"][split].items():
+            e = buckets.setdefault(L, {"rows": 0, "tokens": 0})
+            e["rows"] += b["rows"]
+            e["tokens"] += b["rows"] * int(L)
+    return {
+        "documents": tot["documents"],
+        "tokens": tot["tokens"],
+        "targets": tot["tokens"] - tot["documents"],
+        "kept_targets": tot["kept_targets"],
+        "buckets": {L: buckets[L] for L in sorted(buckets, key=int)},
+        "dropped": {
+            "document_shorter_than_min": {
+                "documents": tot["short_documents"],
+                "tokens": tot["short_document_tokens"],
+            },
+            "tail_below_min": {"tokens": tot["tail_tokens"]},
+        },
+    }
+
+
+def build_manifest(
+    cfg: Any,
+    records: list[dict[str, Any]],
+    tokenizer: dict[str, Any],
+    dtype: str,
+    inputs: dict[str, Any],
+    ingest: dict[str, Any],
+    identity: dict[str, Any],
+    elapsed: float,
+) -> dict[str, Any]:
+    splits = {s: _sum_split(records, s) for s in SPLITS}
+    for s, tot in splits.items():
+        assert sum(b["tokens"] for b in tot["buckets"].values()) == tot["kept_targets"], s
+    man: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "convention": CONVENTION,
+        "tokenizer": tokenizer,
+        "dtype": dtype,
+        "min_len": cfg.min_len,
+        "max_len": cfg.max_len,
+        "long_docs": cfg.long_docs,
+        "seed": cfg.seed,
+        "val_fraction": cfg.val_fraction,
+        "inputs": inputs,
+        "dropped": {"ingest": ingest},
+        "splits": splits,
+        "totals": {
+            "shards": len(records),
+            "documents": sum(t["documents"] for t in splits.values()),
+            "tokens": sum(t["tokens"] for t in splits.values()),
+            "kept_targets": sum(t["kept_targets"] for t in splits.values()),
+        },
+        "shards": [
+            {k: r[k] for k in ("index", "name", "documents", "tokens", "files", "buckets")}
+            for r in records
+        ],
+        "created_by": f"ddecomp {__version__}",
+        "prepare": {"identity_sha256": canonical_sha256(identity), "elapsed_s": round(elapsed, 3)},
+    }
+    man["fingerprint"] = fingerprint(man)
+    return man

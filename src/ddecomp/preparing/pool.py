@@ -1,0 +1,155 @@
+"""Shard jobs and the process pool that runs them.
+
+A job is a small picklable value; :func:`run_job` does the whole shard in the worker (tokenize or
+read the token range, index, write) and returns the shard's record, so the main process only
+reads inputs and collects records. Workers are forked where the platform can (no re-import, and
+no ``if __name__ == "__main__"`` guard needed in users' scripts; HF tokenizers detects the fork
+and keeps the children single-threaded), spawned elsewhere; one process per core. At most
+``2 * workers`` jobs are in flight, which bounds the text held in memory to that many shards.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.pool import AsyncResult, Pool
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from ddecomp.preparing.shards import IndexParams, document_fences, write_shard
+
+_TOKENIZERS: dict[str, Any] = {}  # per-process cache: tokenizer sha256 -> Tokenizer
+
+
+@dataclass(frozen=True)
+class TextJob:
+    root: Path
+    index: int
+    texts: list[str]
+    tokenizer_json: str
+    tokenizer_sha: str
+    eos_id: int
+    bos_id: int | None
+    dtype: str
+    params: IndexParams
+
+
+@dataclass(frozen=True)
+class TokenJob:
+    """A range ``[start, end)`` of a flat token source: a file (raw or .npy) or an array."""
+
+    root: Path
+    index: int
+    source: Path | np.ndarray
+    src_dtype: str
+    header_bytes: int
+    start: int
+    end: int
+    dtype: str
+    eos_id: int
+    params: IndexParams
+
+
+def _tokenizer(job: TextJob) -> Any:
+    tok = _TOKENIZERS.get(job.tokenizer_sha)
+    if tok is None:
+        from tokenizers import Tokenizer
+
+        tok = _TOKENIZERS[job.tokenizer_sha] = Tokenizer.from_str(job.tokenizer_json)
+    return tok
+
+
+def _token_slice(job: TokenJob) -> np.ndarray:
+    if isinstance(job.source, np.ndarray):
+        return job.source[job.start : job.end]
+    n = job.end - job.start
+    return np.memmap(
+        job.source,
+        dtype=np.dtype(job.src_dtype),
+        mode="r",
+        offset=job.header_bytes + job.start * np.dtype(job.src_dtype).itemsize,
+        shape=(n,),
+    )
+
+
+def run_job(job: TextJob | TokenJob) -> dict[str, Any]:
+    if isinstance(job, TextJob):
+        from ddecomp.preparing.tokenize import encode_documents
+
+        tokens, lengths = encode_documents(
+            _tokenizer(job), job.texts, job.eos_id, job.bos_id, np.dtype(job.dtype)
+        )
+        fence = np.zeros(lengths.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=fence[1:])
+        return write_shard(job.root, job.index, tokens, fence, job.params)
+    src = _token_slice(job)
+    tokens = src if src.dtype == np.dtype(job.dtype) else src.astype(job.dtype)
+    fence, trailing = document_fences(tokens, job.eos_id)
+    return write_shard(
+        job.root, job.index, tokens, fence, job.params, extra={"no_final_eos": int(trailing > 0)}
+    )
+
+
+def _init_worker() -> None:
+    # One tokenizer thread per process: the pool already has one process per core.
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+class ShardRunner:
+    """Runs jobs inline (``workers == 1``) or in a spawned pool, returning finished records."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: Pool | None = None
+        self._pending: deque[AsyncResult[dict[str, Any]]] = deque()
+
+    def submit(self, job: TextJob | TokenJob) -> list[dict[str, Any]]:
+        if self.workers == 1:
+            return [run_job(job)]
+        if self._pool is None:
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            # HF tokenizers checks this variable in the forked child: set, it keeps the child
+            # single-threaded without its "forked after parallelism" warning. Restored after.
+            old = os.environ.get("TOKENIZERS_PARALLELISM")
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
+            try:
+                self._pool = mp.get_context(method).Pool(self.workers, initializer=_init_worker)
+            finally:
+                if old is None:
+                    del os.environ["TOKENIZERS_PARALLELISM"]
+                else:
+                    os.environ["TOKENIZERS_PARALLELISM"] = old
+        self._pending.append(self._pool.apply_async(run_job, (job,)))
+        done = []
+        while len(self._pending) >= 2 * self.workers or (
+            self._pending and self._pending[0].ready()
+        ):
+            done.append(self._pending.popleft().get())
+        return done
+
+    def drain(self) -> list[dict[str, Any]]:
+        done = [r.get() for r in self._pending]
+        self._pending.clear()
+        return done
+
+    def __enter__(self) -> ShardRunner:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._pool is not None:
+            if exc_type is None:
+                self._pool.close()
+            else:
+                self._pool.terminate()
+            self._pool.join()

@@ -1,0 +1,152 @@
+"""Build and write one shard: document index, validation split, buckets, files, done record.
+
+A shard is a run of consecutive documents. Its work is a pure index build over its token array
+followed by atomic writes:
+
+1. document fenceposts: from the tokenizer's lengths, or for a flat token file one
+   ``flatnonzero(tokens == eos)`` pass (documents end with their EOS);
+2. the held-out split: each document is validation with probability ``val_fraction``, drawn from
+   ``default_rng([seed, shard, 1])``, so the split depends only on the data and the seed;
+3. :func:`~ddecomp.decompose.decompose_corpus` per split (``spread`` draws from
+   ``default_rng([seed, shard, 2])``);
+4. files written with their sha256 computed on the fly, then ``NNNNN.done.json`` last.
+
+Shard boundaries depend only on the input and ``--shard-size``, never on ``--workers``, so any
+number of workers gives byte-identical files and the same manifest fingerprint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ddecomp.data.layout import SHARD_DIR, SPLITS, bucket_file, shard_name
+from ddecomp.decompose import Decomposition, decompose_corpus
+from ddecomp.io import read_json, write_bytes_atomic, write_json_atomic, write_npy_atomic
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """What the index build needs besides the tokens (all part of the dataset's identity)."""
+
+    min_len: int
+    max_len: int
+    long_docs: str
+    seed: int
+    val_fraction: float
+
+
+def document_fences(tokens: np.ndarray, eos_id: int) -> tuple[np.ndarray, int]:
+    """Fenceposts ``[0, e1, e2, ...]`` of EOS-terminated documents in a flat token array.
+
+    Returns the fenceposts (int64, length ``n_docs + 1``) and the number of trailing tokens after
+    the last EOS, which form a final document without EOS (0 when the array ends with EOS).
+    """
+    ends = np.flatnonzero(tokens == eos_id) + 1
+    trailing = int(tokens.size - (ends[-1] if ends.size else 0))
+    fence = np.empty(ends.size + 1 + (trailing > 0), dtype=np.int64)
+    fence[0] = 0
+    fence[1 : ends.size + 1] = ends
+    if trailing:
+        fence[-1] = tokens.size
+    return fence, trailing
+
+
+def build_index(
+    fence: np.ndarray, shard_index: int, p: IndexParams
+) -> tuple[np.ndarray, dict[str, Decomposition]]:
+    """Split documents into train/val and decompose each split (pure; no I/O)."""
+    starts = fence[:-1]
+    lengths = np.diff(fence)
+    n = lengths.size
+    if p.val_fraction > 0:
+        split = (np.random.default_rng([p.seed, shard_index, 1]).random(n) < p.val_fraction).astype(
+            np.uint8
+        )
+    else:
+        split = np.zeros(n, dtype=np.uint8)
+    out: dict[str, Decomposition] = {}
+    for code, name in enumerate(SPLITS):
+        sel = split == code
+        rng = np.random.default_rng([p.seed, shard_index, 2, code])
+        out[name] = decompose_corpus(
+            starts[sel], lengths[sel], p.min_len, p.max_len, p.long_docs, rng
+        )
+    return split, out
+
+
+def done_path(root: Path, index: int) -> Path:
+    return root / SHARD_DIR / f"{shard_name(index)}.done.json"
+
+
+def load_done(root: Path, index: int) -> dict[str, Any] | None:
+    """The finished shard's record, or None when it is missing or its files do not match."""
+    path = done_path(root, index)
+    if not path.is_file():
+        return None
+    try:
+        rec = read_json(path)
+    except (OSError, ValueError):
+        return None
+    for f in _all_files(rec):
+        p = root / f["path"]
+        if not p.is_file() or p.stat().st_size != f["bytes"]:
+            return None
+    return rec
+
+
+def _all_files(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    files = list(rec["files"].values())
+    for split in SPLITS:
+        files.extend(rec["buckets"][split].values())
+    return files
+
+
+def write_shard(
+    root: Path,
+    index: int,
+    tokens: np.ndarray,
+    fence: np.ndarray,
+    p: IndexParams,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Index ``tokens`` (documents at ``fence``) and write the shard's files; return its record."""
+    name = shard_name(index)
+    split, dec = build_index(fence, index, p)
+    rec: dict[str, Any] = {
+        "index": index,
+        "name": name,
+        "documents": int(fence.size - 1),
+        "tokens": int(tokens.size),
+        "files": {
+            "tokens": write_bytes_atomic(root, f"{SHARD_DIR}/{name}.tokens.bin", [tokens]),
+            "docs": write_npy_atomic(root, f"{SHARD_DIR}/{name}.docs.npy", fence),
+            "split": write_npy_atomic(root, f"{SHARD_DIR}/{name}.split.npy", split),
+        },
+        "buckets": {},
+        "splits": {},
+    }
+    lengths = np.diff(fence)
+    for code, sname in enumerate(SPLITS):
+        d = dec[sname]
+        sel = split == code
+        rec["buckets"][sname] = {}
+        for L, starts in d.buckets.items():
+            if starts.size:
+                f = write_npy_atomic(root, bucket_file(name, sname, L), starts)
+                rec["buckets"][sname][str(L)] = {**f, "rows": int(starts.size)}
+        rec["splits"][sname] = {
+            "documents": int(sel.sum()),
+            "tokens": int(lengths[sel].sum()),
+            "short_documents": d.short_documents,
+            "short_document_tokens": d.short_document_tokens,
+            "tail_tokens": d.tail_tokens,
+            "kept_targets": d.kept_targets,
+        }
+    if extra:
+        rec.update(extra)
+    write_json_atomic(done_path(root, index), rec)
+    return rec

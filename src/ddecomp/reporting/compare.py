@@ -1,0 +1,198 @@
+"""Side-by-side comparison of training runs (``ddecomp compare RUN ... --plot FILE.png``).
+
+Reads each run directory's ``config.json``, ``metrics.jsonl``, ``eval.jsonl`` and ``summary.json``
+(written by :mod:`ddecomp.training.loop`) and reports, per run:
+
+- cost: training seconds, microseconds per token (``elapsed_s / tokens``, evaluation and
+  checkpoints excluded) and that time per token relative to the *baseline* (the first run given);
+- quality: final training loss (mean of the last 10% of steps: a single step's loss depends on its
+  bucket length), final validation loss (mean over context lengths, and at the longest length);
+- time to quality: the training seconds at which the run's validation loss (mean over lengths)
+  first reaches the baseline's final value, linearly interpolated between evaluations, and its
+  ratio to the baseline's total time. ``< 1`` means the run got there faster; no value means it
+  never did (evaluate more often with ``--eval-every`` for a finer answer).
+
+Runs are comparable when they use the same prepared data and model (checked: a different dataset
+fingerprint or model size is refused) and evaluate the same held-out rows (they do: the choice is
+seeded by the dataset only, :func:`ddecomp.training.evaluate.eval_rows`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ddecomp.errors import UserError
+from ddecomp.training.runlog import load_jsonl
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    evals: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        return str(self.config["train"]["method"])
+
+    def column(self, key: str) -> np.ndarray:
+        return np.array([m[key] for m in self.metrics], dtype=np.float64)
+
+
+def load_run(path: str | Path) -> Run:
+    p = Path(path)
+    for f in ("config.json", "metrics.jsonl"):
+        if not (p / f).is_file():
+            raise UserError(f"{p}: no {f}; pass a run directory written by `ddecomp train`")
+    metrics = load_jsonl(p / "metrics.jsonl")
+    if not metrics:
+        raise UserError(f"{p}/metrics.jsonl is empty: the run has not finished a step")
+    summary = json.loads((p / "summary.json").read_text()) if (p / "summary.json").is_file() else {}
+    evals = load_jsonl(p / "eval.jsonl") if (p / "eval.jsonl").is_file() else []
+    config = json.loads((p / "config.json").read_text())
+    return Run(p.name or str(p), config, metrics, evals, summary)
+
+
+def time_to_reach(run: Run, target: float) -> float | None:
+    """Training seconds at which the run's mean validation loss first reaches ``target``."""
+    prev_t, prev_v = 0.0, None
+    for e in run.evals:
+        t, v = float(e["elapsed_s"]), float(e["val_loss_mean"])
+        if v <= target:
+            if prev_v is None or prev_v == v:
+                return t
+            return prev_t + (t - prev_t) * (prev_v - target) / (prev_v - v)
+        prev_t, prev_v = t, v
+    return None
+
+
+def compare(runs: list[Run]) -> list[dict[str, Any]]:
+    """One row per run (see the module docstring); the first run is the baseline."""
+    if not runs:
+        raise UserError("compare needs at least one run directory")
+    base = runs[0]
+    for r in runs[1:]:
+        for key in ("fingerprint",):
+            a, b = base.config["dataset"][key], r.config["dataset"][key]
+            if a != b:
+                raise UserError(
+                    f"{r.name} trained on another dataset ({key} {b[:12]}) than {base.name} "
+                    f"({a[:12]}); compare runs on the same prepared data"
+                )
+        if r.config["train"]["size"] != base.config["train"]["size"]:
+            raise UserError(
+                f"{r.name} is model size {r.config['train']['size']}, {base.name} is "
+                f"{base.config['train']['size']}; compare runs of one model size"
+            )
+    base_final = base.evals[-1]["val_loss_mean"] if base.evals else None
+    base_time = base.column("elapsed_s")[-1]
+    base_us = 1e6 * base_time / base.metrics[-1]["tokens"]
+    rows = []
+    for r in runs:
+        elapsed = float(r.column("elapsed_s")[-1])
+        tokens = int(r.metrics[-1]["tokens"])
+        loss = r.column("loss")
+        tail = loss[-max(1, len(loss) // 10) :]
+        fe = r.evals[-1] if r.evals else None
+        reach = time_to_reach(r, base_final) if base_final is not None else None
+        us = 1e6 * elapsed / tokens
+        rows.append(
+            {
+                "run": r.name, "method": r.method, "steps": len(r.metrics), "tokens": tokens,
+                "train_s": elapsed, "us_per_token": us, "time_per_token_vs_base": us / base_us,
+                "mean_seq_len": float(r.column("seq_len").mean()),
+                "train_loss": float(tail.mean()),
+                "val_loss": fe["val_loss_mean"] if fe else None,
+                "val_loss_longest": (
+                    fe["val_loss"][str(fe["position"]["seq_len"])] if fe else None
+                ),
+                "time_to_base_val_s": reach,
+                "time_to_base_val_ratio": reach / base_time if reach is not None else None,
+            }
+        )  # fmt: skip
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text (Markdown) table of :func:`compare` rows."""
+
+    def f(v: Any, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    head = (
+        "| run | method | tokens | train s | us/token | vs base | mean L | train loss | val loss "
+        "| val @longest | time to base val | ratio |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['run']} | {r['method']} | {r['tokens']:,} | {r['train_s']:.1f} | "
+            f"{r['us_per_token']:.1f} | {r['time_per_token_vs_base']:.3f} | "
+            f"{r['mean_seq_len']:.0f} | {r['train_loss']:.4f} | {f(r['val_loss'], '.4f')} | "
+            f"{f(r['val_loss_longest'], '.4f')} | {f(r['time_to_base_val_s'], '.1f')} | "
+            f"{f(r['time_to_base_val_ratio'], '.3f')} |"
+        )
+    return "\n".join(lines)
+
+
+def _smooth(y: np.ndarray, n: int) -> np.ndarray:
+    """Trailing mean over ``n`` steps (DD's per-step loss swings with the bucket length)."""
+    if n <= 1 or y.size < n:
+        return y
+    c = np.cumsum(np.r_[0.0, y])
+    out = np.empty_like(y)
+    out[n - 1 :] = (c[n:] - c[:-n]) / n
+    out[: n - 1] = c[1:n] / np.arange(1, n)
+    return out
+
+
+def plot_runs(runs: list[Run], path: str | Path) -> None:
+    """Six panels: loss vs tokens, loss vs time, val loss per length, seq length per step,
+    loss by position on the longest held-out pieces, val loss vs time."""
+    from matplotlib.figure import Figure
+
+    from ddecomp.reporting.plots import save_png_atomic
+
+    fig = Figure(figsize=(16, 9), layout="constrained")
+    ax = fig.subplots(2, 3)
+    for r in runs:
+        loss = r.column("loss")
+        sm = _smooth(loss, max(1, len(loss) // 50))
+        ax[0, 0].plot(r.column("tokens"), sm, label=r.name)
+        ax[0, 1].plot(r.column("elapsed_s"), sm, label=r.name)
+        ax[1, 0].plot(r.column("step"), r.column("seq_len"), ".", ms=2, label=r.name)
+        if r.evals:
+            fe = r.evals[-1]
+            Ls = sorted(int(k) for k in fe["val_loss"])
+            ax[0, 2].plot(Ls, [fe["val_loss"][str(L)] for L in Ls], "o-", label=r.name)
+            pos = fe["position"]
+            mid = [max(1.0, (a + b) / 2) for a, b in itertools.pairwise(pos["edges"])]
+            ax[1, 1].plot(mid, pos["loss"], "o-", label=r.name)
+            ax[1, 2].plot([e["elapsed_s"] for e in r.evals], [e["val_loss_mean"] for e in r.evals],
+                          "o-", label=r.name)  # fmt: skip
+    titles = [
+        ("training loss vs tokens", "tokens", "loss (smoothed)"),
+        ("training loss vs wall time", "training seconds", "loss (smoothed)"),
+        ("validation loss per context length (final)", "context length", "loss"),
+        ("sequence length per step", "step", "length"),
+        ("loss by token position, longest held-out pieces", "position", "loss"),
+        ("validation loss (mean over lengths) vs time", "training seconds", "loss"),
+    ]
+    for a, (t, x, y) in zip(ax.flat, titles, strict=True):
+        a.set_title(t, fontsize=10)
+        a.set_xlabel(x)
+        a.set_ylabel(y)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    for a in (ax[0, 2], ax[1, 1]):
+        a.set_xscale("log", base=2)
+    ax[1, 0].set_yscale("log", base=2)
+    save_png_atomic(fig, path)

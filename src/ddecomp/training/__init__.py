@@ -1,0 +1,18 @@
+"""Training: the reference GPT, one train step, and the loop that compares data pipelines.
+
+::
+
+    config ─> builders ─> loop ─> checkpoint, runlog, evaluate
+                │          │
+    model <─ attention     └─> step (one optimizer step) <─ stepcost (prices a plan)
+                 distributed (the process group)
+
+- :mod:`.config`: validated :class:`ModelConfig` and :class:`TrainConfig` (no torch import).
+- :mod:`.model`: a compact GPT (RoPE, SwiGLU, pre-norm), FLOP counts.
+- :mod:`.attention`: causal SDPA, document masks (flex block mask on GPU, dense on CPU).
+- :mod:`.builders`: the loader of each method, AdamW, the cosine schedule, shape warm-up.
+- :mod:`.loop`: :func:`train`, the reference trainer.
+- :mod:`.stepcost`: one train step, timed at fixed shapes, to price a plan before training.
+- :mod:`.checkpoint`, :mod:`.runlog`, :mod:`.evaluate`: what a run saves, logs and measures.
+- :mod:`.distributed`: the trainer's view of ``torch.distributed``.
+"""

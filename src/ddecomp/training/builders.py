@@ -1,0 +1,121 @@
+"""The pieces :func:`ddecomp.training.loop.train` assembles: loader per method, AdamW, LR schedule.
+
+- Loader: the same objects users put in their own loops (``examples/plain_loop.py``). All four
+  methods get ``tokens_per_step`` global tokens per step and this process's rank / world size.
+- AdamW (betas 0.9 / 0.95, eps 1e-8; fused on CUDA), weight decay on matrices only (norm gains
+  are not decayed: decay would pull them towards 0, not towards their identity value 1).
+- Schedule: linear warmup from ``lr / warmup`` to ``lr`` over ``warmup`` steps, then one cosine
+  from ``lr`` down to ``min_lr_ratio * lr`` at the last step; over the whole run, never per cycle.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ddecomp.training.attention import make_doc_mask
+from ddecomp.training.step import autocast_for
+
+if TYPE_CHECKING:
+    from ddecomp.training.config import TrainConfig
+    from ddecomp.training.distributed import Launch
+
+
+def build_loader(cfg: TrainConfig, ds: Any, max_len: int, world: Launch) -> Any:
+    """The loader of ``cfg.method`` over ``ds`` for this rank (see the table in
+    ddecomp.training.loop)."""
+    common: dict[str, Any] = {
+        "tokens_per_step": cfg.tokens_per_step,
+        "seed": cfg.seed,
+        "rank": world.rank,
+        "world_size": world.world_size,
+        "num_workers": cfg.num_workers,
+    }
+    if cfg.method == "dd":
+        from ddecomp.loading.vsl import VSLLoader
+
+        # A --max-len below the dataset's leaves the longer buckets out (a mixture with 0 tokens
+        # for them); prepare with that --max-len instead to split long documents into its pieces.
+        mixture = None
+        if max_len < ds.max_len:
+            mixture = {L: (n * L if L <= max_len else 0) for L, n in ds.bucket_rows.items()}
+        return VSLLoader(
+            ds, curriculum=cfg.curriculum, cycles=cfg.cycles, mixture=mixture, **common
+        )
+    if cfg.method == "pack":
+        from ddecomp.loading.pack import PackedLoader
+
+        return PackedLoader(ds, seq_len=max_len, **common)
+    from ddecomp.loading.concat import ConcatChunkLoader
+
+    return ConcatChunkLoader(ds, seq_len=max_len, doc_mask=cfg.method == "concat-dm", **common)
+
+
+def build_optimizer(
+    model: torch.nn.Module, cfg: TrainConfig, device: torch.device
+) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda"
+    )
+
+
+def cosine_schedule(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+    """LR multiplier for step ``s`` (0-based): warmup ``(s + 1) / warmup``, then cosine."""
+    assert 0 <= warmup < total, (warmup, total)
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        t = min(1.0, (s - warmup) / max(1, total - 1 - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor
+
+
+def warm_shapes(
+    model: torch.nn.Module,
+    loader: Any,
+    cfg: TrainConfig,
+    world: Launch,
+    device: torch.device,
+    vocab: int,
+    max_len: int,
+) -> float:
+    """Compile every (batch, length) shape the run will see before the clock starts.
+
+    DD has one shape per bucket with steps (``loader.step_lengths``), the baselines one; a forward
+    and backward on random tokens per shape triggers the compilation; the gradients are discarded.
+    Inputs are contiguous, as the training loop makes them (a compiled graph guards on strides).
+    Doc-masked methods warm with one document per row (the mask's values do not change shapes).
+    """
+    import torch._dynamo
+
+    t = time.perf_counter()
+    per_rank = cfg.tokens_per_step // world.world_size
+    lengths = loader.step_lengths
+    assert cfg.method == "dd" or lengths == (max_len,), (cfg.method, lengths, max_len)
+    dyn = torch._dynamo.config
+    dyn.cache_size_limit = max(dyn.cache_size_limit, 2 * len(lengths) + 4)
+    g = torch.Generator().manual_seed(cfg.seed)
+    for L in lengths:
+        B = per_rank // L
+        x = torch.randint(0, vocab, (B, L), generator=g).to(device)
+        mask, pos = None, None
+        if cfg.doc_masked:
+            mask = make_doc_mask(torch.arange(0, B * L + 1, L, dtype=torch.int32), B, L, device)
+            pos = torch.arange(L, device=device).repeat(B, 1)
+        with autocast_for(device):
+            model(x, pos, mask).float().mean().backward()
+    for p in model.parameters():
+        p.grad = None
+    return time.perf_counter() - t

@@ -1,0 +1,300 @@
+"""The reference trainer: one GPT, four ways to feed it, identical everything else.
+
+``train(TrainConfig(data=DIR, out=RUN, method=...))`` trains the :mod:`ddecomp.training.model` GPT
+on a
+prepared dataset and writes ``RUN/config.json``, ``RUN/metrics.jsonl`` (one line per step),
+``RUN/eval.jsonl`` (held-out losses, :mod:`ddecomp.training.evaluate`), ``RUN/checkpoints/`` and
+``RUN/summary.json``. The methods differ only in the loader (and the attention mask it implies):
+
+==========  ==============================================  ===========================
+method      loader                                          attention
+==========  ==============================================  ===========================
+dd          ``VSLLoader`` (one bucket length per step)      causal (rows are one doc)
+concat      ``ConcatChunkLoader(seq_len=max_len)``          causal across documents
+concat-dm   ``ConcatChunkLoader(..., doc_mask=True)``       document mask
+pack        ``PackedLoader(seq_len=max_len)`` (BFD)         document mask
+==========  ==============================================  ===========================
+
+Tokens per step are the same for every method, so the run length in steps is
+``tokens // tokens_per_step`` and one cosine learning-rate schedule with linear warmup spans all of
+it (not one per curriculum cycle). The loss of a step is the mean over every target token of every
+rank (padding excluded): each rank divides its sum by the global count, and DDP's gradient mean
+then equals the single-process gradient of the same global batch.
+
+Time accounting: ``elapsed_s`` counts only training steps (loading, forward, backward, optimizer);
+evaluation, checkpoints and ``--compile`` warm-up are reported apart in the summary, so runs are
+compared on the work the method changes. The machine synchronises once per step (the loss is read
+back for the log), which the step times include. With ``--compile`` the summary also counts the
+graphs compiled inside the timed loop (``graphs_compiled_in_loop``): 0 when the warm-up covered
+every shape, as tested on CPU for DD's per-bucket shapes and the document-masked baselines.
+
+Exact resume: a checkpoint holds model, optimizer, scheduler, loader state and RNG states; a
+resumed run truncates the logs to the checkpoint's step and continues. On CPU with
+``deterministic=True`` its losses equal the uninterrupted run's bit for bit (tested).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ddecomp.data.blend import describe_data, open_sources
+from ddecomp.errors import UserError
+from ddecomp.training.attention import doc_pairs, make_doc_mask
+from ddecomp.training.builders import build_loader, build_optimizer, cosine_schedule, warm_shapes
+from ddecomp.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from ddecomp.training.config import METHODS as METHODS
+from ddecomp.training.config import RESUME_FIXED, TrainConfig
+from ddecomp.training.distributed import (
+    Launch,
+    all_gather_object,
+    all_sum,
+    barrier,
+    close_world,
+    init_world,
+    resolve_device,
+)
+from ddecomp.training.evaluate import EvalConfig, evaluate
+from ddecomp.training.model import (
+    GPT,
+    IGNORE_INDEX,
+    causal_pairs,
+    model_config,
+    num_params,
+    train_flops,
+)
+from ddecomp.training.runlog import RunLog, peak_flops_for
+from ddecomp.training.step import train_step
+
+
+def _configure_determinism(cfg: TrainConfig, device: torch.device) -> None:
+    if cfg.deterministic:
+        if device.type == "cuda":
+            import os
+
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def _compiled_graphs() -> int:
+    """Graphs torch.compile has built in this process so far (the evaluation runs uncompiled, so
+    any growth during the loop is a recompilation that the step times pay for)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _check_resume(saved: dict[str, Any], cfg: TrainConfig, fingerprint: str) -> None:
+    now = asdict(cfg)
+    for k in RESUME_FIXED:
+        if saved["config"].get(k) != now[k]:
+            raise UserError(
+                f"--resume: {k} was {saved['config'].get(k)!r} in the checkpoint, now {now[k]!r}; "
+                "use the same value or start a new run with another --out"
+            )
+    if saved["fingerprint"] != fingerprint:
+        raise UserError(
+            f"--resume: the dataset changed (fingerprint {saved['fingerprint'][:12]} in the "
+            f"checkpoint, {fingerprint[:12]} now); resume on the same prepared data"
+        )
+
+
+def _batches(loader: Any, epoch: int, resumed: bool) -> Any:
+    """Batches forever, epoch after epoch; a resumed loader continues its epoch first."""
+    while True:
+        if not resumed:
+            loader.set_epoch(epoch)
+        resumed = False
+        served = 0
+        for batch in loader:
+            served += 1
+            yield batch
+        if served == 0 and len(loader) == 0:
+            raise UserError(
+                f"the loader has no full step of {loader.tokens_per_step} tokens in epoch {epoch}; "
+                "lower --tokens-per-step or prepare more data"
+            )
+        epoch += 1
+
+
+def train(cfg: TrainConfig, world: Launch | None = None) -> dict[str, Any]:
+    """Run (or resume) one training run; returns the summary also written to ``summary.json``."""
+    world = world or Launch.detect()
+    device = resolve_device(cfg.device, world)
+    init_world(world, device)
+    try:
+        summary = _train(cfg, world, device)
+        # Every rank reaches the end before any tears its process group down: a gloo peer that
+        # closes its connections while another still writes its summary aborts the latter
+        # ("terminate called without an active exception"). Not on errors: peers would wait.
+        barrier(world)
+        return summary
+    finally:
+        close_world(world)
+
+
+def _train(cfg: TrainConfig, world: Launch, device: torch.device) -> dict[str, Any]:
+    _configure_determinism(cfg, device)
+    ds = open_sources(cfg.data_dirs, cfg.factors, cfg.shares, cfg.seed, split="train")
+    val = ds.for_split("val")  # a blend's held-out data in the same mix
+    max_len = cfg.max_len or ds.max_len
+    if max_len > ds.max_len or max_len < ds.min_len:
+        raise UserError(
+            f"--max-len {max_len} is outside the dataset's range {ds.min_len}..{ds.max_len}"
+        )
+    run = Path(cfg.out)
+    ckpt_path = latest_checkpoint(run) if cfg.resume else None
+    if not cfg.resume and (run / "metrics.jsonl").exists():
+        raise UserError(
+            f"{run} already holds a run; pass --resume to continue it or use a new --out"
+        )
+
+    loader = build_loader(cfg, ds, max_len, world)
+    mcfg = model_config(cfg.size, ds.vocab_size, **cfg.model_overrides)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    raw = GPT(mcfg).to(device)
+    opt = build_optimizer(raw, cfg, device)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, cosine_schedule(cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+    )
+    step, elapsed, epoch, resumed = 0, 0.0, 0, False
+    if ckpt_path is not None:
+        state = load_checkpoint(ckpt_path)
+        _check_resume(state, cfg, ds.fingerprint)
+        raw.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        loader.load_state_dict(state["loader"])
+        step, elapsed = state["step"], state["elapsed_s"]
+        epoch, resumed = int(state["loader"].get("epoch", 0)), True
+        rngs = state["rng"]
+        set_rng_state(rngs[world.rank] if len(rngs) == world.world_size else rngs[0])
+    elif cfg.resume and world.is_main:
+        print(f"ddecomp train: no checkpoint in {run}, starting from step 0")
+    model: torch.nn.Module = raw
+    compile_s = 0.0
+    if cfg.compile:
+        model = torch.compile(raw, dynamic=False)  # type: ignore[assignment]
+    if world.distributed:
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    log = RunLog(run, world.is_main, cfg, resume_step=step)
+    log.write_config(
+        {"train": asdict(cfg), "model": asdict(mcfg), "params": num_params(raw),
+         "world_size": world.world_size, "device": str(device), "steps": cfg.steps,
+         "max_len": max_len, "dataset": describe_data(ds),
+         "loader": type(loader).__name__, "torch": torch.__version__}
+    )  # fmt: skip
+    peak = cfg.peak_flops or peak_flops_for(device)
+    ecfg = EvalConfig(tokens_per_length=cfg.eval_tokens, max_len=max_len, seed=0)
+    if cfg.compile:
+        compile_s = warm_shapes(model, loader, cfg, world, device, mcfg.vocab_size, max_len)
+    graphs_before = _compiled_graphs()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    stop = cfg.stop_after or cfg.steps
+    stream = _batches(loader, epoch, resumed)
+    log.open_progress(step, cfg.steps)
+    eval_s = ckpt_s = 0.0
+    model.train()
+
+    def do_eval() -> None:
+        nonlocal eval_s
+        t = time.perf_counter()
+        res = evaluate(raw, val, ecfg, device, world)
+        eval_s += time.perf_counter() - t
+        log.eval(res, step, step * cfg.tokens_per_step, elapsed)
+
+    def do_checkpoint() -> None:
+        nonlocal ckpt_s
+        t = time.perf_counter()
+        rngs = all_gather_object(rng_state(), world)
+        if world.is_main:
+            save_checkpoint(
+                run, step,
+                {"model": raw.state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "loader": loader.state_dict(), "rng": rngs,
+                 "step": step, "elapsed_s": elapsed, "config": asdict(cfg),
+                 "fingerprint": ds.fingerprint},
+                keep=cfg.keep_checkpoints,
+            )  # fmt: skip
+        barrier(world)
+        ckpt_s += time.perf_counter() - t
+
+    while step < stop:
+        t0 = time.perf_counter()
+        batch = next(stream)
+        # Contiguous: loaders hand out views of one [B, L + 1] buffer (stride L + 1); a compiled
+        # model guards on strides, and warm_shapes compiled contiguous inputs.
+        x = batch["input_ids"].to(device, non_blocking=True).contiguous()
+        y = batch["labels"].to(device, non_blocking=True)
+        B, L = x.shape
+        mask, pos, pairs = None, None, causal_pairs(L, B)
+        if cfg.doc_masked:
+            mask = make_doc_mask(batch["cu_seqlens"], B, L, device)
+            pos = batch["position_ids"].to(device, non_blocking=True).contiguous()
+            pairs = doc_pairs(batch["cu_seqlens"], B, L)
+        targets = int((batch["labels"] != IGNORE_INDEX).sum())  # on the host: no device sync
+        counts = torch.tensor([targets, pairs], dtype=torch.float64, device=device)
+        all_sum(counts, world)  # global targets and attended pairs of this step
+        lr = sched.get_last_lr()[0]
+        loss_sum, grad_norm = train_step(
+            model, raw.parameters(), opt, sched, (x, y, pos, mask), counts[0],
+            world.world_size, cfg.grad_clip,
+        )  # fmt: skip
+        total = all_sum(loss_sum.double().reshape(1), world)
+        loss = float(total[0] / counts[0])
+        dt = time.perf_counter() - t0
+        step += 1
+        elapsed += dt
+        flops = train_flops(mcfg, B * L * world.world_size, int(counts[1]))
+        log.step(
+            {"step": step, "seq_len": L, "loss": loss, "lr": lr,
+             "tokens": step * cfg.tokens_per_step, "elapsed_s": elapsed, "step_s": dt,
+             "tokens_per_s": cfg.tokens_per_step / dt,
+             "grad_norm": float(grad_norm), "flops": flops,
+             "mfu": flops / dt / (peak * world.world_size) if peak else None}
+        )  # fmt: skip
+        if not math.isfinite(loss):
+            raise UserError(
+                f"loss is {loss} at step {step}; lower --lr (now {cfg.lr}) or raise --warmup"
+            )
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+            do_eval()
+        periodic = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+        if cfg.checkpoints and (periodic or step == stop):
+            do_checkpoint()
+    finished = step >= cfg.steps
+    if finished:
+        do_eval()
+    summary = {
+        "method": cfg.method, "size": cfg.size, "finished": finished, "steps": step,
+        "tokens": step * cfg.tokens_per_step, "elapsed_s": elapsed,
+        "tokens_per_s": step * cfg.tokens_per_step / elapsed if elapsed else None,
+        "eval_s": eval_s, "checkpoint_s": ckpt_s, "compile_s": compile_s,
+        "graphs_compiled_in_loop": _compiled_graphs() - graphs_before if cfg.compile else None,
+        "peak_memory_gib": (
+            torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        ),
+        "params": num_params(raw), "world_size": world.world_size,
+        "loader": loader.summary() if hasattr(loader, "summary") else None,
+    }  # fmt: skip
+    log.close(summary)
+    return log.summary

@@ -1,0 +1,123 @@
+"""What a run writes: config, per-step metrics, evaluations, summary, and the progress bar.
+
+Files of ``RUN/`` (only rank 0 writes; every line is flushed as it is written, so a run killed at
+any point leaves complete lines):
+
+- ``config.json``: the train config, model shape, world size, dataset fingerprint, versions;
+- ``metrics.jsonl``: one object per optimizer step: ``step`` (1-based), ``seq_len``, ``loss``
+  (mean over the step's target tokens, all ranks), ``lr``, ``tokens`` (seen so far, global),
+  ``elapsed_s`` (training seconds so far), ``step_s``, ``tokens_per_s`` (this step),
+  ``grad_norm``, ``flops`` (model FLOPs of the step, :func:`ddecomp.training.model.train_flops`)
+  and ``mfu``
+  (``flops / step_s / (peak * world_size)``; null when the device's peak is unknown, e.g. a CPU,
+  unless ``peak_flops`` is given);
+- ``eval.jsonl``: one object per evaluation (``step``, ``tokens``, ``elapsed_s`` + the result of
+  :func:`ddecomp.training.evaluate.evaluate`);
+- ``summary.json``: written at the end (or at ``stop_after``).
+
+On resume the two logs are cut back to the checkpoint's step, so lines of steps that are about to
+be repeated are not kept twice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddecomp.io import write_json_atomic
+
+# Dense bf16 peak FLOP/s per GPU, by substring of the device name (vendor data sheets).
+_PEAKS = (("H200", 989.4e12), ("H100", 989.4e12), ("A100", 312e12), ("L40S", 362e12))
+
+
+def peak_flops_for(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((p for key, p in _PEAKS if key in name), None)
+
+
+def _truncate_jsonl(path: Path, last_step: int) -> None:
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        keep = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= last_step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(keep), encoding="utf-8")
+    tmp.replace(path)
+
+
+class RunLog:
+    """Writer of a run directory's logs (a no-op on ranks other than 0)."""
+
+    def __init__(self, run: Path, main: bool, cfg: Any, resume_step: int) -> None:
+        self.run, self.main, self.cfg = run, main, cfg
+        self.summary: dict[str, Any] = {}
+        self._bar: Any = None
+        self._metrics: Any = None
+        self._eval: Any = None
+        if not main:
+            return
+        run.mkdir(parents=True, exist_ok=True)
+        _truncate_jsonl(run / "metrics.jsonl", resume_step)
+        _truncate_jsonl(run / "eval.jsonl", resume_step)
+        self._metrics = open(run / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._eval = open(run / "eval.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        if self.main:
+            write_json_atomic(self.run / "config.json", config)
+
+    def open_progress(self, step: int, total: int) -> None:
+        if self.main and self.cfg.progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=step, desc=self.cfg.method, unit="step")
+
+    def step(self, rec: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        self._metrics.write(json.dumps(rec) + "\n")
+        self._metrics.flush()
+        if self._bar is not None:
+            self._bar.set_postfix_str(
+                f"loss {rec['loss']:.3f} L {rec['seq_len']} {rec['tokens_per_s']:,.0f} tok/s",
+                refresh=False,
+            )
+            self._bar.update(1)
+
+    def eval(self, res: dict[str, Any] | None, step: int, tokens: int, elapsed: float) -> None:
+        if not self.main:
+            return
+        if res is None:
+            if not self.summary.get("eval_skipped"):
+                msg = "no held-out pieces: prepare with --val-fraction to evaluate"
+                self.summary["eval_skipped"] = msg
+                print(f"ddecomp train: {msg}")
+            return
+        rec = {"step": step, "tokens": tokens, "elapsed_s": elapsed, **res}
+        self._eval.write(json.dumps(rec) + "\n")
+        self._eval.flush()
+        self.summary["final_eval"] = rec
+        if self._bar is not None:
+            self._bar.write(f"step {step}: val loss {res['val_loss_mean']:.4f} (mean over lengths)")
+
+    def close(self, summary: dict[str, Any]) -> None:
+        if not self.main:
+            self.summary = {}  # one process reports
+            return
+        self.summary = {**summary, **self.summary}
+        if self._bar is not None:
+            self._bar.close()
+        self._metrics.close()
+        self._eval.close()
+        write_json_atomic(self.run / "summary.json", self.summary)
+
+
+def load_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines log (metrics.jsonl / eval.jsonl)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

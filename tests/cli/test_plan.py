@@ -1,0 +1,108 @@
+import json
+
+import numpy as np
+import pytest
+
+from ddecomp.cli import main
+from ddecomp.preparing.pipeline import prepare_tokens
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    lens = rng.integers(20, 2000, size=400)
+    toks = np.arange(int(lens.sum()), dtype=np.uint32) % 1000
+    toks[np.cumsum(lens) - 1] = 1000
+    root = tmp_path_factory.mktemp("plan")
+    prepare_tokens(toks, root, eos_id=1000, min_len=16, max_len=512)
+    return root
+
+
+def test_plan_prints_steps_per_bucket_and_cost(data_dir, capsys):
+    assert main(["plan", str(data_dir), "--tokens-per-step", "4096", "--cycles", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "steps x 4,096 tokens" in out
+    assert "rows left out" in out
+    assert "predicted step cost" in out
+    assert "always-512" in out
+
+
+def test_plan_json_matches_the_library(data_dir, capsys):
+    from ddecomp.data.dataset import open_dataset
+    from ddecomp.loading.plan import build_plan
+
+    argv = ["plan", str(data_dir), "--tokens-per-step", "4096", "--json", "--seed", "3"]
+    assert main([*argv, "--curriculum", "8,4,4,2,2,1", "--mode", "layout"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    ds = open_dataset(data_dir)
+    p = build_plan(ds.bucket_rows, 4096, [8, 4, 4, 2, 2, 1], 8, 3, 0, "layout")
+    assert s["steps"] == len(p) > 0
+    assert s["curriculum"] == [8, 4, 4, 2, 2, 1]
+    assert [b["steps"] for b in s["buckets"]] == [p.batches(L) for L in p.lengths]
+
+
+def test_plan_writes_a_plot(data_dir, tmp_path, capsys):
+    png = tmp_path / "plan.png"
+    assert main(["plan", str(data_dir), "--tokens-per-step", "4096", "--plot", str(png)]) == 0
+    assert png.stat().st_size > 1000
+
+
+def test_plan_refuses_bad_arguments_with_one_line(data_dir, capsys):
+    argv = ["plan", str(data_dir), "--tokens-per-step", "4096", "--world-size", "3"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "use a multiple of 1536" in err
+    assert main(["plan", str(data_dir), "--tokens-per-step", "4096", "--curriculum", "x"]) == 2
+    assert "unknown curriculum 'x'" in capsys.readouterr().err
+
+
+def test_plan_measure_prices_the_epoch_with_measured_costs(data_dir, capsys):
+    argv = ["plan", str(data_dir), "--tokens-per-step", "4096", "--measure", "tiny"]
+    assert main([*argv, "--device", "cpu", "--iters", "1", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    m = s["measured"]
+    planned = {str(b["length"]): b["steps"] for b in s["buckets"] if b["steps"]}
+    assert m["steps_per_length"] == planned
+    assert len(planned) >= 3  # vacuity: several lengths are priced
+    assert set(m["median_s"]) == {*planned, str(s["max_seq_len"])}
+    cost = {int(L): t for L, t in m["median_s"].items()}
+    dd = sum(n * cost[int(L)] for L, n in planned.items())
+    assert m["dd_s"] == pytest.approx(dd)
+    assert m["baseline_s"] == pytest.approx(s["steps"] * cost[s["max_seq_len"]])
+    assert m["ratio"] == pytest.approx(dd / m["baseline_s"])
+    assert main([*argv, "--device", "cpu", "--iters", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "measured step cost (tiny model, cpu, 4,096 tokens per device step" in out
+    assert "(concat-and-chunk)" in out
+
+
+def test_plan_of_several_datasets_plans_their_blend(data_dir, tmp_path, capsys):
+    from ddecomp.data.blend import Blend
+    from ddecomp.loading.plan import build_plan
+
+    rng = np.random.default_rng(1)
+    lens = rng.integers(20, 300, size=300)  # short documents: a different length mix
+    toks = np.arange(int(lens.sum()), dtype=np.uint32) % 1000
+    toks[np.cumsum(lens) - 1] = 1000
+    short = tmp_path / "short"
+    prepare_tokens(toks, short, eos_id=1000, vocab_size=1001, min_len=16, max_len=512)
+    argv = ["plan", str(data_dir), str(short), "--tokens-per-step", "4096"]
+    assert main([*argv, "--shares", "0.5,0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "blend of 2 datasets (seed 0):" in out
+    assert out.count(f"%  {data_dir}") == out.count(f"%  {short}") == 1  # a share per source
+    assert main([*argv, "--shares", "0.5,0.5", "--json"]) == 0
+    shares = [x["share"] for x in json.loads(capsys.readouterr().out)["blend"]["sources"]]
+    assert shares == pytest.approx([0.5, 0.5], abs=0.01)
+    assert main([*argv, "--factors", "1,2", "--json", "--seed", "4"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    blend = Blend([(data_dir, 1.0), (short, 2.0)], seed=4)
+    assert s["blend"] == json.loads(json.dumps(blend.summary()))
+    p = build_plan(blend.bucket_rows, 4096, "grow-p2", 8, 4, 0)
+    assert s["steps"] == len(p) > 0
+    assert [b["rows"] for b in s["buckets"]] == [blend.bucket_rows[L] for L in p.lengths]
+    assert main([*argv, "--factors", "1"]) == 2
+    assert "--factors has 1 values for 2 datasets" in capsys.readouterr().err
+    assert main([*argv, "--factors", "1,1", "--shares", "1,1"]) == 2
+    assert "not both" in capsys.readouterr().err
