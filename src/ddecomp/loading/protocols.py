@@ -9,8 +9,9 @@
 - :class:`Batch`: what every loader yields.
 
 :class:`~ddecomp.data.dataset.Dataset` and :class:`~ddecomp.data.blend.Blend` satisfy these
-structurally (mypy checks it at the call sites); the protocols hold only what loaders and
-evaluation use. Members are read-only properties so that plain attributes satisfy them.
+structurally (mypy checks it at the call sites; ``isinstance`` checks that the members exist);
+the protocols hold only what loaders and evaluation use. Members are read-only properties so
+that plain attributes satisfy them.
 
 This module imports neither torch nor a loader, so :data:`IGNORE_INDEX` is importable anywhere.
 """
@@ -18,7 +19,7 @@ This module imports neither torch nor a loader, so :data:`IGNORE_INDEX` is impor
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, NotRequired, Protocol, TypedDict
+from typing import TYPE_CHECKING, NotRequired, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
@@ -29,6 +30,7 @@ IGNORE_INDEX = -100
 """A label with this value is not trained on (cross-document labels, padding)."""
 
 
+@runtime_checkable
 class RowSource(Protocol):
     """Rows of one epoch: ``rows(L, idx, out)`` -> ``[len(idx), L + 1]`` token ids."""
 
@@ -37,6 +39,7 @@ class RowSource(Protocol):
     ) -> np.ndarray: ...
 
 
+@runtime_checkable
 class BucketData(Protocol):
     """A dataset as buckets of power-of-two-length rows (DD's loader, evaluation)."""
 
@@ -61,6 +64,7 @@ class BucketData(Protocol):
         ...
 
 
+@runtime_checkable
 class DocumentData(Protocol):
     """A dataset as documents in one token space (the concat and pack baselines)."""
 
@@ -84,6 +88,7 @@ class DocumentData(Protocol):
         ...
 
 
+@runtime_checkable
 class TrainData(BucketData, DocumentData, Protocol):
     """Both views: what the trainer hands to ``build_loader`` for any method."""
 
