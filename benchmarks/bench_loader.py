@@ -32,8 +32,8 @@ from ddecomp.preparing.pipeline import prepare_tokens
 def bench_epoch(ds: Any, tps: int, workers: int, repeat: int = 1) -> dict[str, Any]:
     best = None
     for _ in range(repeat):
-        loader = VSLLoader(ds, tps, "grow-p2", 8, seed=0, rank=0, world_size=1,
-                           num_workers=workers)  # fmt: skip
+        loader = VSLLoader(ds, tokens_per_step=tps, curriculum="grow-p2", cycles=8, seed=0,
+                           world=World(num_workers=workers))  # fmt: skip
         n = 0
         t = time.perf_counter()
         for b in loader:
@@ -61,8 +61,9 @@ def _gather(ds: Any, starts: list[np.ndarray], L: int, fresh: bool) -> float:
 
 def bench_per_length(ds: Any, tps: int, repeat: int = 3) -> dict[int, dict[str, float]]:
     """Per bucket (best of ``repeat``): loader batches vs a plain gather of the same rows."""
-    loader = VSLLoader(ds, tps, "grow-p2", 8, seed=0, rank=0, world_size=1)
-    plan, world = loader.plan, World()
+    loader = VSLLoader(ds, tokens_per_step=tps, curriculum="grow-p2", cycles=8, seed=0,
+                       world=World())  # fmt: skip
+    plan = loader.plan
     out: dict[int, dict[str, float]] = {}
     for L in plan.lengths:
         steps = np.flatnonzero(plan.step_length == L)[:400].tolist()
@@ -73,7 +74,7 @@ def bench_per_length(ds: Any, tps: int, repeat: int = 3) -> dict[int, dict[str, 
         for _ in range(repeat):
             t = time.perf_counter()
             for s in steps:
-                make_batch(ds, plan, s, world)
+                make_batch(ds, plan, s, plan.rank_rows(s, 0, 1))
             best[0] = min(best[0], time.perf_counter() - t)
             best[1] = min(best[1], _gather(ds, starts, L, fresh=False))
             best[2] = min(best[2], _gather(ds, starts, L, fresh=True))
@@ -94,9 +95,17 @@ def bench_baselines(ds: Any, tps: int, seq_len: int, steps: int = 300) -> dict[s
 
     res: dict[str, Any] = {}
     for name, make in (
-        ("concat", lambda: ConcatChunkLoader(ds, seq_len, tps, rank=0, world_size=1)),
-        ("concat-dm", lambda: ConcatChunkLoader(ds, seq_len, tps, True, rank=0, world_size=1)),
-        ("pack", lambda: PackedLoader(ds, seq_len, tps, rank=0, world_size=1)),
+        (
+            "concat",
+            lambda: ConcatChunkLoader(ds, seq_len=seq_len, tokens_per_step=tps, world=World()),
+        ),
+        (
+            "concat-dm",
+            lambda: ConcatChunkLoader(
+                ds, seq_len=seq_len, tokens_per_step=tps, doc_mask=True, world=World()
+            ),
+        ),
+        ("pack", lambda: PackedLoader(ds, seq_len=seq_len, tokens_per_step=tps, world=World())),
     ):
         t = time.perf_counter()
         ld = make()

@@ -141,8 +141,8 @@ def dd_loader(a: dict[str, Any]) -> dict[str, Any]:
     ds = ddecomp.open_dataset(a["dataset"])
     try:
         loader = ddecomp.VSLLoader(
-            ds, a["tokens_per_step"], curriculum=a["curriculum"], cycles=a.get("cycles", 8),
-            seed=0, rank=0, world_size=1, num_workers=a["workers"],
+            ds, tokens_per_step=a["tokens_per_step"], curriculum=a["curriculum"],
+            cycles=a.get("cycles", 8), seed=0, world=ddecomp.World(num_workers=a["workers"]),
         )  # fmt: skip
     except (UserError, Exception) as e:
         return {"error": f"{type(e).__name__}: {e}"}

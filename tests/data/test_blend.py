@@ -17,6 +17,7 @@ from ddecomp.data.blend import Blend
 from ddecomp.data.dataset import Dataset, open_dataset
 from ddecomp.errors import UserError
 from ddecomp.loading.vsl import VSLLoader
+from ddecomp.loading.world import World
 from ddecomp.preparing.pipeline import prepare_tokens
 from tests._fixtures import identity_tokens, random_lengths
 
@@ -162,7 +163,8 @@ def test_loader_over_a_blend_covers_rows_once_across_ranks_and_resumes(sources) 
     blend = Blend([(a, 1.0), (b, 0.6)], seed=3)
     W = 4
     per_rank = [
-        list(VSLLoader(blend, TPS, cycles=2, seed=9, rank=r, world_size=W)) for r in range(W)
+        list(VSLLoader(blend, tokens_per_step=TPS, cycles=2, seed=9, world=World(r, W)))
+        for r in range(W)
     ]
     steps = len(per_rank[0])
     assert steps > 10
@@ -180,26 +182,26 @@ def test_loader_over_a_blend_covers_rows_once_across_ranks_and_resumes(sources) 
     # resume from every step of rank 1 equals the uninterrupted run
     ref = per_rank[1]
     for k in range(0, steps, 3):
-        it = VSLLoader(blend, TPS, cycles=2, seed=9, rank=1, world_size=W)
+        it = VSLLoader(blend, tokens_per_step=TPS, cycles=2, seed=9, world=World(1, W))
         for _ in zip(range(k), it, strict=False):
             pass
         state = json.loads(json.dumps(it.state_dict()))
-        again = VSLLoader(Blend([(a, 1.0), (b, 0.6)], seed=3), TPS, cycles=2, seed=9, rank=1,
-                          world_size=W)  # fmt: skip
+        again = VSLLoader(Blend([(a, 1.0), (b, 0.6)], seed=3), tokens_per_step=TPS, cycles=2,
+                          seed=9, world=World(1, W))  # fmt: skip
         again.load_state_dict(state)
         rest = list(again)
         assert [x["step"] for x in rest] == list(range(k, steps))
         for x, y in zip(rest, ref[k:], strict=True):
             assert torch.equal(x["input_ids"], y["input_ids"])
-    other = VSLLoader(Blend([(a, 1.0), (b, 0.5)], seed=3), TPS, cycles=2, seed=9)
+    other = VSLLoader(Blend([(a, 1.0), (b, 0.5)], seed=3), tokens_per_step=TPS, cycles=2, seed=9)
     with pytest.raises(UserError, match="dataset"):
-        other.load_state_dict(VSLLoader(blend, TPS, cycles=2, seed=9).state_dict())
+        other.load_state_dict(VSLLoader(blend, tokens_per_step=TPS, cycles=2, seed=9).state_dict())
 
 
 def test_next_epoch_serves_the_next_window(sources) -> None:
     (a, _), (b, _) = sources["a"], sources["b"]
     blend = Blend([(a, 0.0), (b, 0.5)], seed=1)
-    loader = VSLLoader(blend, 512, cycles=1, seed=0)
+    loader = VSLLoader(blend, tokens_per_step=512, cycles=1, seed=0)
     epoch0 = {tuple(r[:2].tolist()) for x in loader for r in x["input_ids"]}
     epoch1 = {tuple(r[:2].tolist()) for x in loader for r in x["input_ids"]}  # iterates epoch 1
     assert loader.state_dict()["epoch"] == 1
@@ -208,16 +210,18 @@ def test_next_epoch_serves_the_next_window(sources) -> None:
     overlap = sum(max(0, 2 * round(0.5 * n) - n) for n in b.bucket_rows.values())
     assert len(epoch0 & epoch1) <= overlap < len(epoch0) // 10
     # a resume inside epoch 1 serves epoch 1's windows, as the uninterrupted run did
-    ref = [x["input_ids"] for x in VSLLoader(blend, 512, cycles=1, seed=0)]  # epoch 0
-    again = VSLLoader(blend, 512, cycles=1, seed=0)
+    ref = [
+        x["input_ids"] for x in VSLLoader(blend, tokens_per_step=512, cycles=1, seed=0)
+    ]  # epoch 0
+    again = VSLLoader(blend, tokens_per_step=512, cycles=1, seed=0)
     again.set_epoch(1)
     whole_epoch1 = [x["input_ids"] for x in again]
     k = len(whole_epoch1) // 2
-    cut = VSLLoader(blend, 512, cycles=1, seed=0)
+    cut = VSLLoader(blend, tokens_per_step=512, cycles=1, seed=0)
     cut.set_epoch(1)
     for _ in zip(range(k), cut, strict=False):
         pass
-    resumed = VSLLoader(blend, 512, cycles=1, seed=0)
+    resumed = VSLLoader(blend, tokens_per_step=512, cycles=1, seed=0)
     resumed.load_state_dict(json.loads(json.dumps(cut.state_dict())))
     rest = [x["input_ids"] for x in resumed]
     assert len(rest) == len(whole_epoch1) - k > 0
@@ -232,8 +236,11 @@ def test_blend_pickles_for_workers_and_serves_the_same(sources) -> None:
     assert back.fingerprint == blend.fingerprint
     idx = np.arange(blend.num_rows(64))
     assert np.array_equal(back.for_epoch(3).rows(64, idx), blend.for_epoch(3).rows(64, idx))
-    zero = [x["input_ids"] for x in VSLLoader(blend, TPS, seed=4)]
-    two = [x["input_ids"] for x in VSLLoader(blend, TPS, seed=4, num_workers=2)]
+    zero = [x["input_ids"] for x in VSLLoader(blend, tokens_per_step=TPS, seed=4)]
+    two = [
+        x["input_ids"]
+        for x in VSLLoader(blend, tokens_per_step=TPS, seed=4, world=World(num_workers=2))
+    ]
     assert len(zero) == len(two) > 0
     assert all(torch.equal(x, y) for x, y in zip(zero, two, strict=True))
 
@@ -256,7 +263,7 @@ def test_refuses_what_cannot_blend(sources, tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="no bucket of length 8"):
         Blend([(a, 1.0)]).num_rows(8)
     with pytest.raises(IndexError, match="out of range"):
-        Blend([(a, 1.0)]).rows(16, [10**9])
+        Blend([(a, 1.0)]).for_epoch(0).rows(16, [10**9])
 
 
 def test_baselines_see_whole_documents_k_times_plus_a_seeded_subset(sources) -> None:
@@ -290,11 +297,11 @@ def test_baselines_see_whole_documents_k_times_plus_a_seeded_subset(sources) -> 
     L = 256
     chunks = {tuple(flat[i * L : i * L + L + 1].tolist()) for i in range((flat.size - 1) // L)}
     rows = []
-    for batch in ConcatChunkLoader(blend, L, TPS):
+    for batch in ConcatChunkLoader(blend, seq_len=L, tokens_per_step=TPS):
         full = torch.cat([batch["input_ids"], batch["labels"][:, -1:]], dim=1)
         rows += [tuple(r) for r in full.tolist()]
     assert len(rows) == len(set(rows)) > 100
     assert set(rows) <= chunks
-    packed = PackedLoader(blend, L, TPS)
+    packed = PackedLoader(blend, seq_len=L, tokens_per_step=TPS)
     assert packed.summary()["documents"] == 2 * n_a + round(0.4 * n_b)
     assert sum(x["input_ids"].numel() for x in packed) > 0

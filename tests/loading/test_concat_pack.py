@@ -11,6 +11,8 @@ from ddecomp.data.dataset import open_dataset
 from ddecomp.errors import UserError
 from ddecomp.loading.concat import ConcatChunkLoader
 from ddecomp.loading.pack import PackedLoader, best_fit_decreasing, document_pieces
+from ddecomp.loading.protocols import IGNORE_INDEX
+from ddecomp.loading.world import World
 from ddecomp.preparing.pipeline import prepare_tokens
 from tests._fixtures import identity_tokens
 
@@ -45,8 +47,16 @@ def test_concat_chunk_rows_are_the_stream_cut_with_overlap(data, world_size, wor
     s = stream(ds)
     where = {int(t): i for i, t in enumerate(s) if t != EOS}  # token -> stream index
     tps = L * 8
-    loaders = [ConcatChunkLoader(ds, L, tps, seed=2, rank=r, world_size=world_size,
-                                 num_workers=workers) for r in range(world_size)]  # fmt: skip
+    loaders = [
+        ConcatChunkLoader(
+            ds,
+            seq_len=L,
+            tokens_per_step=tps,
+            seed=2,
+            world=World(r, world_size, num_workers=workers),
+        )
+        for r in range(world_size)
+    ]
     seen = []
     for ld in loaders:
         for b in ld:
@@ -66,12 +76,12 @@ def test_concat_chunk_rows_are_the_stream_cut_with_overlap(data, world_size, wor
 
 def test_concat_doc_mask_masks_cross_document_labels(data):
     ds, _ = data
-    ld = ConcatChunkLoader(ds, L, L * 4, doc_mask=True, seed=0, rank=0, world_size=1)
+    ld = ConcatChunkLoader(ds, seq_len=L, tokens_per_step=L * 4, doc_mask=True, seed=0)
     masked = 0
     for b in ld:
         x, y = b["input_ids"].numpy(), b["labels"].numpy()
-        assert np.array_equal(y == -100, x == EOS)  # only a document's last token is masked
-        masked += int((y == -100).sum())
+        assert np.array_equal(y == IGNORE_INDEX, x == EOS)  # only a document's last token is masked
+        masked += int((y == IGNORE_INDEX).sum())
         cu = b["cu_seqlens"].numpy()
         assert cu.dtype == np.int32
         assert cu[0] == 0
@@ -91,13 +101,15 @@ def test_concat_doc_mask_masks_cross_document_labels(data):
 
 def test_packed_trains_every_document_target_exactly_once(data):
     ds, toks = data
-    ld = PackedLoader(ds, L, L, seed=1, rank=0, world_size=1)  # one row per step: nothing left out
+    ld = PackedLoader(
+        ds, seq_len=L, tokens_per_step=L, seed=1
+    )  # one row per step: nothing left out
     assert ld.summary()["rows_left_out"] == 0
     inputs = []
     pad = 0
     for b in ld:
         x, y = b["input_ids"].numpy()[0], b["labels"].numpy()[0]
-        ok = y != -100
+        ok = y != IGNORE_INDEX
         assert np.array_equal(y[ok], toks[x[ok].astype(np.int64) + 1])  # the next token
         inputs.append(x[ok])
         cu = b["cu_seqlens"].numpy()
@@ -155,26 +167,26 @@ def test_document_pieces_cover_every_target_once(lens, sl):
 @pytest.mark.parametrize("cls", [ConcatChunkLoader, PackedLoader])
 def test_baseline_resume_and_refusals(data, cls):
     ds, _ = data
-    ref_ld = cls(ds, L, 2 * L, seed=3, rank=1, world_size=2)
+    ref_ld = cls(ds, seq_len=L, tokens_per_step=2 * L, seed=3, world=World(1, 2))
     ref, states = [], []
     for b in ref_ld:
         ref.append(b["input_ids"].numpy().copy())
         states.append(json.loads(json.dumps(ref_ld.state_dict())))
     assert len(ref) > 5
     for k in (0, 3, len(ref) - 2):
-        ld = cls(ds, L, 2 * L, seed=3, rank=1, world_size=2)
+        ld = cls(ds, seq_len=L, tokens_per_step=2 * L, seed=3, world=World(1, 2))
         ld.load_state_dict(states[k])
         rest = [b["input_ids"].numpy() for b in ld]
         assert len(rest) == len(ref) - k - 1
         assert all(np.array_equal(a, b) for a, b in zip(rest, ref[k + 1 :], strict=True))
     with pytest.raises(UserError, match="seed is 3 in the checkpoint but 4"):
-        cls(ds, L, 2 * L, seed=4, rank=0, world_size=1).load_state_dict(states[0])
+        cls(ds, seq_len=L, tokens_per_step=2 * L, seed=4).load_state_dict(states[0])
     with pytest.raises(UserError, match="not a multiple of max length 64 x world size 3"):
-        cls(ds, L, 2 * L, rank=0, world_size=3)
+        cls(ds, seq_len=L, tokens_per_step=2 * L, world=World(0, 3))
 
 
 def test_concat_refuses_another_doc_mask(data):
     ds, _ = data
-    state = ConcatChunkLoader(ds, L, L, rank=0, world_size=1).state_dict()
+    state = ConcatChunkLoader(ds, seq_len=L, tokens_per_step=L).state_dict()
     with pytest.raises(UserError, match="doc_mask is False in the checkpoint but True"):
-        ConcatChunkLoader(ds, L, L, doc_mask=True, rank=0, world_size=1).load_state_dict(state)
+        ConcatChunkLoader(ds, seq_len=L, tokens_per_step=L, doc_mask=True).load_state_dict(state)

@@ -9,6 +9,7 @@ import torch
 from ddecomp.data.dataset import open_dataset
 from ddecomp.errors import UserError
 from ddecomp.loading.vsl import VSLLoader
+from ddecomp.loading.world import World
 from ddecomp.preparing.pipeline import prepare_tokens
 from tests._fixtures import free_port, random_lengths
 from tests._fixtures import identity_tokens as fixture_tokens
@@ -52,9 +53,16 @@ def served(batches, toks):
     return out
 
 
+def vsl(ds, tps=TPS, rank=0, world_size=1, workers=0, **kw):
+    """A VSLLoader for ``rank`` of ``world_size`` with ``workers`` DataLoader processes."""
+    return VSLLoader(
+        ds, tokens_per_step=tps, world=World(rank, world_size, num_workers=workers), **kw
+    )
+
+
 def run(ds, world_size, rank, workers=0, **kw):
     kw = {"curriculum": "grow-p2", "cycles": 3, "seed": 7, **kw}
-    return list(VSLLoader(ds, TPS, rank=rank, world_size=world_size, num_workers=workers, **kw))
+    return list(vsl(ds, TPS, rank, world_size, workers, **kw))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -62,7 +70,7 @@ def run(ds, world_size, rank, workers=0, **kw):
 def test_ranks_cover_every_row_once_with_one_length_per_step(data, world_size, workers):
     ds, toks = data
     per_rank = [run(ds, world_size, r, workers) for r in range(world_size)]
-    loader = VSLLoader(ds, TPS, "grow-p2", 3, 7, rank=0, world_size=world_size)
+    loader = vsl(ds, TPS, 0, world_size, curriculum="grow-p2", cycles=3, seed=7)
     S = len(loader)
     assert S > 20
     for batches in per_rank:
@@ -92,7 +100,7 @@ def test_ranks_cover_every_row_once_with_one_length_per_step(data, world_size, w
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_from_every_step_equals_the_uninterrupted_run(data, workers):
     ds, toks = data
-    ref_loader = VSLLoader(ds, TPS, "grow-p2", 2, 3, rank=1, world_size=2, num_workers=workers)
+    ref_loader = vsl(ds, TPS, 1, 2, workers, curriculum="grow-p2", cycles=2, seed=3)
     ref, states = [], []
     for b in ref_loader:
         ref.append(served([b], toks))
@@ -100,12 +108,12 @@ def test_resume_from_every_step_equals_the_uninterrupted_run(data, workers):
     assert len(ref) == len(ref_loader) > 20
     assert states[-1]["step"] == len(ref)
     for k in range(len(ref) - 1):
-        resumed = VSLLoader(ds, TPS, "grow-p2", 2, 3, rank=1, world_size=2, num_workers=workers)
+        resumed = vsl(ds, TPS, 1, 2, workers, curriculum="grow-p2", cycles=2, seed=3)
         resumed.load_state_dict(states[k])
         rest = [served([b], toks) for b in resumed]
         assert rest == ref[k + 1 :], k
     # resumed at the end of the epoch: the next iteration is the next epoch
-    resumed = VSLLoader(ds, TPS, "grow-p2", 2, 3, rank=1, world_size=2, num_workers=workers)
+    resumed = vsl(ds, TPS, 1, 2, workers, curriculum="grow-p2", cycles=2, seed=3)
     resumed.load_state_dict(states[-1])
     assert resumed.step == len(resumed)
     nxt = list(resumed)
@@ -115,8 +123,8 @@ def test_resume_from_every_step_equals_the_uninterrupted_run(data, workers):
 
 def test_break_mid_epoch_keeps_the_exact_position_with_workers(data):
     ds, toks = data
-    full = [served([b], toks) for b in VSLLoader(ds, TPS, rank=0, world_size=1, num_workers=2)]
-    loader = VSLLoader(ds, TPS, rank=0, world_size=1, num_workers=2)
+    full = [served([b], toks) for b in vsl(ds, TPS, 0, 1, 2)]
+    loader = vsl(ds, TPS, 0, 1, 2)
     got = []
     for i, b in enumerate(loader):
         got.append(served([b], toks))
@@ -129,7 +137,7 @@ def test_break_mid_epoch_keeps_the_exact_position_with_workers(data):
 
 def test_elastic_resume_from_4_to_2_ranks_continues_the_global_order(data):
     ds, toks = data
-    loaders4 = [VSLLoader(ds, TPS, rank=r, world_size=4) for r in range(4)]
+    loaders4 = [vsl(ds, TPS, r, 4) for r in range(4)]
     its = [iter(ld) for ld in loaders4]
     k = 9
     for _ in range(k):
@@ -139,7 +147,7 @@ def test_elastic_resume_from_4_to_2_ranks_continues_the_global_order(data):
     assert state["step"] == k
     assert state["world_size"] == 4
     rest4 = [[served([b], toks) for b in it] for it in its]  # uninterrupted 4-rank run
-    loaders2 = [VSLLoader(ds, TPS, rank=r, world_size=2) for r in range(2)]
+    loaders2 = [vsl(ds, TPS, r, 2) for r in range(2)]
     for ld in loaders2:
         ld.load_state_dict(state)
     rest2 = [[served([b], toks) for b in ld] for ld in loaders2]
@@ -161,7 +169,7 @@ def test_same_seed_same_batches_other_seed_other_order(data):
 
 def test_epochs_reshuffle_and_iteration_moves_on_after_an_epoch(data):
     ds, toks = data
-    loader = VSLLoader(ds, TPS, seed=1, rank=0, world_size=1)
+    loader = vsl(ds, seed=1)
     e0 = served(list(loader), toks)
     assert loader.state_dict()["epoch"] == 0
     e1 = served(list(loader), toks)  # iterating again serves the next epoch
@@ -177,26 +185,26 @@ def test_epochs_reshuffle_and_iteration_moves_on_after_an_epoch(data):
 
 def test_refusals_name_the_field_and_both_values(data, other):
     ds, _ = data
-    state = VSLLoader(ds, TPS, seed=0, rank=0, world_size=1).state_dict()
+    state = vsl(ds, seed=0).state_dict()
     cases = [
-        (VSLLoader(ds, TPS, seed=1, rank=0, world_size=1), "seed is 0 in the checkpoint but 1"),
+        (vsl(ds, seed=1), "seed is 0 in the checkpoint but 1"),
         (
-            VSLLoader(ds, TPS, curriculum="uniform", rank=0, world_size=1),
+            vsl(ds, curriculum="uniform"),
             "curriculum is 'grow-p2' in the checkpoint but 'uniform'",
         ),
         (
-            VSLLoader(ds, 2 * TPS, rank=0, world_size=1),
+            vsl(ds, 2 * TPS),
             "tokens_per_step is 2048 in the checkpoint but 4096",
         ),
-        (VSLLoader(other, TPS, rank=0, world_size=1), "dataset is '"),
-        (VSLLoader(ds, TPS, cycles=2, rank=0, world_size=1), "cycles is 8 in the checkpoint but 2"),
+        (vsl(other), "dataset is '"),
+        (vsl(ds, cycles=2), "cycles is 8 in the checkpoint but 2"),
     ]
     for loader, msg in cases:
         with pytest.raises(UserError, match=msg) as e:
             loader.load_state_dict(state)
         assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="version"):
-        VSLLoader(ds, TPS, rank=0, world_size=1).load_state_dict({**state, "version": 99})
+        vsl(ds).load_state_dict({**state, "version": 99})
 
 
 def test_tokens_per_step_that_does_not_divide_lists_values_that_work(data):
@@ -206,15 +214,15 @@ def test_tokens_per_step_that_does_not_divide_lists_values_that_work(data):
         match=r"tokens_per_step 3000 is not a multiple of max length 256 x world size 3 = 768; "
         r"use a multiple of 768, e.g. 2304, 3072, 6144",
     ):
-        VSLLoader(ds, 3000, rank=0, world_size=3)
-    assert len(VSLLoader(ds, 768 * 2, rank=2, world_size=3)) > 0  # a world size of 3 works
+        vsl(ds, 3000, 0, 3)
+    assert len(vsl(ds, 768 * 2, 2, 3)) > 0  # a world size of 3 works
     with pytest.raises(UserError, match="more than any bucket holds"):
-        VSLLoader(ds, 256 * 1024 * 1024, rank=0, world_size=1)
+        vsl(ds, 256 * 1024 * 1024)
 
 
 def test_summary_reports_remainder_and_rank_share(data):
     ds, _ = data
-    s = VSLLoader(ds, TPS, rank=1, world_size=4).summary()
+    s = vsl(ds, TPS, 1, 4).summary()
     json.dumps(s)
     assert s["tokens_per_rank_step"] == TPS // 4
     assert s["rows_left_out"] > 0
@@ -227,9 +235,11 @@ def _dist_worker(rank, root, port, out):
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     ds = open_dataset(root)
-    loader = VSLLoader(ds, TPS, cycles=2)  # rank and world size from torch.distributed
+    loader = VSLLoader(
+        ds, tokens_per_step=TPS, cycles=2
+    )  # rank and world size from torch.distributed
     rows = [(b["seq_len"], int(r)) for b in loader for r in b["input_ids"][:, 0]]
-    lens = torch.tensor([b["seq_len"] for b in VSLLoader(ds, TPS, cycles=2)])
+    lens = torch.tensor([b["seq_len"] for b in VSLLoader(ds, tokens_per_step=TPS, cycles=2)])
     gathered = [torch.zeros_like(lens) for _ in range(2)]
     dist.all_gather(gathered, lens)
     assert torch.equal(gathered[0], gathered[1])
@@ -248,9 +258,5 @@ def test_two_real_gloo_processes_split_the_epoch(data, tmp_path):
     r0, r1 = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
     assert len(r0) == len(r1) > 0
     assert not {tuple(x) for x in r0} & {tuple(x) for x in r1}
-    single = [
-        (b["seq_len"], int(r))
-        for b in VSLLoader(ds, TPS, cycles=2, rank=0, world_size=1)
-        for r in b["input_ids"][:, 0]
-    ]
+    single = [(b["seq_len"], int(r)) for b in vsl(ds, cycles=2) for r in b["input_ids"][:, 0]]
     assert sorted(map(tuple, r0 + r1)) == sorted(single)

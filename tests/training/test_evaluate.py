@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ddecomp.data.dataset import open_dataset
+from ddecomp.data.dataset import Dataset, open_dataset
 from ddecomp.training.evaluate import EvalConfig, eval_lengths, eval_rows, evaluate, position_edges
 from ddecomp.training.model import GPT, model_config
 from tests.training._corpus import make_dataset
@@ -52,22 +52,22 @@ def test_position_edges_cover_every_position_once(k: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def val(tmp_path_factory: pytest.TempPathFactory) -> object:
+def val(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     root = make_dataset(tmp_path_factory.mktemp("eval") / "ds", n_tokens=80_000, val_fraction=0.1)
     return open_dataset(root, split="val")
 
 
-def test_evaluate_matches_a_direct_computation(val: object) -> None:
+def test_evaluate_matches_a_direct_computation(val: Dataset) -> None:
     torch.manual_seed(0)
     model = GPT(model_config("tiny", 64))
     cfg = EvalConfig(tokens_per_length=1024, batch_tokens=300, min_len=16)
     res = evaluate(model, val, cfg, CPU)
     assert res is not None
-    lengths = eval_lengths(list(val.bucket_lengths), cfg)  # type: ignore[attr-defined]
+    lengths = eval_lengths(list(val.bucket_lengths), cfg)
     assert len(lengths) >= 3
-    chosen = eval_rows(dict(val.bucket_rows), lengths, cfg)  # type: ignore[attr-defined]
+    chosen = eval_rows(dict(val.bucket_rows), lengths, cfg)
     for L in lengths:
-        rows = torch.from_numpy(val.rows(L, chosen[L]).astype(np.int64))  # type: ignore[attr-defined]
+        rows = torch.from_numpy(val.rows(L, chosen[L]).astype(np.int64))
         with torch.no_grad():
             logits = model(rows[:, :-1])
         want = torch.nn.functional.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten())

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from ddecomp.errors import UserError
+from ddecomp.loading.protocols import IGNORE_INDEX
 from ddecomp.training.attention import doc_pairs, make_doc_mask
 from ddecomp.training.model import (
     GPT,
-    IGNORE_INDEX,
     ModelConfig,
     causal_pairs,
     matmul_params,

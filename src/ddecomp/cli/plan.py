@@ -110,8 +110,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _measure(args: argparse.Namespace, vocab_size: int, s: dict[str, Any]) -> dict[str, Any]:
     """Fixed-shape step costs of every planned length (and the longest) priced over the plan."""
+    from ddecomp.loading.world import World
     from ddecomp.training.config import TrainConfig
-    from ddecomp.training.distributed import Launch, resolve_device
+    from ddecomp.training.distributed import resolve_device
     from ddecomp.training.stepcost import measure_step_costs, price_plan
 
     tps = args.tokens_per_step // args.world_size  # one rank's share: what one device runs
@@ -121,7 +122,7 @@ def _measure(args: argparse.Namespace, vocab_size: int, s: dict[str, Any]) -> di
         data=args.data[0], out="-", size=args.measure, tokens=2 * tps, tokens_per_step=tps,
         warmup=0, compile=args.compile,
     )  # fmt: skip
-    device = resolve_device(args.device, Launch.detect())
+    device = resolve_device(args.device, World.detect())
     got = measure_step_costs(cfg, vocab_size, [*steps, lmax], device, warmup=1, iters=args.iters)
     costs = {L: c["median_s"] for L, c in got.items()}
     price = price_plan(steps, costs, lmax)

@@ -205,14 +205,12 @@ class Blend:
         return src, row
 
     def for_epoch(self, epoch: int) -> _EpochBlend:
-        """The blend's rows as served in ``epoch`` (the loader calls this once per step)."""
-        return _EpochBlend(self, int(epoch))
+        """The blend's rows as served in ``epoch`` (the loader calls this once per step).
 
-    def rows(
-        self, L: int, indices: Sequence[int] | np.ndarray, out: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Rows of epoch 0; use ``for_epoch(e).rows`` for another epoch."""
-        return self.for_epoch(0).rows(L, indices, out)
+        The only way to a blend's rows: they depend on the epoch (the rows behind a fractional
+        factor rotate), so a blend has no epoch-less ``rows`` that would silently serve epoch 0.
+        """
+        return _EpochBlend(self, int(epoch))
 
     # ---- documents (the fixed-length baselines) -----------------------------------------------
     def document_bounds(self) -> tuple[np.ndarray, np.ndarray]:

@@ -2,17 +2,23 @@
 
 ::
 
-    curriculum ─> plan ─────────> vsl     (odds per bucket; the pure step list; DD's loader)
-                   │      base ─┬─> vsl
-    world ─────────┘            ├─> concat (concat-and-chunk baselines, optional doc mask)
-                                └─> pack   (best-fit-decreasing packing with a doc mask)
+    curriculum ─> plan ───┐   (odds per bucket; the pure list of global steps)
+                          v
+    protocols, world ──> base ─┬─> vsl     (DD's loader: one bucket per step)
+                               ├─> concat  (concat-and-chunk baselines, optional doc mask)
+                               └─> pack    (best-fit-decreasing packing with a doc mask)
 
 - :mod:`.curriculum`: named odds (uniform, grow-linear, grow-p2, ...) per bucket.
 - :mod:`.plan`: :func:`build_plan`, a pure numpy function from bucket sizes to global steps.
-- :mod:`.world`: where this process sits (rank, world size, workers), as one explicit value.
-- :mod:`.base`: what every loader shares: epoch cursor, workers, state dict, resume.
+- :mod:`.protocols`: the typed seams: what a loader reads of a dataset (:class:`BucketData`,
+  :class:`DocumentData`), the :class:`Batch` it yields, and ``IGNORE_INDEX``.
+- :mod:`.world`: where this process sits (rank, world size, local rank, workers), one explicit
+  value for the loaders and the trainer.
+- :mod:`.base`: what every loader shares: executing a plan per rank, epoch cursor, workers,
+  state dict, resume.
 - :mod:`.vsl`: :class:`VSLLoader`, one bucket per step, constant tokens per step.
 - :mod:`.concat`, :mod:`.pack`: the paper's baselines behind the same interface.
 
-The plan is pure and world-size independent; a loader only executes it for its rank.
+The plan is pure and world-size independent; every loader (the baselines' plan has one bucket)
+only executes it for its rank, so the plan's exactly-once proof covers them all.
 """

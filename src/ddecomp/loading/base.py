@@ -2,6 +2,11 @@
 
 A loader here is a pure function ``make_step(epoch, step) -> batch`` plus this machinery:
 
+- one order: every loader, DD's and the baselines', executes a :class:`~ddecomp.loading.plan.Plan`
+  (the baselines' plan has one bucket, their row length): global step ``s`` takes the plan's
+  batch of step ``s`` and rank ``r`` its contiguous slice ``plan.rank_rows(s, r, W)``, so the
+  plan's proof that every served row is served exactly once, on any world size, covers them all;
+
 - an epoch cursor: ``set_epoch(e)`` serves epoch ``e`` from step 0 (unless ``e`` is already the
   current epoch, so a resumed loop may call it again); an iteration that starts at the end of an
   epoch moves on to the next one;
@@ -12,22 +17,26 @@ A loader here is a pure function ``make_step(epoch, step) -> batch`` plus this m
 - state: ``{version, <identity>, epoch, step, world_size}``, small and JSON-serialisable, counting
   *global* steps; ``load_state_dict`` continues at exactly the next batch on any world size whose
   batch divides, and refuses a state whose identity (dataset, seed, ...) differs, with one line
-  naming the field and both values.
+  naming the field and both values. A malformed state (not a mapping, a field missing, of the
+  wrong type or out of range) is refused the same way, naming the field: never a KeyError.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ddecomp.errors import UserError
+from ddecomp.loading.plan import Plan
+from ddecomp.loading.protocols import Batch
 from ddecomp.loading.world import World
 
 STATE_VERSION = 1
-Batch = dict[str, Any]
+_POSITION = ("epoch", "step", "world_size")  # state fields after the identity
 
 
 class _WorkerSteps(IterableDataset[Batch]):
@@ -44,16 +53,36 @@ class _WorkerSteps(IterableDataset[Batch]):
             yield self.loader.make_step(self.epoch, s, shared=info is not None)
 
 
-class StepLoader(ABC):
-    """Base of :class:`~ddecomp.loading.vsl.VSLLoader` and the fixed-length baselines."""
+def _state_int(state: Mapping[str, Any], key: str, lo: int) -> int:
+    """``state[key]`` as an int ``>= lo``, else a UserError naming the field."""
+    if key not in state:
+        raise UserError(f"loader state has no field {key!r}; it is not a ddecomp loader state")
+    v = state[key]
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
+        raise UserError(f"loader state field {key!r} is {v!r}; it must be an integer >= {lo}")
+    return int(v)
 
-    def __init__(self, world: World) -> None:
-        self.world = world
+
+class StepLoader(ABC):
+    """Base of :class:`~ddecomp.loading.vsl.VSLLoader` and the fixed-length baselines.
+
+    A subclass says how to build an epoch's plan (:meth:`_build_plan`) and how to turn a rank's
+    row indices into a batch (:meth:`make_step`); the rank's rows always come from
+    :meth:`rank_rows`, the one place a step is cut into rank slices.
+    """
+
+    tokens_per_step: int  # global tokens per step (every rank: ``tokens_per_step / world_size``)
+
+    def __init__(self, world: World | None) -> None:
+        self.world = World.detect() if world is None else world
+        if not isinstance(self.world, World):
+            raise UserError(f"world must be a ddecomp.World, not {type(self.world).__name__}")
         self._epoch, self._step = 0, 0
+        self._plan: Plan | None = None
 
     @abstractmethod
-    def steps_in_epoch(self, epoch: int) -> int:
-        """Global steps of epoch ``epoch``."""
+    def _build_plan(self, epoch: int) -> Plan:
+        """Epoch ``epoch``'s plan (pure in the loader's identity and ``epoch``)."""
 
     @abstractmethod
     def make_step(self, epoch: int, step: int, shared: bool = False) -> Batch:
@@ -69,10 +98,38 @@ class StepLoader(ABC):
     def _identity(self) -> dict[str, Any]:
         """What the data order depends on; a resumed state must match it exactly."""
 
+    @abstractmethod
+    def summary(self) -> dict[str, Any]:
+        """What this loader serves per epoch and this rank's share (JSON-serialisable)."""
+
     def _canonical(self, key: str, value: Any) -> Any:
         """A state's ``value`` for ``key`` in the form :meth:`_identity` uses."""
         return value
 
+    # ---- plan ----------------------------------------------------------------------------------
+    def plan_for(self, epoch: int) -> Plan:
+        """Epoch ``epoch``'s plan (the current epoch's is built once and kept)."""
+        if self._plan is None or self._plan.epoch != epoch:
+            plan = self._build_plan(epoch)
+            if epoch != self._epoch:
+                return plan
+            self._plan = plan
+        return self._plan
+
+    @property
+    def plan(self) -> Plan:
+        """This epoch's plan."""
+        return self.plan_for(self._epoch)
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        """Global steps of epoch ``epoch``."""
+        return len(self.plan_for(epoch))
+
+    def rank_rows(self, plan: Plan, step: int) -> np.ndarray:
+        """This rank's row indices of global step ``step`` (its contiguous slice of the batch)."""
+        return plan.rank_rows(step, self.world.rank, self.world.world_size)
+
+    # ---- epochs and iteration ------------------------------------------------------------------
     @property
     def epoch(self) -> int:
         return self._epoch
@@ -97,7 +154,7 @@ class StepLoader(ABC):
         if self._step >= len(self):  # the epoch is done: go on to the next one
             self._epoch, self._step = self._epoch + 1, 0
         epoch, start, stop = self._epoch, self._step, len(self)
-        source: Any
+        source: Iterable[Batch]
         if self.world.num_workers == 0:
             source = (self.make_step(epoch, s) for s in range(start, stop))
         else:
@@ -113,6 +170,7 @@ class StepLoader(ABC):
             self._step = expect
             yield batch
 
+    # ---- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Small JSON-serialisable state: the next global step and what the order depends on."""
         return {
@@ -124,23 +182,30 @@ class StepLoader(ABC):
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue at exactly the next batch; refuse a state from another data order."""
+        """Continue at exactly the next batch; refuse a state from another data order, or a
+        malformed one, with a UserError naming the field."""
+        if not isinstance(state, Mapping):
+            raise UserError(f"loader state is a {type(state).__name__}, not a mapping")
         if state.get("version") != STATE_VERSION:
             raise UserError(
                 f"loader state version {state.get('version')!r} is not {STATE_VERSION}; "
                 "it was written by another ddecomp version"
             )
         for key, ours in self._identity().items():
-            theirs = state.get(key)
-            if theirs is not None:
-                theirs = self._canonical(key, theirs)
-            if theirs != ours:
+            if key not in state:
+                raise UserError(f"cannot resume: the loader state has no field {key!r}")
+            try:
+                theirs = self._canonical(key, state[key])
+            except (TypeError, ValueError):
+                theirs = state[key]
+            if type(theirs) is not type(ours) or theirs != ours:
                 raise UserError(
-                    f"cannot resume: {key} is {theirs!r} in the checkpoint but {ours!r} in this "
-                    f"loader; construct the loader with the checkpoint's {key}"
+                    f"cannot resume: {key} is {state[key]!r} in the checkpoint but {ours!r} in "
+                    f"this loader; construct the loader with the checkpoint's {key}"
                 )
-        epoch, step = int(state["epoch"]), int(state["step"])
+        epoch, step = _state_int(state, "epoch", 0), _state_int(state, "step", 0)
+        _state_int(state, "world_size", 1)
         n = self.steps_in_epoch(epoch)
-        if not 0 <= step <= n:
+        if step > n:
             raise UserError(f"loader state step {step} is outside epoch {epoch} (0..{n})")
         self._epoch, self._step = epoch, step

@@ -5,8 +5,9 @@ The paper's baselines (method.md section 4) on the same data and state machinery
 - :class:`ConcatChunkLoader` (``Baseline-8k``): the split's documents (each EOS-terminated) are
   concatenated in order into one stream of ``T`` tokens and cut into ``(T - 1) // seq_len`` rows
   of ``seq_len + 1`` tokens that overlap by one token (our convention: every target of the stream
-  is in exactly one row; the last ``< seq_len`` targets are dropped and counted). Rows are
-  shuffled per epoch with a generator seeded ``(seed, epoch, seq_len)``.
+  is in exactly one row; the last ``< seq_len`` targets are dropped and counted). The rows are
+  one bucket of a :class:`~ddecomp.loading.plan.Plan`, served in the plan's order (a
+  permutation seeded ``(seed, epoch, seq_len)``) and cut into rank slices as DD's steps are.
 - ``doc_mask=True`` (``Baseline-8k+DM``) adds what document-masked attention needs, per batch:
   ``cu_seqlens`` (int32, flash-attn varlen layout: segment boundaries flattened over the rows,
   ``[0, ..., rows * seq_len]``; a segment is the part of one document inside one row),
@@ -34,14 +35,13 @@ import numpy as np
 import torch
 
 from ddecomp.errors import UserError
-from ddecomp.loading.base import Batch, StepLoader
-from ddecomp.loading.plan import check_tokens_per_step
+from ddecomp.loading.base import StepLoader
+from ddecomp.loading.plan import Plan, build_plan, check_tokens_per_step
+from ddecomp.loading.protocols import IGNORE_INDEX, Batch, DocSegments, DocumentData
 from ddecomp.loading.world import World
 
-IGNORE = -100
 
-
-def segments_to_batch(seg_starts: list[np.ndarray], seq_len: int) -> dict[str, Any]:
+def segments_to_batch(seg_starts: list[np.ndarray], seq_len: int) -> DocSegments:
     """``cu_seqlens``, ``max_seqlen`` and ``position_ids`` from each row's segment starts.
 
     ``seg_starts[r]``: sorted input positions in ``(0, seq_len)`` where a new segment begins in
@@ -67,22 +67,26 @@ def segments_to_batch(seg_starts: list[np.ndarray], seq_len: int) -> dict[str, A
 
 
 class _FixedLengthLoader(StepLoader):
-    """Epochs, ranks, workers and state for loaders of ``num_rows`` fixed-length rows."""
+    """Epochs, ranks, workers and state for loaders of ``num_rows`` fixed-length rows.
+
+    The order is a :class:`~ddecomp.loading.plan.Plan` of one bucket (``seq_len``, ``num_rows``
+    rows, natural order, one cycle, no OOM probe): its row order is the seeded permutation
+    ``(seed, epoch, seq_len)``, step ``s`` takes its ``s``-th batch and a rank its contiguous
+    slice, exactly as for DD, so the plan's exactly-once proof covers the baselines too.
+    """
 
     kind = "fixed"
 
     def __init__(
-        self, ds: Any, seq_len: int, tokens_per_step: int, seed: int, rank: int | None,
-        world_size: int | None, num_workers: int,
-    ) -> None:  # fmt: skip
+        self, ds: DocumentData, seq_len: int, tokens_per_step: int, seed: int, world: World | None
+    ) -> None:
         if not isinstance(seq_len, int | np.integer) or seq_len < 1:
             raise UserError(f"seq_len {seq_len!r} must be a positive integer")
-        super().__init__(World.detect(rank, world_size, num_workers))
+        super().__init__(world)
         self.ds, self.seq_len, self.seed = ds, int(seq_len), int(seed)
         check_tokens_per_step(tokens_per_step, [self.seq_len], self.world.world_size)
         self.tokens_per_step = int(tokens_per_step)
         self.rows_per_batch = self.tokens_per_step // self.seq_len
-        self._perm: tuple[int, np.ndarray] | None = None
 
     @property
     def step_lengths(self) -> tuple[int, ...]:
@@ -95,8 +99,11 @@ class _FixedLengthLoader(StepLoader):
         """Rows of ``seq_len + 1`` tokens this loader makes of the split."""
 
     @abstractmethod
-    def fill(self, rows: np.ndarray, buf: np.ndarray, batch: Batch) -> None:
-        """Write rows ``rows`` into ``buf`` and add any extra keys (labels, masks) to ``batch``."""
+    def fill(
+        self, rows: np.ndarray, buf: np.ndarray
+    ) -> tuple[torch.Tensor | None, DocSegments | None]:
+        """Write rows ``rows`` into ``buf``; return masked labels (None: ``buf[:, 1:]``) and the
+        document mask (None: causal attention across the row)."""
 
     def _identity(self) -> dict[str, Any]:
         return {
@@ -115,28 +122,31 @@ class _FixedLengthLoader(StepLoader):
             )
 
     # ---- order ---------------------------------------------------------------------------------
-    def order(self, epoch: int) -> np.ndarray:
-        if self._perm is None or self._perm[0] != epoch:
-            rng = np.random.default_rng([self.seed, epoch, self.seq_len])
-            self._perm = (epoch, rng.permutation(self.num_rows))
-        return self._perm[1]
+    def _build_plan(self, epoch: int) -> Plan:
+        return build_plan(
+            {self.seq_len: self.num_rows}, self.tokens_per_step, "natural", cycles=1,
+            seed=self.seed, epoch=epoch, oom_probe=False,
+        )  # fmt: skip
 
     def make_step(self, epoch: int, step: int, shared: bool = False) -> Batch:
-        B, W = self.rows_per_batch, self.world.world_size
-        per = B // W
-        lo = step * B + self.world.rank * per
-        rows = self.order(epoch)[lo : lo + per]
-        buf = torch.empty((per, self.seq_len + 1), dtype=torch.int64)
+        plan = self.plan_for(epoch)
+        rows = self.rank_rows(plan, step)
+        buf = torch.empty((rows.size, self.seq_len + 1), dtype=torch.int64)
         if shared:
             buf.share_memory_()
-        batch: Batch = {"seq_len": self.seq_len, "step": step, "epoch": epoch}
-        self.fill(rows, buf.numpy(), batch)
-        batch["input_ids"] = buf[:, :-1]
-        batch.setdefault("labels", buf[:, 1:])
+        labels, mask = self.fill(rows, buf.numpy())
+        batch: Batch = {
+            "input_ids": buf[:, :-1],
+            "labels": buf[:, 1:] if labels is None else labels,
+            "seq_len": self.seq_len,
+            "step": step,
+            "epoch": epoch,
+        }
+        if mask is not None:
+            batch["cu_seqlens"] = mask["cu_seqlens"]
+            batch["max_seqlen"] = mask["max_seqlen"]
+            batch["position_ids"] = mask["position_ids"]
         return batch
-
-    def steps_in_epoch(self, epoch: int) -> int:
-        return self.num_rows // self.rows_per_batch
 
     def summary(self) -> dict[str, Any]:
         S, B = len(self), self.rows_per_batch
@@ -154,15 +164,18 @@ class _FixedLengthLoader(StepLoader):
 
 
 class ConcatChunkLoader(_FixedLengthLoader):
-    """Concat-and-chunk at ``seq_len`` (optionally document-masked); see the module docstring."""
+    """Concat-and-chunk at ``seq_len`` (optionally document-masked); see the module docstring.
+
+    Options are keyword-only; ``world`` as for :class:`~ddecomp.loading.vsl.VSLLoader`.
+    """
 
     kind = "concat"
 
     def __init__(
-        self, ds: Any, seq_len: int, tokens_per_step: int, doc_mask: bool = False, seed: int = 0,
-        rank: int | None = None, world_size: int | None = None, num_workers: int = 0,
+        self, ds: DocumentData, *, seq_len: int, tokens_per_step: int, doc_mask: bool = False,
+        seed: int = 0, world: World | None = None,
     ) -> None:  # fmt: skip
-        super().__init__(ds, seq_len, tokens_per_step, seed, rank, world_size, num_workers)
+        super().__init__(ds, seq_len, tokens_per_step, seed, world)
         self.doc_mask = bool(doc_mask)
         starts, ends = ds.document_bounds()
         lengths = ends - starts
@@ -170,7 +183,7 @@ class ConcatChunkLoader(_FixedLengthLoader):
         T = int(self._cum[-1])
         self._chunks = max(0, (T - 1) // self.seq_len)
         # runs of adjacent documents in one shard: one slice copy each
-        base = set(np.asarray(getattr(ds, "token_base", [0])).tolist())
+        base = set(np.asarray(ds.token_base).tolist())
         brk = np.ones(starts.size, dtype=bool)
         if starts.size > 1:
             brk[1:] = (starts[1:] != ends[:-1]) | np.isin(starts[1:], list(base))
@@ -188,7 +201,9 @@ class ConcatChunkLoader(_FixedLengthLoader):
     def _identity(self) -> dict[str, Any]:
         return {**super()._identity(), "doc_mask": self.doc_mask}
 
-    def fill(self, rows: np.ndarray, buf: np.ndarray, batch: Batch) -> None:
+    def fill(
+        self, rows: np.ndarray, buf: np.ndarray
+    ) -> tuple[torch.Tensor | None, DocSegments | None]:
         L, width = self.seq_len, self.seq_len + 1
         rs, rg = self._run_stream, self._run_global
         for i, p in enumerate((rows * L).tolist()):
@@ -202,17 +217,16 @@ class ConcatChunkLoader(_FixedLengthLoader):
                 at += take
                 k += 1
         if not self.doc_mask:
-            return
+            return None, None
         labels = torch.from_numpy(buf[:, 1:].copy())
         seg: list[np.ndarray] = []
         for i, p in enumerate((rows * L).tolist()):
             lo = int(np.searchsorted(self._cum, p, side="right"))
             hi = int(np.searchsorted(self._cum, p + L, side="right"))
             cross = self._cum[lo:hi] - p  # doc starts in (p, p + L]: their previous label crosses
-            labels[i, torch.from_numpy(cross - 1)] = IGNORE
+            labels[i, torch.from_numpy(cross - 1)] = IGNORE_INDEX
             seg.append(cross[cross < L])
-        batch["labels"] = labels
-        batch.update(segments_to_batch(seg, L))
+        return labels, segments_to_batch(seg, L)
 
     def summary(self) -> dict[str, Any]:
         s = super().summary()

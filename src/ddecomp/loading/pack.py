@@ -22,7 +22,8 @@ one size are placed together: a bin of remaining capacity ``c`` takes ``c // siz
 row, exactly what one-at-a-time BFD does (after a placement the same bin is still the best fit).
 So the Python work is one step per (bin, size) touch, O(pieces), plus O(capacity) numpy per
 distinct size: about 1 s for 100M tokens of web documents at 8192. Bins are packed once
-(deterministic) and shuffled per epoch with a generator seeded ``(seed, epoch, seq_len)``.
+(deterministic) and served in the order of a one-bucket :class:`~ddecomp.loading.plan.Plan`
+(a permutation seeded ``(seed, epoch, seq_len)``), cut into rank slices as DD's steps are.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddecomp.loading.concat import IGNORE, Batch, _FixedLengthLoader, segments_to_batch
+from ddecomp.loading.concat import _FixedLengthLoader, segments_to_batch
+from ddecomp.loading.protocols import IGNORE_INDEX, DocSegments, DocumentData
+from ddecomp.loading.world import World
 
 
 def best_fit_decreasing(sizes: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:
@@ -97,15 +100,18 @@ def document_pieces(
 
 
 class PackedLoader(_FixedLengthLoader):
-    """BFD-packed rows of document pieces with a document mask; see the module docstring."""
+    """BFD-packed rows of document pieces with a document mask; see the module docstring.
+
+    Options are keyword-only; ``world`` as for :class:`~ddecomp.loading.vsl.VSLLoader`.
+    """
 
     kind = "pack"
 
     def __init__(
-        self, ds: Any, seq_len: int, tokens_per_step: int, seed: int = 0,
-        rank: int | None = None, world_size: int | None = None, num_workers: int = 0,
+        self, ds: DocumentData, *, seq_len: int, tokens_per_step: int, seed: int = 0,
+        world: World | None = None,
     ) -> None:  # fmt: skip
-        super().__init__(ds, seq_len, tokens_per_step, seed, rank, world_size, num_workers)
+        super().__init__(ds, seq_len, tokens_per_step, seed, world)
         starts, ends = ds.document_bounds()
         pstart, psize = document_pieces(starts, ends, self.seq_len)
         bins, nbins = best_fit_decreasing(psize, self.seq_len + 1)
@@ -126,9 +132,11 @@ class PackedLoader(_FixedLengthLoader):
     def num_rows(self) -> int:
         return self._nbins
 
-    def fill(self, rows: np.ndarray, buf: np.ndarray, batch: Batch) -> None:
+    def fill(
+        self, rows: np.ndarray, buf: np.ndarray
+    ) -> tuple[torch.Tensor | None, DocSegments | None]:
         L = self.seq_len
-        labels = np.full((rows.size, L), IGNORE, dtype=np.int64)
+        labels = np.full((rows.size, L), IGNORE_INDEX, dtype=np.int64)
         seg: list[np.ndarray] = []
         for i, b in enumerate(rows.tolist()):
             lo, hi = int(self._ptr[b]), int(self._ptr[b + 1])
@@ -143,8 +151,7 @@ class PackedLoader(_FixedLengthLoader):
             if at < L:
                 starts.append(at)  # padding is its own segment
             seg.append(np.asarray(starts[1:], dtype=np.int64))
-        batch["labels"] = torch.from_numpy(labels)
-        batch.update(segments_to_batch(seg, L))
+        return torch.from_numpy(labels), segments_to_batch(seg, L)
 
     def summary(self) -> dict[str, Any]:
         s = super().summary()

@@ -18,12 +18,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from ddecomp.errors import UserError
-from ddecomp.loading.base import Batch, StepLoader
+from ddecomp.loading.base import StepLoader
 from ddecomp.loading.curriculum import Curriculum, resolve_curriculum
 from ddecomp.loading.plan import MixtureSpec, Plan, build_plan, check_tokens_per_step
+from ddecomp.loading.protocols import Batch, BucketData
 from ddecomp.loading.world import World
 
 
@@ -33,10 +35,12 @@ def _mixture_json(m: MixtureSpec) -> str | dict[str, int] | None:
     return {str(int(L)): int(t) for L, t in sorted(m.items())}
 
 
-def make_batch(ds: Any, plan: Plan, step: int, world: World, shared: bool = False) -> Batch:
-    """Rank ``world.rank``'s batch of global step ``step``: one gather into an int64 buffer."""
+def make_batch(
+    ds: BucketData, plan: Plan, step: int, idx: np.ndarray, shared: bool = False
+) -> Batch:
+    """The batch of global step ``step`` from rows ``idx`` (a rank's slice of the step's
+    bucket): one gather into an int64 buffer."""
     L = int(plan.step_length[step])
-    idx = plan.rank_rows(step, world.rank, world.world_size)
     buf = torch.empty((idx.size, L + 1), dtype=torch.int64)
     if shared:  # in a worker: allocate in shared memory so the hand-over to the main is no copy
         buf.share_memory_()
@@ -53,36 +57,35 @@ def make_batch(ds: Any, plan: Plan, step: int, world: World, shared: bool = Fals
 class VSLLoader(StepLoader):
     """Variable-sequence-length loader; see the module docstring.
 
+    ``ds``: a :class:`~ddecomp.data.dataset.Dataset` or :class:`~ddecomp.data.blend.Blend` (any
+    :class:`~ddecomp.loading.protocols.BucketData`). Options are keyword-only.
     ``curriculum``: a name from :data:`ddecomp.loading.curriculum.CURRICULA` or odds, one per
-    bucket of
-    the dataset's range ``min_len..max_len`` (empty buckets included), shortest first.
-    ``rank`` / ``world_size``: default from ``torch.distributed`` when initialized, else 0 / 1.
+    bucket of the dataset's range ``min_len..max_len`` (empty buckets included), shortest first.
+    ``world``: rank, world size and DataLoader workers; default :meth:`World.detect`
+    (``torch.distributed`` when initialized, else torchrun's variables, else one process).
     ``tokens_per_step`` must be a multiple of ``max_len * world_size``.
     """
 
     def __init__(
         self,
-        ds: Any,
+        ds: BucketData,
+        *,
         tokens_per_step: int,
         curriculum: str | Sequence[float] | Curriculum = "grow-p2",
         cycles: int = 8,
         seed: int = 0,
-        rank: int | None = None,
-        world_size: int | None = None,
-        num_workers: int = 0,
-        *,
+        world: World | None = None,
         mode: str = "sample",
         oom_probe: bool = True,
         mixture: MixtureSpec = None,
     ) -> None:
-        super().__init__(World.detect(rank, world_size, num_workers))
+        super().__init__(world)
         self.ds = ds
         check_tokens_per_step(tokens_per_step, list(ds.bucket_rows), self.world.world_size)
         self.tokens_per_step = int(tokens_per_step)
         self.curriculum = resolve_curriculum(curriculum)
         self.cycles, self.seed, self.mode = cycles, int(seed), mode
         self.oom_probe, self.mixture = oom_probe, mixture
-        self._plan: Plan | None = None
         if len(self.plan) == 0:
             L, n = max(ds.bucket_rows.items(), key=lambda kv: kv[0] * kv[1])
             raise UserError(
@@ -90,34 +93,20 @@ class VSLLoader(StepLoader):
                 f"{n} rows x {L} tokens); lower tokens_per_step"
             )
 
-    # ---- plan ----------------------------------------------------------------------------------
-    def plan_for(self, epoch: int) -> Plan:
-        """Epoch ``epoch``'s plan (the current epoch's is built once and kept)."""
-        if self._plan is None or self._plan.epoch != epoch:
-            plan = build_plan(
-                self.ds.bucket_rows, self.tokens_per_step, self.curriculum, self.cycles,
-                self.seed, epoch, self.mode, self.oom_probe, self.mixture,
-            )  # fmt: skip
-            if epoch != self._epoch:
-                return plan
-            self._plan = plan
-        return self._plan
-
-    @property
-    def plan(self) -> Plan:
-        """This epoch's plan."""
-        return self.plan_for(self._epoch)
+    def _build_plan(self, epoch: int) -> Plan:
+        return build_plan(
+            self.ds.bucket_rows, self.tokens_per_step, self.curriculum, self.cycles,
+            self.seed, epoch, self.mode, self.oom_probe, self.mixture,
+        )  # fmt: skip
 
     @property
     def step_lengths(self) -> tuple[int, ...]:
         """Bucket lengths with at least one step this epoch (one batch shape each)."""
         return tuple(sorted({int(L) for L in self.plan.step_length.tolist()}))
 
-    def steps_in_epoch(self, epoch: int) -> int:
-        return len(self.plan_for(epoch))
-
     def make_step(self, epoch: int, step: int, shared: bool = False) -> Batch:
-        return make_batch(self.ds, self.plan_for(epoch), step, self.world, shared)
+        plan = self.plan_for(epoch)
+        return make_batch(self.ds, plan, step, self.rank_rows(plan, step), shared)
 
     # ---- state ---------------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:

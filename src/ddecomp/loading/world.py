@@ -1,53 +1,72 @@
-"""Where this process sits: data-parallel rank and DataLoader worker, as one explicit value.
+"""Where this process sits: data-parallel rank, local device, and DataLoader workers, one value.
 
-Library code takes a :class:`World` as an argument; only :meth:`World.detect` looks at the
-environment (``torch.distributed`` when initialized, then ``torch.utils.data.get_worker_info``).
-Nothing deep inside reads environment variables.
+One :class:`World` serves the loaders (which rows a rank reads, how many worker processes build
+its batches) and the trainer (which device, whether there is a process group). Library code takes
+a World as an argument; only :meth:`World.detect` looks at the environment: ``torch.distributed``
+when it is initialized, else the variables ``torchrun`` sets (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``), else one process. Nothing deep inside reads environment variables.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ddecomp.errors import UserError
 
 
+def _int(value: object, name: str, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise UserError(f"{name} {value!r} must be an integer >= {lo}")
+    return value
+
+
 @dataclass(frozen=True)
 class World:
-    """Data-parallel ``rank`` of ``world_size`` and DataLoader ``worker`` of ``num_workers``.
-
-    ``num_workers = 0`` means batches are produced in the rank's main process (``worker = 0``).
-    """
+    """Data-parallel ``rank`` of ``world_size``, the ``local_rank`` on its node (its GPU), and
+    ``num_workers`` DataLoader processes per rank (``0``: batches are built in the rank's own
+    process)."""
 
     rank: int = 0
     world_size: int = 1
-    worker: int = 0
+    local_rank: int = 0
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        if self.world_size < 1:
-            raise UserError(f"world_size {self.world_size} must be >= 1")
-        if not 0 <= self.rank < self.world_size:
+        _int(self.world_size, "world_size", 1)
+        _int(self.rank, "rank", 0)
+        _int(self.local_rank, "local_rank", 0)
+        _int(self.num_workers, "num_workers", 0)
+        if self.rank >= self.world_size:
             raise UserError(f"rank {self.rank} is not in 0..{self.world_size - 1} (world size)")
-        if self.num_workers < 0:
-            raise UserError(f"num_workers {self.num_workers} must be >= 0")
-        if not 0 <= self.worker < max(1, self.num_workers):
-            raise UserError(f"worker {self.worker} is not in 0..{max(1, self.num_workers) - 1}")
 
     @classmethod
-    def detect(
-        cls, rank: int | None = None, world_size: int | None = None, num_workers: int = 0
-    ) -> World:
-        """Fill ``rank`` / ``world_size`` left as None from ``torch.distributed`` (else 0 / 1)."""
-        if rank is None or world_size is None:
-            import torch.distributed as dist
+    def detect(cls, num_workers: int = 0, env: Mapping[str, str] | None = None) -> World:
+        """This process's place: ``torch.distributed`` when initialized, else torchrun's
+        ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` (``env``, default ``os.environ``), else 0 / 1."""
+        env = os.environ if env is None else env
+        try:
+            rank = int(env.get("RANK", "0"))
+            world_size = int(env.get("WORLD_SIZE", "1"))
+            local_rank = int(env.get("LOCAL_RANK", "0"))
+        except ValueError as e:
+            raise UserError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers: {e}") from None
+        import torch.distributed as dist
 
-            on = dist.is_available() and dist.is_initialized()
-            if rank is None:
-                rank = dist.get_rank() if on else 0
-            if world_size is None:
-                world_size = dist.get_world_size() if on else 1
-        return cls(rank=rank, world_size=world_size, worker=0, num_workers=num_workers)
+        if dist.is_available() and dist.is_initialized():
+            rank, world_size = dist.get_rank(), dist.get_world_size()
+        return cls(rank, world_size, local_rank, num_workers)
 
-    def with_worker(self, worker: int) -> World:
-        return replace(self, worker=worker)
+    def with_workers(self, num_workers: int) -> World:
+        """The same place with ``num_workers`` DataLoader processes."""
+        return replace(self, num_workers=num_workers)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes logs and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1

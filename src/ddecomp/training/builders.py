@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,20 +21,17 @@ from ddecomp.training.attention import make_doc_mask
 from ddecomp.training.step import autocast_for
 
 if TYPE_CHECKING:
+    from ddecomp.loading.base import StepLoader
+    from ddecomp.loading.protocols import TrainData
+    from ddecomp.loading.world import World
     from ddecomp.training.config import TrainConfig
-    from ddecomp.training.distributed import Launch
 
 
-def build_loader(cfg: TrainConfig, ds: Any, max_len: int, world: Launch) -> Any:
-    """The loader of ``cfg.method`` over ``ds`` for this rank (see the table in
-    ddecomp.training.loop)."""
-    common: dict[str, Any] = {
-        "tokens_per_step": cfg.tokens_per_step,
-        "seed": cfg.seed,
-        "rank": world.rank,
-        "world_size": world.world_size,
-        "num_workers": cfg.num_workers,
-    }
+def build_loader(cfg: TrainConfig, ds: TrainData, max_len: int, world: World) -> StepLoader:
+    """The loader of ``cfg.method`` over ``ds`` for this rank, with ``cfg.num_workers`` workers
+    (see the table in ddecomp.training.loop)."""
+    world = world.with_workers(cfg.num_workers)
+    tps, seed = cfg.tokens_per_step, cfg.seed
     if cfg.method == "dd":
         from ddecomp.loading.vsl import VSLLoader
 
@@ -44,15 +41,19 @@ def build_loader(cfg: TrainConfig, ds: Any, max_len: int, world: Launch) -> Any:
         if max_len < ds.max_len:
             mixture = {L: (n * L if L <= max_len else 0) for L, n in ds.bucket_rows.items()}
         return VSLLoader(
-            ds, curriculum=cfg.curriculum, cycles=cfg.cycles, mixture=mixture, **common
-        )
+            ds, tokens_per_step=tps, curriculum=cfg.curriculum, cycles=cfg.cycles, seed=seed,
+            world=world, mixture=mixture,
+        )  # fmt: skip
     if cfg.method == "pack":
         from ddecomp.loading.pack import PackedLoader
 
-        return PackedLoader(ds, seq_len=max_len, **common)
+        return PackedLoader(ds, seq_len=max_len, tokens_per_step=tps, seed=seed, world=world)
     from ddecomp.loading.concat import ConcatChunkLoader
 
-    return ConcatChunkLoader(ds, seq_len=max_len, doc_mask=cfg.method == "concat-dm", **common)
+    return ConcatChunkLoader(
+        ds, seq_len=max_len, tokens_per_step=tps, doc_mask=cfg.method == "concat-dm", seed=seed,
+        world=world,
+    )  # fmt: skip
 
 
 def build_optimizer(
@@ -84,9 +85,9 @@ def cosine_schedule(warmup: int, total: int, min_ratio: float) -> Callable[[int]
 
 def warm_shapes(
     model: torch.nn.Module,
-    loader: Any,
+    loader: StepLoader,
     cfg: TrainConfig,
-    world: Launch,
+    world: World,
     device: torch.device,
     vocab: int,
     max_len: int,

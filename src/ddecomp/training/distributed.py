@@ -1,47 +1,26 @@
-"""The trainer's view of the process group: one explicit :class:`Launch` value.
+"""The trainer's process group, for one explicit :class:`~ddecomp.loading.world.World` value.
 
-``Launch.detect()`` reads the variables ``torchrun`` sets (``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``); library code takes the Launch as an argument and never reads the environment
-itself. :func:`init_world` starts the process group when there is more than one process: NCCL
-when the device is CUDA, gloo on CPU (what the multi-process tests use). Multi-node works the same
-way: ``torchrun --nnodes N --node-rank i --rdzv-endpoint HOST:PORT ... -m ddecomp train ...``.
+``World.detect()`` reads the variables ``torchrun`` sets (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``); the loaders and these helpers take that World as an argument and never read the
+environment themselves. :func:`init_world` starts the process group when there is more than one
+process: NCCL when the device is CUDA, gloo on CPU (what the multi-process tests use). Multi-node
+works the same way:
+``torchrun --nnodes N --node-rank i --rdzv-endpoint HOST:PORT ... -m ddecomp train ...``.
 """
 
 from __future__ import annotations
 
 import gc
-import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from ddecomp.errors import UserError
+from ddecomp.loading.world import World
 
 
-@dataclass(frozen=True)
-class Launch:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def detect(cls) -> Launch:
-        env = os.environ
-        ws = int(env.get("WORLD_SIZE", "1"))
-        return cls(int(env.get("RANK", "0")), ws, int(env.get("LOCAL_RANK", "0")))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def resolve_device(spec: str, world: Launch) -> torch.device:
+def resolve_device(spec: str, world: World) -> torch.device:
     """``auto``: this rank's GPU if there is one, else the CPU; ``cuda``: ``cuda:LOCAL_RANK``."""
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
@@ -56,12 +35,12 @@ def resolve_device(spec: str, world: Launch) -> torch.device:
     return torch.device("cpu")
 
 
-def init_world(world: Launch, device: torch.device) -> None:
+def init_world(world: World, device: torch.device) -> None:
     if world.distributed and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
-def close_world(world: Launch) -> None:
+def close_world(world: World) -> None:
     """Destroy the process group, after collecting garbage first.
 
     A gloo rank still aborted at exit (SIGABRT, "terminate called without an active exception")
@@ -75,14 +54,14 @@ def close_world(world: Launch) -> None:
         dist.destroy_process_group()
 
 
-def all_sum(t: torch.Tensor, world: Launch) -> torch.Tensor:
+def all_sum(t: torch.Tensor, world: World) -> torch.Tensor:
     """Sum ``t`` over ranks in place (no-op for one process); returns ``t``."""
     if world.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
-def all_gather_object(obj: Any, world: Launch) -> list[Any]:
+def all_gather_object(obj: Any, world: World) -> list[Any]:
     if not world.distributed:
         return [obj]
     out: list[Any] = [None] * world.world_size
@@ -90,6 +69,6 @@ def all_gather_object(obj: Any, world: Launch) -> list[Any]:
     return out
 
 
-def barrier(world: Launch) -> None:
+def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 
 from ddecomp.errors import UserError
-from ddecomp.training.distributed import Launch, all_sum
+from ddecomp.loading.protocols import BucketData
+from ddecomp.loading.world import World
+from ddecomp.training.distributed import all_sum
 from ddecomp.training.model import GPT, token_losses
 from ddecomp.training.step import autocast_for
 
@@ -85,17 +87,21 @@ def position_edges(L: int) -> list[int]:
 @torch.no_grad()
 def evaluate(
     model: GPT,
-    val: Any,
+    val: BucketData,
     cfg: EvalConfig,
     device: torch.device,
-    world: Launch | None = None,
+    world: World | None = None,
 ) -> dict[str, Any] | None:
     """Evaluate ``model`` on the validation dataset ``val``; None when it has no pieces.
+
+    The rows are ``val``'s of epoch 0 (a blend's held-out rows behind fractional factors are
+    the same for every evaluation of a run, so evaluations compare the same text).
 
     Returns ``{"val_loss": {"256": ..}, "val_tokens": {"256": ..}, "val_loss_mean": ..,
     "position": {"seq_len": L, "edges": [..], "loss": [..]}}`` (lengths as string keys, JSON).
     """
-    world = world or Launch()
+    world = world or World()
+    source = val.for_epoch(0)
     lengths = eval_lengths(list(val.bucket_lengths), cfg)
     if not lengths:
         return None
@@ -111,7 +117,7 @@ def evaluate(
         bsz = max(1, cfg.batch_tokens // L)
         total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, target count
         for i in range(0, len(mine), bsz):
-            batch = torch.from_numpy(val.rows(L, mine[i : i + bsz]).astype(np.int64)).to(device)
+            batch = torch.from_numpy(source.rows(L, mine[i : i + bsz]).astype(np.int64)).to(device)
             with autocast_for(device):
                 logits = model(batch[:, :-1])
             tl = token_losses(logits, batch[:, 1:]).double()  # [b, L]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ddecomp.data.blend import describe_data, open_sources
 from ddecomp.errors import UserError
+from ddecomp.loading.base import StepLoader
+from ddecomp.loading.protocols import IGNORE_INDEX, Batch
+from ddecomp.loading.world import World
 from ddecomp.training.attention import doc_pairs, make_doc_mask
 from ddecomp.training.builders import build_loader, build_optimizer, cosine_schedule, warm_shapes
 from ddecomp.training.checkpoint import (
@@ -58,7 +62,6 @@ from ddecomp.training.checkpoint import (
 from ddecomp.training.config import METHODS as METHODS
 from ddecomp.training.config import RESUME_FIXED, TrainConfig
 from ddecomp.training.distributed import (
-    Launch,
     all_gather_object,
     all_sum,
     barrier,
@@ -69,7 +72,6 @@ from ddecomp.training.distributed import (
 from ddecomp.training.evaluate import EvalConfig, evaluate
 from ddecomp.training.model import (
     GPT,
-    IGNORE_INDEX,
     causal_pairs,
     model_config,
     num_params,
@@ -114,7 +116,7 @@ def _check_resume(saved: dict[str, Any], cfg: TrainConfig, fingerprint: str) -> 
         )
 
 
-def _batches(loader: Any, epoch: int, resumed: bool) -> Any:
+def _batches(loader: StepLoader, epoch: int, resumed: bool) -> Iterator[Batch]:
     """Batches forever, epoch after epoch; a resumed loader continues its epoch first."""
     while True:
         if not resumed:
@@ -132,9 +134,9 @@ def _batches(loader: Any, epoch: int, resumed: bool) -> Any:
         epoch += 1
 
 
-def train(cfg: TrainConfig, world: Launch | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, world: World | None = None) -> dict[str, Any]:
     """Run (or resume) one training run; returns the summary also written to ``summary.json``."""
-    world = world or Launch.detect()
+    world = world or World.detect()
     device = resolve_device(cfg.device, world)
     init_world(world, device)
     try:
@@ -148,7 +150,7 @@ def train(cfg: TrainConfig, world: Launch | None = None) -> dict[str, Any]:
         close_world(world)
 
 
-def _train(cfg: TrainConfig, world: Launch, device: torch.device) -> dict[str, Any]:
+def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, Any]:
     _configure_determinism(cfg, device)
     ds = open_sources(cfg.data_dirs, cfg.factors, cfg.shares, cfg.seed, split="train")
     val = ds.for_split("val")  # a blend's held-out data in the same mix
@@ -294,7 +296,7 @@ def _train(cfg: TrainConfig, world: Launch, device: torch.device) -> dict[str, A
             torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
         ),
         "params": num_params(raw), "world_size": world.world_size,
-        "loader": loader.summary() if hasattr(loader, "summary") else None,
+        "loader": loader.summary(),
     }  # fmt: skip
     log.close(summary)
     return log.summary

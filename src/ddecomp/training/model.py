@@ -40,13 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddecomp.loading.protocols import IGNORE_INDEX
 from ddecomp.training.attention import DocMask, attend
 from ddecomp.training.config import SIZES as SIZES
 from ddecomp.training.config import ModelConfig as ModelConfig
 from ddecomp.training.config import Norm
 from ddecomp.training.config import model_config as model_config
-
-IGNORE_INDEX = -100  # labels with this value are not trained on (padding)
 
 
 def _norm(kind: Norm, d: int) -> nn.Module:

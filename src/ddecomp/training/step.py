@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ddecomp.training.model import IGNORE_INDEX
+from ddecomp.loading.protocols import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from ddecomp.training.attention import DocMask

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ddecomp.errors import UserError
+from ddecomp.loading.protocols import IGNORE_INDEX
 from ddecomp.training.builders import build_optimizer
-from ddecomp.training.model import GPT, IGNORE_INDEX, model_config
+from ddecomp.training.model import GPT, model_config
 from ddecomp.training.step import train_step
 
 if TYPE_CHECKING:
