@@ -90,6 +90,9 @@ class _Evil:
 def test_a_pickle_that_runs_code_is_refused_unrun(
     data: Path, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str
 ) -> None:
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(_Evil(probe)))  # vacuity guard: the payload runs
+    assert probe.exists()
     marker = tmp_path / "pwned"
     ckpt = run / "checkpoints" / CKPT
     evil = {"model": _Evil(marker)}
