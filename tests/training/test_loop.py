@@ -73,8 +73,8 @@ def test_resume_continues_exactly(data: Path, tmp_path: Path) -> None:
     ea = read_jsonl(tmp_path / "full" / "eval.jsonl")
     eb = read_jsonl(tmp_path / "part" / "eval.jsonl")
     assert [e["val_loss"] for e in ea] == [e["val_loss"] for e in eb]
-    wa = torch.load(tmp_path / "full" / "checkpoints" / "step_0000016.pt", weights_only=False)
-    wb = torch.load(tmp_path / "part" / "checkpoints" / "step_0000016.pt", weights_only=False)
+    wa = torch.load(tmp_path / "full" / "checkpoints" / "step_0000016.pt", weights_only=True)
+    wb = torch.load(tmp_path / "part" / "checkpoints" / "step_0000016.pt", weights_only=True)
     for k, v in wa["model"].items():
         assert torch.equal(v, wb["model"][k]), k
 

@@ -35,6 +35,7 @@ resumed run truncates the logs to the checkpoint's step and continues. On CPU wi
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -77,7 +78,7 @@ from ddecomp.training.model import (
     num_params,
     train_flops,
 )
-from ddecomp.training.runlog import RunLog, peak_flops_for
+from ddecomp.training.runlog import RunLog, open_run_dir, peak_flops_for
 from ddecomp.training.step import train_step
 
 
@@ -102,7 +103,7 @@ def _compiled_graphs() -> int:
 
 
 def _check_resume(saved: dict[str, Any], cfg: TrainConfig, fingerprint: str) -> None:
-    now = asdict(cfg)
+    now = json.loads(json.dumps(asdict(cfg)))  # the checkpoint's config went through JSON too
     for k in RESUME_FIXED:
         if saved["config"].get(k) != now[k]:
             raise UserError(
@@ -160,11 +161,13 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
             f"--max-len {max_len} is outside the dataset's range {ds.min_len}..{ds.max_len}"
         )
     run = Path(cfg.out)
-    ckpt_path = latest_checkpoint(run) if cfg.resume else None
+    latest = latest_checkpoint(run) if cfg.resume else None
     if not cfg.resume and (run / "metrics.jsonl").exists():
         raise UserError(
             f"{run} already holds a run; pass --resume to continue it or use a new --out"
         )
+    if world.is_main:
+        open_run_dir(run)  # an unwritable --out fails now, not after the setup
 
     loader = build_loader(cfg, ds, max_len, world)
     mcfg = model_config(cfg.size, ds.vocab_size, **cfg.model_overrides)
@@ -175,8 +178,8 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
         opt, cosine_schedule(cfg.warmup, cfg.steps, cfg.min_lr_ratio)
     )
     step, elapsed, epoch, resumed = 0, 0.0, 0, False
-    if ckpt_path is not None:
-        state = load_checkpoint(ckpt_path)
+    if latest is not None:
+        state = load_checkpoint(latest)
         _check_resume(state, cfg, ds.fingerprint)
         raw.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])

@@ -16,18 +16,22 @@ any point leaves complete lines):
 - ``summary.json``: written at the end (or at ``stop_after``).
 
 On resume the two logs are cut back to the checkpoint's step, so lines of steps that are about to
-be repeated are not kept twice.
+be repeated are not kept twice. A run killed in the middle of a write can leave a partial last
+line (no newline, not JSON): readers drop it, and resume cuts it off with the repeated steps. An
+unreadable line anywhere else is damage, not a kill, and is an error naming the file and line.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ddecomp.io import write_json_atomic
+from ddecomp.errors import UserError
+from ddecomp.io import write_bytes_atomic, write_json_atomic
 
 # Dense bf16 peak FLOP/s per GPU, by substring of the device name (vendor data sheets).
 _PEAKS = (("H200", 989.4e12), ("H100", 989.4e12), ("A100", 312e12), ("L40S", 362e12))
@@ -40,14 +44,56 @@ def peak_flops_for(device: torch.device) -> float | None:
     return next((p for key, p in _PEAKS if key in name), None)
 
 
+def open_run_dir(run: Path) -> None:
+    """Create ``run`` and prove it writable (a temporary file), so an unwritable ``--out`` is one
+    line before the setup rather than a traceback after it."""
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run):
+            pass
+    except OSError as e:
+        raise UserError(
+            f"--out {run}: cannot write there ({e.strerror or e}); choose a writable directory"
+        ) from e
+
+
+def _records(path: Path) -> list[tuple[bytes, dict[str, Any]]]:
+    """Each line of a JSON-lines log with its object; a partial last line is dropped.
+
+    A writer killed mid-line leaves its last line without the newline every complete line ends
+    with; such a line is dropped unless it is a whole JSON object (killed just before the
+    newline). Any other line that is not a JSON object is damage: a :class:`UserError`.
+    """
+    lines = path.read_bytes().split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline, as a complete log does
+    out = []
+    for i, line in enumerate([*lines, tail], 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            rec = None
+        if isinstance(rec, dict):
+            out.append((line + b"\n", rec))
+        elif i <= len(lines):
+            raise UserError(
+                f"{path}:{i}: not a JSON object; the log is damaged: restore it or start a new "
+                "run with another --out"
+            )
+    return out
+
+
 def _truncate_jsonl(path: Path, last_step: int) -> None:
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
-        keep = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= last_step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(keep), encoding="utf-8")
-    tmp.replace(path)
+    keep = []
+    for i, (line, rec) in enumerate(_records(path), 1):
+        if not isinstance(rec.get("step"), int):
+            raise UserError(f"{path}: record {i} has no step; restore the log or use a new --out")
+        if rec["step"] <= last_step:
+            keep.append(line)
+    write_bytes_atomic(path.parent, path.name, keep)
 
 
 class RunLog:
@@ -61,11 +107,16 @@ class RunLog:
         self._eval: Any = None
         if not main:
             return
-        run.mkdir(parents=True, exist_ok=True)
-        _truncate_jsonl(run / "metrics.jsonl", resume_step)
-        _truncate_jsonl(run / "eval.jsonl", resume_step)
-        self._metrics = open(run / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        self._eval = open(run / "eval.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+            _truncate_jsonl(run / "metrics.jsonl", resume_step)
+            _truncate_jsonl(run / "eval.jsonl", resume_step)
+            self._metrics = open(run / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            self._eval = open(run / "eval.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            raise UserError(
+                f"{run}: cannot write the run's logs ({e.strerror or e}); use a writable --out"
+            ) from e
 
     def write_config(self, config: dict[str, Any]) -> None:
         if self.main:
@@ -118,6 +169,9 @@ class RunLog:
 
 
 def load_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines log (metrics.jsonl / eval.jsonl)."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Rows of a JSON-lines log (metrics.jsonl / eval.jsonl); a killed run's partial last line is
+    dropped, damage elsewhere is a one-line :class:`UserError`."""
+    try:
+        return [rec for _, rec in _records(path)]
+    except OSError as e:
+        raise UserError(f"{path}: unreadable ({e.strerror or e})") from e
