@@ -24,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import UserError
 from ddecomp.io import atomic_file
 
@@ -111,10 +112,8 @@ def _length_hist(ax: Axes, stats: Mapping[str, Any]) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
     # A document needs min+1 tokens (min targets) to keep anything; shade what is dropped whole.
     ax.axvspan(1, lo + 1, color="0.85", zorder=0, label=f"dropped whole (< {lo + 1} tokens)")
-    L = lo * 2
-    while L < hi:
+    for L in bucket_lengths_for(lo, hi)[1:-1]:
         ax.axvline(L + 1, color="0.5", linestyle=":", linewidth=1)
-        L *= 2
     ax.axvline(lo + 1, color="black", linestyle="--", linewidth=1.2, label=f"min {_fmt_len(lo)}")
     ax.axvline(
         hi + 1,
