@@ -102,7 +102,8 @@ def test_baseline_methods_train(data: Path, tmp_path: Path, method: str) -> None
     assert s["finished"]
     assert len(rows) == 6
     assert {r["seq_len"] for r in rows} == {128}
-    from ddecomp.training.model import causal_pairs, model_config, train_flops
+    from ddecomp.attention_cost import causal_pairs
+    from ddecomp.training.model import model_config, train_flops
 
     mcfg = model_config("tiny", 64)
     causal = train_flops(mcfg, TPS, causal_pairs(128, TPS // 128))

@@ -44,9 +44,10 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from ddecomp.attention_cost import causal_pairs, doc_mask_pairs
 from ddecomp.data.blend import describe_data, open_sources
 from ddecomp.errors import UserError
-from ddecomp.training.attention import doc_pairs, make_doc_mask
+from ddecomp.training.attention import make_doc_mask
 from ddecomp.training.builders import build_loader, build_optimizer, cosine_schedule, warm_shapes
 from ddecomp.training.checkpoint import (
     latest_checkpoint,
@@ -70,7 +71,6 @@ from ddecomp.training.evaluate import EvalConfig, evaluate
 from ddecomp.training.model import (
     GPT,
     IGNORE_INDEX,
-    causal_pairs,
     model_config,
     num_params,
     train_flops,
@@ -250,7 +250,7 @@ def _train(cfg: TrainConfig, world: Launch, device: torch.device) -> dict[str, A
         if cfg.doc_masked:
             mask = make_doc_mask(batch["cu_seqlens"], B, L, device)
             pos = batch["position_ids"].to(device, non_blocking=True).contiguous()
-            pairs = doc_pairs(batch["cu_seqlens"], B, L)
+            pairs = doc_mask_pairs(batch["cu_seqlens"].numpy(), L, B * L)
         targets = int((batch["labels"] != IGNORE_INDEX).sum())  # on the host: no device sync
         counts = torch.tensor([targets, pairs], dtype=torch.float64, device=device)
         all_sum(counts, world)  # global targets and attended pairs of this step
