@@ -308,10 +308,12 @@ def check_weights(
 ) -> None:
     """Blend weights are factors or shares, not both, and one per dataset directory."""
     if factors is not None and shares is not None:
-        raise UserError("give --factors or --shares, not both")
+        raise UserError("blend weights are factors or shares, not both; give one of them")
     for name, w in (("factors", factors), ("shares", shares)):
         if w is not None and len(w) != n_dirs:
-            raise UserError(f"--{name} has {len(w)} values for {n_dirs} datasets; give one each")
+            raise UserError(
+                f"{len(w)} blend {name} for {n_dirs} datasets; give one per dataset, in order"
+            )
 
 
 def open_sources(
