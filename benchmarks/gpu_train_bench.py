@@ -62,7 +62,8 @@ import numpy as np
 import torch
 
 from ddecomp import __version__
-from ddecomp.reporting.compare import compare, format_table, load_run, plot_runs
+from ddecomp.reporting.compare import compare, format_table, load_run
+from ddecomp.reporting.plots import plot_runs
 from ddecomp.training.loop import METHODS, TrainConfig, train
 from ddecomp.training.stepcost import ideal_step_cost, measure_step_costs, price_plan
 

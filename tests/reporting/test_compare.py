@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ddecomp.errors import UserError
-from ddecomp.reporting.compare import compare, format_table, load_run, plot_runs, time_to_reach
+from ddecomp.reporting.compare import compare, format_table, load_run, time_to_reach
+from ddecomp.reporting.plots import plot_runs
 from ddecomp.training.loop import train
 from tests._fixtures import run_python
 from tests.training._corpus import TPS, cfg_for, make_dataset
