@@ -25,9 +25,15 @@ from ddecomp.training.model import GPT, model_config
 
 CPU = torch.device("cpu")
 _BLOCK_FIELDS = (
-    "kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
-    "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices",
-)  # fmt: skip
+    "kv_num_blocks",
+    "kv_indices",
+    "full_kv_num_blocks",
+    "full_kv_indices",
+    "q_num_blocks",
+    "q_indices",
+    "full_q_num_blocks",
+    "full_q_indices",
+)
 
 
 def _cu(batch: int, seq_len: int, cuts: list[int]) -> torch.Tensor:

@@ -78,9 +78,21 @@ def model_config(size: str, vocab_size: int, **overrides: object) -> ModelConfig
 METHODS = ("dd", "concat", "concat-dm", "pack")
 # Fields that must not change when a run is resumed (the rest, e.g. device, may).
 RESUME_FIXED = (
-    "method", "size", "tokens", "tokens_per_step", "max_len", "curriculum", "cycles", "lr",
-    "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "seed", "model_overrides",
-)  # fmt: skip
+    "method",
+    "size",
+    "tokens",
+    "tokens_per_step",
+    "max_len",
+    "curriculum",
+    "cycles",
+    "lr",
+    "min_lr_ratio",
+    "warmup",
+    "weight_decay",
+    "grad_clip",
+    "seed",
+    "model_overrides",
+)
 
 
 @dataclass(frozen=True)

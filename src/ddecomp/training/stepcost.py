@@ -72,9 +72,11 @@ def measure_step_costs(
             if i >= warmup:
                 samples.append(time.perf_counter() - t0)
         out[L] = {
-            "median_s": statistics.median(samples), "min_s": min(samples),
-            "samples_s": samples, "rows": B,
-        }  # fmt: skip
+            "median_s": statistics.median(samples),
+            "min_s": min(samples),
+            "samples_s": samples,
+            "rows": B,
+        }
     return out
 
 
