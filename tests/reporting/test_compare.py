@@ -91,9 +91,8 @@ def test_gpu_bench_smoke_runs_end_to_end_on_cpu(
     bench = Path(__file__).parents[2] / "benchmarks" / "gpu_train_bench.py"
     data = str(runs[0])
     r = run_python(
-        str(bench), "--data", data, "--extra-data", data, "--smoke",
-        "--out", str(tmp_path),
-    )  # fmt: skip
+        str(bench), "--data", data, "--extra-data", data, "--smoke", "--out", str(tmp_path)
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (report,) = tmp_path.glob("train_*.md")
     text = report.read_text()
