@@ -218,6 +218,7 @@ def test_compute_stats_random_corpus_matches_references(
     assert sum(s["num_documents"] for s in per_split.values()) == len(lengths)
     assert sum(s["num_tokens"] for s in per_split.values()) == sum(lengths)
     for sp, s in per_split.items():
+        assert s["long_docs"] == long_docs  # the plot labels what happened above max with it
         ds = open_dataset(out, split=sp)
         starts, ends = ds.document_bounds()
         split_lengths = (ends - starts).tolist()

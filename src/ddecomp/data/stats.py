@@ -167,7 +167,8 @@ def _dropped(manifest: Mapping[str, Any], split: str, num_tokens: int) -> dict[s
 def compute_stats(ds: Dataset) -> dict[str, Any]:
     """All statistics of one opened split as a JSON-serialisable dict (see the module docstring).
 
-    Keys: ``split``, ``root``, ``fingerprint``, ``min_len``, ``max_len``, ``num_documents``,
+    Keys: ``split``, ``root``, ``fingerprint``, ``min_len``, ``max_len``, ``long_docs`` (what
+    happened above ``max_len``: ``split`` or ``spread``; None if unrecorded), ``num_documents``,
     ``num_tokens``, ``kept_targets``, ``buckets`` (list of ``{L, rows, tokens, share}`` for every
     L from min to max; ``tokens = rows * L`` trained targets, ``share`` of ``kept_targets``),
     ``dropped``, ``doc_length`` (:func:`length_summary`), ``doc_length_hist``
@@ -206,6 +207,7 @@ def compute_stats(ds: Dataset) -> dict[str, Any]:
         "fingerprint": ds.fingerprint,
         "min_len": int(ds.min_len),
         "max_len": int(ds.max_len),
+        "long_docs": ds.manifest.get("long_docs"),
         "num_documents": int(lengths.size),
         "num_tokens": num_tokens,
         "kept_targets": kept,

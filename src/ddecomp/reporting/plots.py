@@ -155,7 +155,7 @@ def _length_hist(ax: Axes, stats: Mapping[str, Any]) -> None:
         color="firebrick",
         linestyle="--",
         linewidth=1.2,
-        label=f"max {_fmt_len(hi)} (longer: split)",
+        label=f"max {_fmt_len(hi)} (longer: {stats.get('long_docs') or 'cut'})",
     )
     # Headroom above the tallest bin for a flat legend, so it never hides a curve.
     top = max([1.0, *(100 * docs / max(n_docs, 1)), *(100 * toks / max(n_toks, 1))])
