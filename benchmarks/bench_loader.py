@@ -4,7 +4,7 @@ Builds a synthetic token file under /tmp (log-normal document lengths, mean ~600
 long-document variant), prepares it with ``prepare_tokens`` (256..8192), warms the page cache and
 serves one epoch per configuration in this process. Reported: tokens/s per process for the whole
 epoch and per bucket length, and the "limit": a plain random-row gather of the same rows into an
-int64 buffer (one slice copy per row, no loader). Targets (issue 3): >= 100M tokens/s for the
+int64 buffer (one slice copy per row, no loader). Targets: >= 100M tokens/s for the
 epoch, >= 50% of the gather limit at L = 8192. Also timed: the same epoch through a
 :class:`~ddecomp.data.blend.Blend` of one source, and of the dataset as two sources at factor 0.5.
 

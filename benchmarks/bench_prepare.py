@@ -8,7 +8,7 @@ Two synthetic GPT-2-like token corpora (uint16, EOS 50256): long documents (log-
 - whole ``prepare_tokens`` from a raw token file in page cache (copy into shards, sha256 of every
   byte written, manifest), with 1 and 2 worker processes.
 
-Targets (issue 2): index build >= 500M tokens/s on one core, whole prepare >= 300M tokens/s.
+Targets: index build >= 500M tokens/s on one core, whole prepare >= 300M tokens/s.
 
     python benchmarks/bench_prepare.py [--tokens 200000000]
 """

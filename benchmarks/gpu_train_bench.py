@@ -39,9 +39,10 @@ the data here and carry it instead of preparing there:
 With the defaults (per size: 6 lengths x 7 fixed-shape steps, then 40 loop steps x 4 methods;
 the same for dd and concat at 160m on the extra data; then 45 s of concat training and the
 same tokens for the other methods) it should take about 8-9 minutes on an H100 (estimated from
-method.md's step costs; never run yet). Each table row is printed as it is measured, and the
-report is written after the step times and again at the end, so a run cut off by the 10-minute
-command limit still leaves its step-time tables; ``--sizes 160m`` halves the first part.
+the step costs in docs/method.md section 6; never run yet). Each table row is printed as it is
+measured, and the report is written after the step times and again at the end, so a run cut off
+by the 10-minute command limit still leaves its step-time tables; ``--sizes 160m`` halves the
+first part.
 """
 
 from __future__ import annotations
@@ -62,12 +63,13 @@ import numpy as np
 import torch
 
 from ddecomp import __version__
-from ddecomp.reporting.compare import compare, format_table, load_run, plot_runs
+from ddecomp.reporting.compare import compare, format_table, load_run
+from ddecomp.reporting.plots import plot_runs
 from ddecomp.training.loop import METHODS, TrainConfig, train
 from ddecomp.training.stepcost import ideal_step_cost, measure_step_costs, price_plan
 
-# Bucket token shares (%) of a DCLM subset, 256..8192 (method.md section 6): the paper's web data,
-# whose DD step cost the paper's "8k at the cost of 2k" refers to.
+# Bucket token shares (%) of a DCLM subset, 256..8192 (docs/method.md section 6): the paper's web
+# data, whose DD step cost the paper's "8k at the cost of 2k" refers to.
 DCLM_SHARES = {256: 10.8, 512: 18.2, 1024: 22.5, 2048: 19.2, 4096: 15.7, 8192: 13.7}
 TOKENS_PER_STEP = {"tiny": 1024, "small": 16384, "160m": 65536, "410m": 32768, "1b": 16384}
 
@@ -177,8 +179,8 @@ def step_time_lines(
         "within 3%); concat's is the same control at one shape. `vs concat` is the ratio of mean "
         "step times at the same size (target for DD: at most 0.80 at 8192). `epoch ideal` prices "
         "DD's whole epoch of lengths, over concat's fixed-shape cost; `DCLM ideal` prices the "
-        "bucket token shares of the paper's web data (method.md) the same way. Rows `@NAME` are "
-        "step times on another prepared dataset (`--extra-data`).", "",
+        "bucket token shares of the paper's web data (docs/method.md section 6) the same way. "
+        "Rows `@NAME` are step times on another prepared dataset (`--extra-data`).", "",
         "| size/method | mean L | s/step | ideal s/step | overhead | vs concat | epoch ideal "
         "| DCLM ideal | MFU | peak GiB |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -213,6 +213,7 @@ def cmd_index(a: dict[str, Any]) -> dict[str, Any]:
     _ = int(tokens.sum(dtype=np.uint64))  # page cache warm, as for ddecomp
     work = Path(a["work_dir"])
     work.mkdir(parents=True, exist_ok=True)
+    # ddecomp.decompose.bucket_lengths_for, repeated: this venv has OLMo-core and no ddecomp.
     buckets = [1 << k for k in range(a["min_len"].bit_length() - 1, a["max_len"].bit_length())]
     t_bucket = float("inf")
     for _ in range(3):  # best of 3, as for ddecomp

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddecomp import UserError, decompose, decompose_corpus
-from ddecomp.decompose import bucket_lengths_for, check_lengths
+from ddecomp.decompose import (
+    LONG_DOC_POLICIES,
+    bucket_lengths_for,
+    check_lengths,
+    check_long_docs,
+)
+from ddecomp.preparing.pipeline import PrepareConfig
 
 POW = st.integers(0, 12).map(lambda k: 1 << k)
 
 
 def test_paper_example_largest_first() -> None:
-    # 2200 targets = 2048 + 128 + 16 + 8 (method.md section 2).
+    # 2200 targets = 2048 + 128 + 16 + 8 (docs/method.md section 2).
     assert decompose(2201, 8, 2048) == [2048, 128, 16, 8]
     assert decompose(2201, 32, 2048) == [2048, 128]  # 16 + 8 are the dropped tail
     assert decompose(20001, 256, 8192) == [8192, 8192, 2048, 1024, 512]
@@ -29,6 +37,27 @@ def test_paper_example_largest_first() -> None:
 def test_bad_lengths_are_user_errors(lo: int, hi: int, msg: str) -> None:
     with pytest.raises(UserError, match=msg):
         check_lengths(lo, hi)
+
+
+def test_bucket_lengths_are_the_powers_of_two_from_min_to_max() -> None:
+    assert bucket_lengths_for(16, 128) == [16, 32, 64, 128]
+    assert bucket_lengths_for(8, 8) == [8]
+    assert bucket_lengths_for(1, 4) == [1, 2, 4]
+    assert bucket_lengths_for(16, 8) == []  # max below min: none (decompose_corpus asks for this)
+
+
+def test_one_long_docs_check_serves_the_config_and_the_decomposition() -> None:
+    for policy in LONG_DOC_POLICIES:
+        check_long_docs(policy)
+    with pytest.raises(UserError) as direct:
+        check_long_docs("random")
+    with pytest.raises(UserError) as config:
+        PrepareConfig(out=Path("unused"), long_docs="random")
+    one = np.ones(1, dtype=np.int64)
+    with pytest.raises(UserError) as corpus:
+        decompose_corpus(one * 0, one * 10, 2, 4, "random")
+    assert str(direct.value) == str(config.value) == str(corpus.value)
+    assert "--long-docs 'random' is not one of split, spread" in str(direct.value)
 
 
 @settings(max_examples=300, deadline=None)

@@ -26,13 +26,11 @@ remainder (``max <= rest < 2 * max``) is split as above. It is seeded through th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from ddecomp.errors import UserError
 
-LongDocs = Literal["split", "spread"]
 LONG_DOC_POLICIES: tuple[str, ...] = ("split", "spread")
 MAX_LEN_LIMIT = 1 << 20
 
@@ -64,6 +62,12 @@ def check_lengths(min_len: int, max_len: int) -> None:
         raise UserError(f"--min-len {min_len} is larger than --max-len {max_len}")
     if max_len > MAX_LEN_LIMIT:
         raise UserError(f"--max-len {max_len} is above the limit {MAX_LEN_LIMIT} (2^20)")
+
+
+def check_long_docs(long_docs: str) -> None:
+    """Raise :class:`UserError` unless ``long_docs`` is one of :data:`LONG_DOC_POLICIES`."""
+    if long_docs not in LONG_DOC_POLICIES:
+        raise UserError(f"--long-docs {long_docs!r} is not one of {', '.join(LONG_DOC_POLICIES)}")
 
 
 def bucket_lengths_for(min_len: int, max_len: int) -> list[int]:
@@ -131,11 +135,9 @@ def _spread(
     input document. Pieces are drawn in blocks of 64 per document so a 10M-token document takes a
     few hundred vectorized rounds, not one round per piece.
     """
-    kmin, kmax = min_len.bit_length() - 1, max_len.bit_length() - 1
-    exps = np.arange(kmin, kmax + 1)
-    probs = np.exp2(-(exps - kmin).astype(np.float64))
+    lens_table = np.array(bucket_lengths_for(min_len, max_len), dtype=np.int64)
+    probs = min_len / lens_table  # 2^-k up to a constant: exact powers of two
     probs /= probs.sum()
-    lens_table = (1 << exps).astype(np.int64)
     pos = starts.copy()
     rem = m.copy()
     out_s: list[np.ndarray] = []
@@ -171,8 +173,7 @@ def decompose_corpus(
     ``O(#docs * #buckets)`` numpy element operations plus the output rows.
     """
     check_lengths(min_len, max_len)
-    if long_docs not in LONG_DOC_POLICIES:
-        raise UserError(f"--long-docs {long_docs!r} is not one of {', '.join(LONG_DOC_POLICIES)}")
+    check_long_docs(long_docs)
     starts = np.asarray(doc_starts, dtype=np.int64)
     lengths = np.asarray(doc_lengths, dtype=np.int64)
     assert starts.shape == lengths.shape, "starts and lengths differ in shape"
@@ -193,11 +194,9 @@ def decompose_corpus(
     maxrows = np.repeat(starts, q) + _segmented_arange(q) * max_len
     buckets[max_len] = maxrows
     base = starts + (q << kmax)
-    L = max_len >> 1
-    while L >= min_len:
+    for L in bucket_lengths_for(min_len, max_len // 2):
         sel = (kept_r & L) != 0
         buckets[L] = base[sel] + (kept_r[sel] & ~np.int64(2 * L - 1))
-        L >>= 1
     if pieces_s:
         ps = np.concatenate(pieces_s)
         pl = np.concatenate(pieces_l)

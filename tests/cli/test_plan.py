@@ -103,6 +103,8 @@ def test_plan_of_several_datasets_plans_their_blend(data_dir, tmp_path, capsys):
     assert s["steps"] == len(p) > 0
     assert [b["rows"] for b in s["buckets"]] == [blend.bucket_rows[L] for L in p.lengths]
     assert main([*argv, "--factors", "1"]) == 2
-    assert "--factors has 1 values for 2 datasets" in capsys.readouterr().err
-    assert main([*argv, "--factors", "1,1", "--shares", "1,1"]) == 2
-    assert "not both" in capsys.readouterr().err
+    assert "1 blend factors for 2 datasets; give one per dataset" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as both:
+        main([*argv, "--factors", "1,1", "--shares", "1,1"])
+    assert both.value.code == 2
+    assert "argument --shares: not allowed with argument --factors" in capsys.readouterr().err

@@ -195,9 +195,8 @@ def test_compute_stats_includes_empty_buckets(tmp_path: Path) -> None:
     # 9 -> [8], 65 -> [64]: buckets 16 and 32 are empty but listed with 0 rows.
     ds = open_dataset(prepared(tmp_path, [9, 65], min_len=8, max_len=64))
     s = compute_stats(ds)
-    assert [(b["L"], b["rows"], b["tokens"]) for b in s["buckets"]] == [
-        (8, 1, 8), (16, 0, 0), (32, 0, 0), (64, 1, 64)
-    ]  # fmt: skip
+    rows = [(b["L"], b["rows"], b["tokens"]) for b in s["buckets"]]
+    assert rows == [(8, 1, 8), (16, 0, 0), (32, 0, 0), (64, 1, 64)]
     assert s["buckets"][1]["share"] == 0.0
     text = format_stats(s)
     assert "     16            0               0    0.0%" in text
@@ -219,6 +218,7 @@ def test_compute_stats_random_corpus_matches_references(
     assert sum(s["num_documents"] for s in per_split.values()) == len(lengths)
     assert sum(s["num_tokens"] for s in per_split.values()) == sum(lengths)
     for sp, s in per_split.items():
+        assert s["long_docs"] == long_docs  # the plot labels what happened above max with it
         ds = open_dataset(out, split=sp)
         starts, ends = ds.document_bounds()
         split_lengths = (ends - starts).tolist()

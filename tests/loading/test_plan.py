@@ -146,7 +146,7 @@ def test_mixture_tokens_per_bucket_downsamples_and_reports():
 
 
 def test_cost_model_reproduces_method_md():
-    # DCLM token shares 256..8192 (method.md s6) -> 0.80x of always-8192 for the 160M model
+    # DCLM token shares 256..8192 (docs/method.md section 6) -> 0.80x of always-8192 for 160M
     shares = np.array([10.8, 18.2, 22.5, 19.2, 15.7, 13.7])
     lengths = 256 << np.arange(6)
     steps = np.round(shares * 100).astype(int)

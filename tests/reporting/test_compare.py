@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ddecomp.errors import UserError
-from ddecomp.reporting.compare import compare, format_table, load_run, plot_runs, time_to_reach
+from ddecomp.reporting.compare import compare, format_table, load_run, time_to_reach
+from ddecomp.reporting.plots import plot_runs
 from ddecomp.training.loop import train
 from tests._fixtures import run_python
 from tests.training._corpus import TPS, cfg_for, make_dataset
@@ -90,9 +91,8 @@ def test_gpu_bench_smoke_runs_end_to_end_on_cpu(
     bench = Path(__file__).parents[2] / "benchmarks" / "gpu_train_bench.py"
     data = str(runs[0])
     r = run_python(
-        str(bench), "--data", data, "--extra-data", data, "--smoke",
-        "--out", str(tmp_path),
-    )  # fmt: skip
+        str(bench), "--data", data, "--extra-data", data, "--smoke", "--out", str(tmp_path)
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (report,) = tmp_path.glob("train_*.md")
     text = report.read_text()

@@ -13,21 +13,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+from ddecomp.attention_cost import causal_pairs, doc_mask_pairs
 from ddecomp.training.attention import (
     FLEX_BLOCK,
     attend,
     doc_ids_from_cu_seqlens,
-    doc_pairs,
     flex_block_mask,
     make_doc_mask,
 )
-from ddecomp.training.model import GPT, causal_pairs, model_config
+from ddecomp.training.model import GPT, model_config
 
 CPU = torch.device("cpu")
 _BLOCK_FIELDS = (
-    "kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
-    "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices",
-)  # fmt: skip
+    "kv_num_blocks",
+    "kv_indices",
+    "full_kv_num_blocks",
+    "full_kv_indices",
+    "q_num_blocks",
+    "q_indices",
+    "full_q_num_blocks",
+    "full_q_indices",
+)
 
 
 def _cu(batch: int, seq_len: int, cuts: list[int]) -> torch.Tensor:
@@ -51,8 +57,9 @@ def test_doc_ids_and_pairs_match_the_dense_mask(batch: int, seq_len: int, cuts: 
     np.testing.assert_array_equal(ids, ref)
     dense = make_doc_mask(cu, batch, seq_len, CPU).dense
     assert dense is not None
-    assert doc_pairs(cu, batch, seq_len) == int(dense.sum())
-    assert doc_pairs(cu, batch, seq_len) <= causal_pairs(seq_len, batch)
+    pairs = doc_mask_pairs(cu.numpy(), seq_len, batch * seq_len)
+    assert pairs == int(dense.sum())
+    assert pairs <= causal_pairs(seq_len, batch)
 
 
 @settings(max_examples=40, deadline=None)

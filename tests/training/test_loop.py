@@ -102,7 +102,8 @@ def test_baseline_methods_train(data: Path, tmp_path: Path, method: str) -> None
     assert s["finished"]
     assert len(rows) == 6
     assert {r["seq_len"] for r in rows} == {128}
-    from ddecomp.training.model import causal_pairs, model_config, train_flops
+    from ddecomp.attention_cost import causal_pairs
+    from ddecomp.training.model import model_config, train_flops
 
     mcfg = model_config("tiny", 64)
     causal = train_flops(mcfg, TPS, causal_pairs(128, TPS // 128))
@@ -239,8 +240,8 @@ def test_every_method_trains_on_a_blend_and_resume_refuses_another_mix(
     train(cfg_for(both, cut, factors=(1.0, 1.0), stop_after=3))
     with pytest.raises(UserError, match="the dataset changed"):
         train(cfg_for(both, cut, factors=(1.0, 0.5), resume=True))
-    with pytest.raises(UserError, match="--shares has 1 values for 2 datasets"):
-        cfg_for(both, cut, shares=(1.0,))
+    with pytest.raises(UserError, match="1 blend shares for 2 datasets"):
+        train(cfg_for(both, cut, shares=(1.0,)))
     argv = ["train", *both, "--out", str(tmp_path / "cli"), "--factors", "1,0.5", "--tokens",
             str(4 * TPS), "--tokens-per-step", str(TPS), "--warmup", "1", "--device", "cpu",
             "--no-progress", "--eval-tokens", "512"]  # fmt: skip

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from ddecomp.attention_cost import causal_pairs, doc_mask_pairs
 from ddecomp.errors import UserError
 from ddecomp.loading.protocols import IGNORE_INDEX
-from ddecomp.training.attention import doc_pairs, make_doc_mask
+from ddecomp.training.attention import make_doc_mask
 from ddecomp.training.model import (
     GPT,
     ModelConfig,
-    causal_pairs,
     matmul_params,
     model_config,
     num_params,
@@ -93,7 +93,7 @@ def test_rope_scores_depend_on_relative_position_only() -> None:
 
 def test_one_document_per_row_is_plain_causal() -> None:
     cu = torch.arange(0, 3 * 8 + 1, 8, dtype=torch.int32)
-    assert doc_pairs(cu, 3, 8) == causal_pairs(8, 3) == 3 * 36
+    assert doc_mask_pairs(cu.numpy(), 8, 3 * 8) == causal_pairs(8, 3) == 3 * 36
     m = _model()
     x = torch.randint(0, 97, (3, 8))
     with torch.no_grad():

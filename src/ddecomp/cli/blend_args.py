@@ -16,17 +16,28 @@ def floats(text: str) -> tuple[float, ...]:
 
 
 def add_source_arguments(p: Any) -> None:
-    """``DIR [DIR ...]``, ``--factors`` and ``--shares`` (see :class:`ddecomp.data.blend.Blend`)."""
+    """``DIR [DIR ...]`` and either ``--factors`` or ``--shares`` (argparse refuses both).
+
+    How many weights there are is checked where the data is opened
+    (:func:`ddecomp.data.blend.open_sources`), so a library caller gets the same check.
+    """
     p.add_argument(
-        "data", metavar="DIR", nargs="+",
+        "data",
+        metavar="DIR",
+        nargs="+",
         help="prepared dataset (ddecomp prepare); several are blended into one",
-    )  # fmt: skip
-    p.add_argument(
-        "--factors", type=floats, metavar="F,F,...",
+    )
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--factors",
+        type=floats,
+        metavar="F,F,...",
         help="blend: epochs of each DIR per epoch of the blend, e.g. 1,0.5 (default: all 1)",
-    )  # fmt: skip
-    p.add_argument(
-        "--shares", type=floats, metavar="S,S,...",
+    )
+    weights.add_argument(
+        "--shares",
+        type=floats,
+        metavar="S,S,...",
         help="blend: each DIR's share of the training tokens, e.g. 0.7,0.3; the limiting DIR is "
         "used once, the others sub-sampled",
-    )  # fmt: skip
+    )

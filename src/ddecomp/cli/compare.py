@@ -25,12 +25,14 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddecomp.reporting.compare import compare, format_table, load_run, plot_runs
+    from ddecomp.reporting.compare import compare, format_table, load_run
 
     runs = [load_run(r) for r in args.runs]
     rows = compare(runs)
     print(json.dumps(rows, indent=1) if args.json else format_table(rows))
     if args.plot:
+        from ddecomp.reporting.plots import plot_runs
+
         plot_runs(runs, args.plot)
         print(f"wrote {args.plot}")
     return 0

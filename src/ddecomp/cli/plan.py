@@ -28,9 +28,12 @@ def register(sub: Any) -> None:
     )
     add_source_arguments(p)
     p.add_argument(
-        "--tokens-per-step", type=int, required=True, metavar="N",
+        "--tokens-per-step",
+        type=int,
+        required=True,
+        metavar="N",
         help="tokens per optimizer step over all ranks; a multiple of max length x world size",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--curriculum",
         default="grow-p2",
@@ -41,15 +44,19 @@ def register(sub: Any) -> None:
     p.add_argument("--cycles", type=int, default=8, help="curriculum cycles (default 8)")
     p.add_argument("--mode", choices=MODES, default="sample", help="sample (default) | layout")
     p.add_argument(
-        "--mixture", default=None, metavar="natural|equal",
+        "--mixture",
+        default=None,
+        metavar="natural|equal",
         help="tokens per bucket: natural (default: every row once) or equal tokens per bucket",
-    )  # fmt: skip
+    )
     p.add_argument("--seed", type=int, default=0, help="data-order seed (default 0)")
     p.add_argument("--epoch", type=int, default=0, help="epoch to plan (default 0)")
     p.add_argument(
-        "--world-size", type=int, default=1,
+        "--world-size",
+        type=int,
+        default=1,
         help="data-parallel ranks, to check that the batch divides (default 1)",
-    )  # fmt: skip
+    )
     p.add_argument("--split", default="train", help="train (default) | val")
     m = p.add_argument_group(
         "measured step costs (optional; needs torch)",
@@ -57,9 +64,11 @@ def register(sub: Any) -> None:
         "--tokens-per-step, and price the epoch with those costs instead of the H100 line fit.",
     )
     m.add_argument(
-        "--measure", metavar="SIZE", choices=SIZES,
+        "--measure",
+        metavar="SIZE",
+        choices=SIZES,
         help=f"model size to time: {', '.join(SIZES)}",
-    )  # fmt: skip
+    )
     m.add_argument("--device", default="auto", help="auto (default) | cpu | cuda | cuda:N")
     m.add_argument("--iters", type=int, default=3, help="timed steps per length (default 3)")
     m.add_argument("--compile", action="store_true", help="torch.compile the model first")
@@ -76,9 +85,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--world-size {args.world_size} must be >= 1")
     check_tokens_per_step(args.tokens_per_step, list(ds.bucket_rows), args.world_size)
     plan = build_plan(
-        ds.bucket_rows, args.tokens_per_step, args.curriculum, args.cycles, args.seed,
-        args.epoch, args.mode, mixture=args.mixture,
-    )  # fmt: skip
+        ds.bucket_rows,
+        args.tokens_per_step,
+        curriculum=args.curriculum,
+        cycles=args.cycles,
+        seed=args.seed,
+        epoch=args.epoch,
+        mode=args.mode,
+        mixture=args.mixture,
+    )
     s = plan.summary()
     if isinstance(ds, Blend):
         s["blend"] = ds.summary()
@@ -91,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
 
         name = "blend" if isinstance(ds, Blend) else ds.root.name
         title = f"{name}: {plan.curriculum.describe()}, {plan.cycles} cycles"
-        plot_plan(plan.step_length, {b["length"]: b["tokens"] for b in s["buckets"]}, args.plot,
-                  title)  # fmt: skip
+        bucket_tokens = {b["length"]: b["tokens"] for b in s["buckets"]}
+        plot_plan(plan.step_length, bucket_tokens, args.plot, title)
     if args.measure:
         s["measured"] = _measure(args, ds.vocab_size, s)
     if args.json:
@@ -119,18 +134,28 @@ def _measure(args: argparse.Namespace, vocab_size: int, s: dict[str, Any]) -> di
     steps = {int(b["length"]): int(b["steps"]) for b in s["buckets"] if b["steps"]}
     lmax = int(s["max_seq_len"])
     cfg = TrainConfig(
-        data=args.data[0], out="-", size=args.measure, tokens=2 * tps, tokens_per_step=tps,
-        warmup=0, compile=args.compile,
-    )  # fmt: skip
+        data=args.data[0],
+        out="-",
+        size=args.measure,
+        tokens=2 * tps,
+        tokens_per_step=tps,
+        warmup=0,
+        compile=args.compile,
+    )
     device = resolve_device(args.device, World.detect())
     got = measure_step_costs(cfg, vocab_size, [*steps, lmax], device, warmup=1, iters=args.iters)
     costs = {L: c["median_s"] for L, c in got.items()}
     price = price_plan(steps, costs, lmax)
     return {
-        "size": args.measure, "device": str(device), "tokens_per_device_step": tps,
-        "iters": args.iters, "median_s": costs, "steps_per_length": steps, "max_seq_len": lmax,
+        "size": args.measure,
+        "device": str(device),
+        "tokens_per_device_step": tps,
+        "iters": args.iters,
+        "median_s": costs,
+        "steps_per_length": steps,
+        "max_seq_len": lmax,
         **price,
-    }  # fmt: skip
+    }
 
 
 def _format_measured(m: dict[str, Any]) -> str:

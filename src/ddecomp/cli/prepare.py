@@ -26,27 +26,33 @@ def register(sub: Any) -> None:
         "arguments resumes an interrupted run.",
     )
     p.add_argument(
-        "inputs", nargs="*", metavar="INPUT",
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
         help="files or directories, or URLs (s3://, gs://, hf://, file://; the scheme's fsspec "
         "backend, e.g. s3fs, must be installed)",
-    )  # fmt: skip
+    )
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     src = p.add_argument_group("already-tokenized input")
     src.add_argument(
-        "--from-tokens", metavar="FILE",
+        "--from-tokens",
+        metavar="FILE",
         help="flat token file (raw integers or .npy) with an EOS id after each document",
-    )  # fmt: skip
+    )
     src.add_argument("--eos-id", type=int, metavar="N", help="EOS id in --from-tokens input")
     src.add_argument(
-        "--dtype", choices=_TOKEN_DTYPES, default=None,
+        "--dtype",
+        choices=_TOKEN_DTYPES,
+        default=None,
         help="integer type of a raw --from-tokens file (default uint16; .npy files say it)",
-    )  # fmt: skip
+    )
     tok = p.add_argument_group("tokenizer")
     tok.add_argument(
-        "--tokenizer", metavar="PATH|NAME",
+        "--tokenizer",
+        metavar="PATH|NAME",
         help="tokenizer.json, a local HF tokenizer directory, or a hub name; default: train a "
         "byte-level BPE on the input and save it in DIR",
-    )  # fmt: skip
+    )
     tok.add_argument(
         "--vocab-size", type=int, default=8192, help="BPE size to train (default 8192)"
     )
@@ -63,27 +69,36 @@ def register(sub: Any) -> None:
         "--max-len", type=int, default=8192, help="longest piece in targets (default 8192)"
     )
     dec.add_argument(
-        "--long-docs", choices=LONG_DOC_POLICIES, default="split",
+        "--long-docs",
+        choices=LONG_DOC_POLICIES,
+        default="split",
         help="pieces above max: split into max pieces (default) or spread over random lengths "
         "like the paper's reference release",
-    )  # fmt: skip
+    )
     dec.add_argument(
         "--seed", type=int, default=0, help="seed for spread and the val split (default 0)"
     )
     dec.add_argument(
-        "--val-fraction", type=float, default=0.0,
+        "--val-fraction",
+        type=float,
+        default=0.0,
         help="fraction of documents held out for validation, by document (default 0)",
-    )  # fmt: skip
+    )
     run = p.add_argument_group("run")
     run.add_argument(
-        "--workers", type=int, default=default_workers(),
+        "--workers",
+        type=int,
+        default=default_workers(),
         help=f"worker processes (default: all cores, here {default_workers()})",
-    )  # fmt: skip
+    )
     run.add_argument(
-        "--shard-size", type=float, default=None, metavar="N",
+        "--shard-size",
+        type=float,
+        default=None,
+        metavar="N",
         help="shard size: N MB of text, or N million tokens with --from-tokens (default: about "
         "1/32 of the input, within 4..128)",
-    )  # fmt: skip
+    )
     run.add_argument("--strict", action="store_true", help="stop at the first bad input record")
     run.add_argument(
         "--overwrite", action="store_true", help="replace a dataset prepared differently"

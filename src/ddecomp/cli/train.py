@@ -9,6 +9,7 @@ NCCL on GPUs, gloo on CPUs); every rank gets the same arguments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
@@ -33,17 +34,22 @@ def register(sub: Any) -> None:
         "--tokens", type=int, default=d.tokens, help=f"training tokens (default {d.tokens:,})"
     )
     p.add_argument(
-        "--tokens-per-step", type=int, default=d.tokens_per_step,
+        "--tokens-per-step",
+        type=int,
+        default=d.tokens_per_step,
         help=f"tokens per optimizer step, all ranks (default {d.tokens_per_step:,})",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--max-len", type=int, default=None,
+        "--max-len",
+        type=int,
+        default=None,
         help="longest sequence, tokens (default: the dataset's); the baselines' chunk length",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--curriculum", default=d.curriculum,
+        "--curriculum",
+        default=d.curriculum,
         help="DD curriculum: natural|uniform|grow-p2|grow-linear|shrink-p2 or odds '32,16,...'",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--cycles", type=int, default=d.cycles, help=f"curriculum cycles (default {d.cycles})"
     )
@@ -57,26 +63,35 @@ def register(sub: Any) -> None:
         "--compile", action="store_true", help="torch.compile the model (warms each shape)"
     )
     p.add_argument(
-        "--eval-every", type=int, default=d.eval_every,
+        "--eval-every",
+        type=int,
+        default=d.eval_every,
         help="steps between held-out evaluations (default 0: only at the end)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--eval-tokens", type=int, default=d.eval_tokens,
+        "--eval-tokens",
+        type=int,
+        default=d.eval_tokens,
         help=f"held-out tokens per context length (default {d.eval_tokens:,})",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--checkpoint-every", type=int, default=d.checkpoint_every,
+        "--checkpoint-every",
+        type=int,
+        default=d.checkpoint_every,
         help="steps between checkpoints (default 0: only at the end)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--no-checkpoints", action="store_true",
+        "--no-checkpoints",
+        action="store_true",
         help="write no checkpoint, not even at the end (the run cannot be resumed)",
-    )  # fmt: skip
+    )
     p.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
     p.add_argument(
-        "--stop-after", type=int, default=None,
+        "--stop-after",
+        type=int,
+        default=None,
         help="stop with a checkpoint after this many steps (the schedule spans the full run)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--deterministic", action="store_true", help="deterministic kernels (exact resume)"
     )
@@ -85,23 +100,22 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's config. Flags are named after TrainConfig's fields (``--tokens-per-step`` ->
+    ``tokens_per_step``); only the data and the two ``--no-*`` switches need translating."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"data"}
+    return TrainConfig(
+        data=args.data[0] if len(args.data) == 1 else tuple(args.data),  # one DIR stays a string
+        checkpoints=not args.no_checkpoints,
+        progress=not args.no_progress,
+        **{k: v for k, v in vars(args).items() if k in fields},
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from ddecomp.training.loop import train
 
-    data = args.data[0] if len(args.data) == 1 else tuple(args.data)  # one DIR stays a string
-    cfg = TrainConfig(
-        data=data, factors=args.factors, shares=args.shares, out=args.out,
-        method=args.method, size=args.size, tokens=args.tokens,
-        tokens_per_step=args.tokens_per_step, max_len=args.max_len,
-        curriculum=args.curriculum, cycles=args.cycles, lr=args.lr,
-        warmup=args.warmup, seed=args.seed, device=args.device, compile=args.compile,
-        deterministic=args.deterministic, eval_every=args.eval_every,
-        eval_tokens=args.eval_tokens, checkpoint_every=args.checkpoint_every,
-        checkpoints=not args.no_checkpoints,
-        stop_after=args.stop_after, resume=args.resume, num_workers=args.num_workers,
-        progress=not args.no_progress,
-    )  # fmt: skip
-    summary = train(cfg)
+    summary = train(config_from_args(args))
     if summary:  # empty on ranks other than 0
         keys = ("method", "finished", "steps", "tokens", "elapsed_s", "tokens_per_s")
         print(json.dumps({k: summary.get(k) for k in keys}))

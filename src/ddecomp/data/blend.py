@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ddecomp.data.dataset import Dataset, open_dataset
+from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import UserError
 
 BLEND_VERSION = 1
@@ -92,8 +93,7 @@ class Blend:
         # per bucket: rows each source puts in the blend (whole copies, then the window)
         self._parts: dict[int, list[tuple[int, int]]] = {}
         self._offsets: dict[int, np.ndarray] = {}
-        L = self.min_len
-        while L <= self.max_len:
+        for L in bucket_lengths_for(self.min_len, self.max_len):
             parts = []
             for ds, f in self.sources:
                 n = ds.bucket_rows.get(L, 0)
@@ -101,7 +101,6 @@ class Blend:
                 parts.append((whole * n, round((f - whole) * n)))
             self._parts[L] = parts
             self._offsets[L] = np.cumsum([0] + [a + b for a, b in parts], dtype=np.int64)
-            L <<= 1
         self.bucket_rows = {L_: int(o[-1]) for L_, o in self._offsets.items()}
         self.bucket_lengths = [L_ for L_, n in self.bucket_rows.items() if n]
         self.fingerprint = self._fingerprint()
@@ -307,10 +306,12 @@ def check_weights(
 ) -> None:
     """Blend weights are factors or shares, not both, and one per dataset directory."""
     if factors is not None and shares is not None:
-        raise UserError("give --factors or --shares, not both")
+        raise UserError("blend weights are factors or shares, not both; give one of them")
     for name, w in (("factors", factors), ("shares", shares)):
         if w is not None and len(w) != n_dirs:
-            raise UserError(f"--{name} has {len(w)} values for {n_dirs} datasets; give one each")
+            raise UserError(
+                f"{len(w)} blend {name} for {n_dirs} datasets; give one per dataset, in order"
+            )
 
 
 def open_sources(

@@ -23,6 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ddecomp.data.layout import SPLITS, load_manifest
+from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import DataError, UserError
 
 # Rows spread over several shards: from this width on, per-row slice copies into ``out`` beat
@@ -63,8 +64,7 @@ class Dataset:
             bases.append(bases[-1] + n)
         self.token_base = np.asarray(bases, dtype=np.int64)
         self._starts: dict[int, np.ndarray] = {}
-        L = self.min_len
-        while L <= self.max_len:
+        for L in bucket_lengths_for(self.min_len, self.max_len):
             parts = []
             for i, sh in enumerate(shards):
                 rec = sh["buckets"][split].get(str(L))
@@ -74,7 +74,6 @@ class Dataset:
                 np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
             ).astype(np.int64, copy=False)
             self._starts[L].flags.writeable = False
-            L <<= 1
         self.bucket_rows: dict[int, int] = {L_: int(a.size) for L_, a in self._starts.items()}
         self.bucket_lengths: list[int] = [L_ for L_, n in self.bucket_rows.items() if n]
         self._doc_bounds: tuple[np.ndarray, np.ndarray] | None = None

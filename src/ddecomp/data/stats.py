@@ -3,15 +3,15 @@
 :func:`compute_stats` reads one opened split (``ddecomp.open_dataset(DIR, split)``) and returns a
 JSON-serialisable dict; :func:`format_stats` prints it as plain text and
 :func:`ddecomp.reporting.plots.plot_stats` draws it. Everything after the two reads (bucket row
-counts and
-document bounds) is pure numpy on arrays of document lengths, so the functions below are tested
-directly. Measured (2-core machine, 2026-11-26): 15 ms for a 101M-token split of 123k
+counts and document bounds) is pure numpy on arrays of document lengths, so the functions below
+are tested directly. Measured (2-core machine, 2026-11-26): 15 ms for a 101M-token split of 123k
 web-like documents, reading the index included; 40 ms for the document-masked C&C pass over
 1.7M documents (1.4B tokens).
 
 Mean attention context (the paper's appendix F). A sequence of ``L`` targets under causal
 attention gives its ``i``-th target a context of ``i`` tokens, so it costs ``L(L+1)/2``
-query-key pairs for ``L`` targets. For a set of sequences::
+query-key pairs for ``L`` targets (counted by :mod:`ddecomp.attention_cost`, as the trainer's
+FLOPs are). For a set of sequences::
 
     mean context = sum over sequences of L(L+1)/2  /  sum over sequences of L
 
@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ddecomp.attention_cost import causal_pairs, doc_mask_pairs
 from ddecomp.data.dataset import Dataset
 from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import DataError
@@ -45,15 +46,9 @@ PERCENTILES = (10, 25, 50, 75, 90, 99)
 HIST_BINS_PER_OCTAVE = 4
 
 
-def _pairs(lengths: np.ndarray) -> int:
-    """``sum(L * (L + 1) / 2)`` over sequence lengths ``lengths`` (exact, int64)."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    return int((lengths * (lengths + 1) // 2).sum())
-
-
 def dd_context(bucket_rows: Mapping[int, int]) -> tuple[int, int]:
     """``(query-key pairs, targets)`` of DD's rows: ``rows[L]`` sequences of ``L`` targets."""
-    pairs = sum(int(n) * (L * (L + 1) // 2) for L, n in bucket_rows.items())
+    pairs = causal_pairs(list(bucket_rows), list(bucket_rows.values()))
     targets = sum(int(n) * L for L, n in bucket_rows.items())
     return pairs, targets
 
@@ -64,28 +59,17 @@ def cc_context(doc_lengths: np.ndarray, max_len: int, doc_mask: bool = False) ->
     The stream of ``N = sum(doc_lengths)`` tokens has ``N - 1`` targets; input position ``i``
     predicts token ``i + 1``. Chunk ``c`` holds input positions ``[c * max_len, (c+1) * max_len)``.
     With ``doc_mask`` a chunk is further cut at every document start, and each piece is a
-    sequence of its own. Vectorized: the cut points are the union of chunk and document starts
-    (``#docs + N / max_len`` values), their differences are the sequence lengths.
+    sequence of its own (:func:`~ddecomp.attention_cost.doc_mask_pairs`: vectorized over the
+    ``#docs + N / max_len`` cut points).
     """
     lengths = np.asarray(doc_lengths, dtype=np.int64)
-    n = int(lengths.sum())
-    targets = max(n - 1, 0)
+    targets = max(int(lengths.sum()) - 1, 0)
     if targets == 0:
         return 0, 0
+    if doc_mask:
+        return doc_mask_pairs(np.cumsum(lengths) - lengths, max_len, targets), targets
     full, rest = divmod(targets, max_len)
-    if not doc_mask:
-        return full * (max_len * (max_len + 1) // 2) + rest * (rest + 1) // 2, targets
-    doc_starts = np.cumsum(lengths) - lengths
-    chunk_starts = np.arange(0, targets, max_len, dtype=np.int64)
-    # Merge two sorted arrays: a stable sort of their concatenation finds the two runs (timsort),
-    # then drop duplicates. np.union1d is ~400x slower here (3 s for 1.7M documents, numpy 2.4).
-    cuts = np.concatenate([chunk_starts, doc_starts[doc_starts < targets]])
-    cuts.sort(kind="stable")
-    cuts = cuts[np.concatenate(([True], cuts[1:] != cuts[:-1]))]
-    seqs = np.diff(np.append(cuts, targets))
-    assert int(seqs.sum()) == targets
-    assert int(seqs.min()) >= 1
-    return _pairs(seqs), targets
+    return causal_pairs([max_len, rest], [full, 1]), targets
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -183,7 +167,8 @@ def _dropped(manifest: Mapping[str, Any], split: str, num_tokens: int) -> dict[s
 def compute_stats(ds: Dataset) -> dict[str, Any]:
     """All statistics of one opened split as a JSON-serialisable dict (see the module docstring).
 
-    Keys: ``split``, ``root``, ``fingerprint``, ``min_len``, ``max_len``, ``num_documents``,
+    Keys: ``split``, ``root``, ``fingerprint``, ``min_len``, ``max_len``, ``long_docs`` (what
+    happened above ``max_len``: ``split`` or ``spread``; None if unrecorded), ``num_documents``,
     ``num_tokens``, ``kept_targets``, ``buckets`` (list of ``{L, rows, tokens, share}`` for every
     L from min to max; ``tokens = rows * L`` trained targets, ``share`` of ``kept_targets``),
     ``dropped``, ``doc_length`` (:func:`length_summary`), ``doc_length_hist``
@@ -222,6 +207,7 @@ def compute_stats(ds: Dataset) -> dict[str, Any]:
         "fingerprint": ds.fingerprint,
         "min_len": int(ds.min_len),
         "max_len": int(ds.max_len),
+        "long_docs": ds.manifest.get("long_docs"),
         "num_documents": int(lengths.size),
         "num_tokens": num_tokens,
         "kept_targets": kept,

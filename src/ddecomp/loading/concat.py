@@ -1,6 +1,6 @@
 """Fixed-length baselines with the VSLLoader interface: concat-and-chunk (+ document mask).
 
-The paper's baselines (method.md section 4) on the same data and state machinery as DD:
+The paper's baselines (docs/method.md section 4) on the same data and state machinery as DD:
 
 - :class:`ConcatChunkLoader` (``Baseline-8k``): the split's documents (each EOS-terminated) are
   concatenated in order into one stream of ``T`` tokens and cut into ``(T - 1) // seq_len`` rows

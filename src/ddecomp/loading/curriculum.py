@@ -1,7 +1,7 @@
 """Curricula: which bucket lengths a variable-sequence-length epoch favours, and when.
 
 A curriculum assigns *odds* to the buckets of a dataset, one number per bucket from shortest to
-longest (the paper's Algorithm 1, method.md section 3). The plan (:mod:`ddecomp.loading.plan`)
+longest (the paper's Algorithm 1, docs/method.md section 3). The plan (:mod:`ddecomp.loading.plan`)
 realises
 the odds in one of two seeded ways: ``sample`` draws a bucket with probability proportional to its
 odds among the buckets not yet exhausted in the cycle (Algorithm 1); ``layout`` spreads each
@@ -24,7 +24,7 @@ shrink-p2      2^i        (1 2 4 8 16 32)   long to short (the reverse ramp)
 
 Cost is the same for all of them: the plan is O(S log S) numpy for S steps (about 0.1 s for a
 million steps). The step-time cost of an epoch depends only on the bucket token shares, not on
-the curriculum (method.md section 3: cost is linear in the length of each step).
+the curriculum (docs/method.md section 3: cost is linear in the length of each step).
 """
 
 from __future__ import annotations

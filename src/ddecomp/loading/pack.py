@@ -1,6 +1,6 @@
 """``PackedLoader``: best-fit-decreasing packing of document pieces with a document mask.
 
-The paper's ``Pack-8k+DM`` baseline (method.md section 4). A bin is one row of ``seq_len + 1``
+The paper's ``Pack-8k+DM`` baseline (docs/method.md section 4). A bin is one row of ``seq_len + 1``
 tokens (``inputs = row[:-1]``, ``labels = row[1:]``) holding whole pieces back to back:
 
 - pieces: a document of ``n`` tokens with ``n <= seq_len + 1`` is one piece; a longer one is cut

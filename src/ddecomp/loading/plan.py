@@ -10,7 +10,7 @@ an elastic resume continues the same global order and the plan is testable witho
 
 Steps per bucket: the bucket's row budget (all rows by default; ``mixture`` sets tokens per
 bucket) divided by ``B_L``; the rows that do not fill a whole global batch are left out and
-reported. Order (method.md section 3), all seeded by ``(seed, epoch)``:
+reported. Order (docs/method.md section 3), all seeded by ``(seed, epoch)``:
 
 - each bucket's batches are split into ``cycles`` parts by exact cumulative rounding
   (``floor(n*(j+1)/c) - floor(n*j/c)``): the parts sum to ``n`` for any ``n`` and ``c``;
@@ -26,7 +26,7 @@ reported. Order (method.md section 3), all seeded by ``(seed, epoch)``:
 - ``natural`` has no odds: each cycle is a seeded shuffle of its batches, in either mode;
 - ``oom_probe`` moves the first batch of the longest bucket to step 0 (nothing added or lost).
 
-Cost model (method.md sections 3 and 6): a step of constant tokens costs ``alpha + beta * L``.
+Cost model (docs/method.md sections 3 and 6): a step of constant tokens costs ``alpha + beta * L``.
 The default ``alpha = 0.1910 s``, ``beta = 9.49e-6 s`` per unit of length is the least-squares fit
 of the 160M-model row measured on an H100 (65,536 tokens per step, L = 256..8192); with the DCLM
 bucket shares it predicts 0.80x of always-8192, as measured. Only the ratio ``alpha / beta``
@@ -45,7 +45,7 @@ from ddecomp.errors import UserError
 from ddecomp.loading.curriculum import Curriculum, resolve_curriculum
 
 MODES = ("sample", "layout")
-COST_ALPHA = 0.1910  # seconds per step, 160M model, H100, 65,536 tokens per step (method.md s6)
+COST_ALPHA = 0.1910  # s/step, 160M model, H100, 65,536 tokens/step (docs/method.md section 6)
 COST_BETA = 9.49e-6  # seconds per step per unit of sequence length, same fit
 _ORDER_STREAM = 0  # rng key for the step order; row permutations use the bucket length L >= 1
 
@@ -240,7 +240,7 @@ class Plan:
             "cost_model": {
                 "alpha_s": alpha,
                 "beta_s_per_len": beta,
-                "source": "method.md s6, 160M model, H100, 65,536 tokens/step, linear fit",
+                "source": "docs/method.md section 6: 160M, H100, 65,536 tokens/step, linear fit",
             },
         }
 

@@ -79,13 +79,6 @@ class IngestStats:
     def skipped_total(self) -> int:
         return sum(self.skipped.values())
 
-    def merge(self, other: IngestStats) -> None:
-        """Add ``other``'s counts into this one (e.g. per-worker stats into a total)."""
-        self.documents += other.documents
-        self.text_bytes += other.text_bytes
-        for reason, n in other.skipped.items():
-            self.skipped[reason] = self.skipped.get(reason, 0) + n
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "documents": self.documents,

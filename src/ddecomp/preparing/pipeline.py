@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ddecomp.data.layout import FORMAT_VERSION, MANIFEST, TOKENIZER_FILE
-from ddecomp.decompose import LONG_DOC_POLICIES, check_lengths
+from ddecomp.decompose import check_lengths, check_long_docs
 from ddecomp.errors import UserError
 from ddecomp.io import canonical_sha256, write_json_atomic
 from ddecomp.preparing.inputs import InputFile, default_corpus_files, discover_inputs, input_size
@@ -90,10 +90,7 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         check_lengths(self.min_len, self.max_len)
-        if self.long_docs not in LONG_DOC_POLICIES:
-            raise UserError(
-                f"--long-docs {self.long_docs!r} is not one of {', '.join(LONG_DOC_POLICIES)}"
-            )
+        check_long_docs(self.long_docs)
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserError(f"--val-fraction {self.val_fraction} must be in [0, 1)")
         if self.workers < 1:

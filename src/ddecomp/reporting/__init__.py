@@ -1,5 +1,6 @@
 """Reporting: figures and side-by-side comparisons of what prepare, plan and train produced.
 
-- :mod:`.plots`: PNG figures for ``ddecomp stats --plot`` and ``ddecomp plan --plot``.
-- :mod:`.compare`: ``ddecomp compare RUN ...``: a table and a figure of loss vs tokens and time.
+- :mod:`.plots`: every PNG figure (``ddecomp stats --plot``, ``plan --plot``, ``compare --plot``)
+  and the one look they share.
+- :mod:`.compare`: ``ddecomp compare RUN ...``: loads runs and tabulates loss vs tokens and time.
 """

@@ -1,4 +1,4 @@
-"""Side-by-side comparison of training runs (``ddecomp compare RUN ... --plot FILE.png``).
+"""Side-by-side comparison of training runs (``ddecomp compare RUN ...``): the table.
 
 Reads each run directory's ``config.json``, ``metrics.jsonl``, ``eval.jsonl`` and ``summary.json``
 (written by :mod:`ddecomp.training.loop`) and reports, per run:
@@ -15,11 +15,12 @@ Reads each run directory's ``config.json``, ``metrics.jsonl``, ``eval.jsonl`` an
 Runs are comparable when they use the same prepared data and model (checked: a different dataset
 fingerprint or model size is refused) and evaluate the same held-out rows (they do: the choice is
 seeded by the dataset only, :func:`ddecomp.training.evaluate.eval_rows`).
+
+``--plot`` draws the same runs with :func:`ddecomp.reporting.plots.plot_runs`.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,18 +107,21 @@ def compare(runs: list[Run]) -> list[dict[str, Any]]:
         us = 1e6 * elapsed / tokens
         rows.append(
             {
-                "run": r.name, "method": r.method, "steps": len(r.metrics), "tokens": tokens,
-                "train_s": elapsed, "us_per_token": us, "time_per_token_vs_base": us / base_us,
+                "run": r.name,
+                "method": r.method,
+                "steps": len(r.metrics),
+                "tokens": tokens,
+                "train_s": elapsed,
+                "us_per_token": us,
+                "time_per_token_vs_base": us / base_us,
                 "mean_seq_len": float(r.column("seq_len").mean()),
                 "train_loss": float(tail.mean()),
                 "val_loss": fe["val_loss_mean"] if fe else None,
-                "val_loss_longest": (
-                    fe["val_loss"][str(fe["position"]["seq_len"])] if fe else None
-                ),
+                "val_loss_longest": fe["val_loss"][str(fe["position"]["seq_len"])] if fe else None,
                 "time_to_base_val_s": reach,
                 "time_to_base_val_ratio": reach / base_time if reach is not None else None,
             }
-        )  # fmt: skip
+        )
     return rows
 
 
@@ -141,58 +145,3 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{f(r['time_to_base_val_ratio'], '.3f')} |"
         )
     return "\n".join(lines)
-
-
-def _smooth(y: np.ndarray, n: int) -> np.ndarray:
-    """Trailing mean over ``n`` steps (DD's per-step loss swings with the bucket length)."""
-    if n <= 1 or y.size < n:
-        return y
-    c = np.cumsum(np.r_[0.0, y])
-    out = np.empty_like(y)
-    out[n - 1 :] = (c[n:] - c[:-n]) / n
-    out[: n - 1] = c[1:n] / np.arange(1, n)
-    return out
-
-
-def plot_runs(runs: list[Run], path: str | Path) -> None:
-    """Six panels: loss vs tokens, loss vs time, val loss per length, seq length per step,
-    loss by position on the longest held-out pieces, val loss vs time."""
-    from matplotlib.figure import Figure
-
-    from ddecomp.reporting.plots import save_png_atomic
-
-    fig = Figure(figsize=(16, 9), layout="constrained")
-    ax = fig.subplots(2, 3)
-    for r in runs:
-        loss = r.column("loss")
-        sm = _smooth(loss, max(1, len(loss) // 50))
-        ax[0, 0].plot(r.column("tokens"), sm, label=r.name)
-        ax[0, 1].plot(r.column("elapsed_s"), sm, label=r.name)
-        ax[1, 0].plot(r.column("step"), r.column("seq_len"), ".", ms=2, label=r.name)
-        if r.evals:
-            fe = r.evals[-1]
-            Ls = sorted(int(k) for k in fe["val_loss"])
-            ax[0, 2].plot(Ls, [fe["val_loss"][str(L)] for L in Ls], "o-", label=r.name)
-            pos = fe["position"]
-            mid = [max(1.0, (a + b) / 2) for a, b in itertools.pairwise(pos["edges"])]
-            ax[1, 1].plot(mid, pos["loss"], "o-", label=r.name)
-            ax[1, 2].plot([e["elapsed_s"] for e in r.evals], [e["val_loss_mean"] for e in r.evals],
-                          "o-", label=r.name)  # fmt: skip
-    titles = [
-        ("training loss vs tokens", "tokens", "loss (smoothed)"),
-        ("training loss vs wall time", "training seconds", "loss (smoothed)"),
-        ("validation loss per context length (final)", "context length", "loss"),
-        ("sequence length per step", "step", "length"),
-        ("loss by token position, longest held-out pieces", "position", "loss"),
-        ("validation loss (mean over lengths) vs time", "training seconds", "loss"),
-    ]
-    for a, (t, x, y) in zip(ax.flat, titles, strict=True):
-        a.set_title(t, fontsize=10)
-        a.set_xlabel(x)
-        a.set_ylabel(y)
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8)
-    for a in (ax[0, 2], ax[1, 1]):
-        a.set_xscale("log", base=2)
-    ax[1, 0].set_yscale("log", base=2)
-    save_png_atomic(fig, path)

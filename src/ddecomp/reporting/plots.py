@@ -1,4 +1,4 @@
-"""PNG figures for ``ddecomp stats --plot`` and ``ddecomp plan``.
+"""PNG figures for ``ddecomp stats --plot``, ``ddecomp plan --plot`` and ``ddecomp compare --plot``.
 
 Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas, never through
 ``pyplot``: no screen, no global figure registry, nothing left open between calls. Every figure
@@ -10,27 +10,39 @@ sees a half-written PNG and a failed save leaves nothing behind.
   and bucket boundaries marked) and the token share per bucket.
 - :func:`plot_plan` draws a training plan: the sequence length of every step (log2 y, the
   curriculum's saw-tooth) and the token share per bucket.
+- :func:`plot_runs` draws training runs side by side (:mod:`ddecomp.reporting.compare` loads them
+  and makes the table): losses against tokens and time, validation loss per length and position.
+
+One look for all of them: the helpers below (:func:`_panel`, :func:`_log2_lengths`,
+:func:`_nothing`, the colours) are the only place a font size, grid or length axis is set.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter
 
+from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import UserError
 from ddecomp.io import atomic_file
+
+if TYPE_CHECKING:
+    from ddecomp.reporting.compare import Run
 
 _DOCS_COLOR = "#4c72b0"
 _TOKENS_COLOR = "#dd8452"
 _BAR_COLOR = "#55a868"
 _DPI = 110
+_TITLE_SIZE = 11
+_SMALL = 8  # legends and the panels of the six-panel comparison
 
 
 def save_png_atomic(fig: Figure, path: str | Path) -> None:
@@ -62,6 +74,35 @@ def _fmt_len(x: float, _pos: object = None) -> str:
     return f"{x:g}"
 
 
+def _panel(
+    ax: Axes,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    *,
+    grid: Literal["both", "x", "y"] = "both",
+    size: float = _TITLE_SIZE,
+) -> None:
+    """Title, axis labels and a light grid: every panel of every figure."""
+    ax.set_title(title, fontsize=size)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis=grid, alpha=0.3)
+
+
+def _log2_lengths(ax: Axes, axis: Literal["x", "y"]) -> None:
+    """A log2 axis of lengths labelled 256, 8k, 1M (no minor labels)."""
+    scale = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
+    scale.set_major_formatter(FuncFormatter(_fmt_len))
+    scale.set_minor_formatter(NullFormatter())
+
+
+def _nothing(ax: Axes, text: str) -> None:
+    """Say in the panel why it is empty, instead of drawing empty axes."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center")
+
+
 def _share_bars(ax: Axes, lengths: Sequence[int], tokens: Sequence[int], title: str) -> None:
     """Bars of each bucket's share of tokens, labelled with the percentage (empty buckets: 0%)."""
     total = float(sum(tokens))
@@ -70,13 +111,10 @@ def _share_bars(ax: Axes, lengths: Sequence[int], tokens: Sequence[int], title: 
     bars = ax.bar(x, shares, color=_BAR_COLOR, width=0.7)
     ax.bar_label(bars, labels=[f"{s:.1f}%" for s in shares], padding=2, fontsize=9)
     ax.set_xticks(x, [_fmt_len(L) for L in lengths])
-    ax.set_xlabel("bucket: sequence length L (targets)")
-    ax.set_ylabel("share of tokens (%)")
     ax.set_ylim(0, max([*shares, 1.0]) * 1.18)
-    ax.set_title(title, fontsize=11)
-    ax.grid(axis="y", alpha=0.3)
+    _panel(ax, title, "bucket: sequence length L (targets)", "share of tokens (%)", grid="y")
     if not total:
-        ax.text(0.5, 0.5, "no tokens", transform=ax.transAxes, ha="center", va="center")
+        _nothing(ax, "no tokens")
 
 
 def _length_hist(ax: Axes, stats: Mapping[str, Any]) -> None:
@@ -102,41 +140,41 @@ def _length_hist(ax: Axes, stats: Mapping[str, Any]) -> None:
             label=f"tokens ({int(n_toks):,})",
         )
     else:
-        ax.text(0.5, 0.5, "no documents", transform=ax.transAxes, ha="center", va="center")
-    ax.set_xscale("log", base=2)
+        _nothing(ax, "no documents")
+    _log2_lengths(ax, "x")
     lo, hi = stats["min_len"], stats["max_len"]
     ax.set_xlim(1, max(float(edges[-1]), 2.0 * hi))
     ax.xaxis.set_major_locator(LogLocator(base=2, numticks=30))
-    ax.xaxis.set_major_formatter(FuncFormatter(_fmt_len))
-    ax.xaxis.set_minor_formatter(NullFormatter())
     # A document needs min+1 tokens (min targets) to keep anything; shade what is dropped whole.
     ax.axvspan(1, lo + 1, color="0.85", zorder=0, label=f"dropped whole (< {lo + 1} tokens)")
-    L = lo * 2
-    while L < hi:
+    for L in bucket_lengths_for(lo, hi)[1:-1]:
         ax.axvline(L + 1, color="0.5", linestyle=":", linewidth=1)
-        L *= 2
     ax.axvline(lo + 1, color="black", linestyle="--", linewidth=1.2, label=f"min {_fmt_len(lo)}")
     ax.axvline(
         hi + 1,
         color="firebrick",
         linestyle="--",
         linewidth=1.2,
-        label=f"max {_fmt_len(hi)} (longer: split)",
+        label=f"max {_fmt_len(hi)} (longer: {stats.get('long_docs') or 'cut'})",
     )
-    ax.set_xlabel("document length (tokens, EOS included; dotted: bucket boundaries)")
-    ax.set_ylabel("share per bin (%)")
     # Headroom above the tallest bin for a flat legend, so it never hides a curve.
     top = max([1.0, *(100 * docs / max(n_docs, 1)), *(100 * toks / max(n_toks, 1))])
     ax.set_ylim(0, top * 1.3)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", ncol=3)
+    ax.legend(fontsize=_SMALL, loc="upper center", ncol=3)
     pct = stats["doc_length"]
+    title = ""
     if pct["count"]:
-        ax.set_title(
+        title = (
             f"Document lengths: median {pct['p50']:,.0f}, mean {pct['mean']:,.0f}, "
-            f"p90 {pct['p90']:,.0f}, max {pct['max']:,}",
-            fontsize=11,
+            f"p90 {pct['p90']:,.0f}, max {pct['max']:,}"
         )
+    _panel(
+        ax,
+        title,
+        "document length (tokens, EOS included; dotted: bucket boundaries)",
+        "share per bin (%)",
+        grid="y",
+    )
 
 
 def plot_stats(stats: Mapping[str, Any], path: str | Path) -> None:
@@ -161,7 +199,7 @@ def plot_stats(stats: Mapping[str, Any], path: str | Path) -> None:
             f"C&C {ctx['cc']:,.0f}, C&C+doc mask {ctx['cc_doc_mask']:,.0f}  "
             f"(attention FLOPs DD/C&C {ratio:.2f}x)"
         )
-    fig.suptitle(head, fontsize=11)
+    fig.suptitle(head, fontsize=_TITLE_SIZE)
     save_png_atomic(fig, path)
 
 
@@ -182,31 +220,28 @@ def plot_plan(
         w = steps.size // 200  # running-mean window: 1/200 of the run
         if w < 10:
             # Few steps: every step readable, a faint line shows the order of buckets.
-            ax_steps.plot(x, steps, drawstyle="steps-mid", linewidth=0.8, alpha=0.5,
-                          color=_DOCS_COLOR)  # fmt: skip
+            ax_steps.plot(x, steps, color=_DOCS_COLOR, drawstyle="steps-mid", lw=0.8, alpha=0.5)
             ax_steps.scatter(x, steps, s=14, color=_DOCS_COLOR, linewidths=0)
         else:
             # Many steps: a line between levels would fill the panel, dots form one band per
             # bucket, and the running mean of log2 L draws the cycles' short-to-long ramps.
-            ax_steps.scatter(x, steps, s=6, marker=".", color=_DOCS_COLOR, linewidths=0,
-                             label="step length")  # fmt: skip
+            ax_steps.scatter(
+                x, steps, s=6, marker=".", color=_DOCS_COLOR, lw=0, label="step length"
+            )
             run = np.convolve(np.log2(steps.astype(np.float64)), np.ones(w) / w, mode="valid")
-            ax_steps.plot(x[w - 1 :], np.exp2(run), color=_TOKENS_COLOR, linewidth=1.5,
-                          label=f"running geometric mean ({w} steps)")  # fmt: skip
-            ax_steps.legend(fontsize=8, loc="lower right")
+            mean = f"running geometric mean ({w} steps)"
+            ax_steps.plot(x[w - 1 :], np.exp2(run), color=_TOKENS_COLOR, lw=1.5, label=mean)
+            ax_steps.legend(fontsize=_SMALL, loc="lower right")
         ax_steps.set_xlim(-0.5, steps.size - 0.5)
     else:
-        ax_steps.text(0.5, 0.5, "no steps", transform=ax_steps.transAxes, ha="center")
-    ax_steps.set_yscale("log", base=2)
+        _nothing(ax_steps, "no steps")
+    _log2_lengths(ax_steps, "y")
     ticks = sorted(set(lengths) | set(np.unique(steps).tolist()))
     if ticks:
         ax_steps.set_yticks(ticks, [_fmt_len(t) for t in ticks])
         ax_steps.set_ylim(ticks[0] / 1.3, ticks[-1] * 1.3)
-    ax_steps.yaxis.set_minor_formatter(NullFormatter())
-    ax_steps.set_xlabel("optimizer step")
-    ax_steps.set_ylabel("sequence length L")
-    ax_steps.set_title(f"Sequence length per step ({steps.size:,} steps)", fontsize=11)
-    ax_steps.grid(alpha=0.3)
+    steps_title = f"Sequence length per step ({steps.size:,} steps)"
+    _panel(ax_steps, steps_title, "optimizer step", "sequence length L")
     _share_bars(
         ax_share,
         lengths,
@@ -215,4 +250,53 @@ def plot_plan(
     )
     if title:
         fig.suptitle(_plain(title), fontsize=12)
+    save_png_atomic(fig, path)
+
+
+def _smooth(y: np.ndarray, n: int) -> np.ndarray:
+    """Trailing mean over ``n`` steps (DD's per-step loss swings with the bucket length)."""
+    if n <= 1 or y.size < n:
+        return y
+    c = np.cumsum(np.r_[0.0, y])
+    out = np.empty_like(y)
+    out[n - 1 :] = (c[n:] - c[:-n]) / n
+    out[: n - 1] = c[1:n] / np.arange(1, n)
+    return out
+
+
+def plot_runs(runs: Sequence[Run], path: str | Path) -> None:
+    """Six panels: loss vs tokens, loss vs time, val loss per length, seq length per step,
+    loss by position on the longest held-out pieces, val loss vs time."""
+    fig = Figure(figsize=(16, 9), layout="constrained")
+    ax = fig.subplots(2, 3)
+    for r in runs:
+        loss = r.column("loss")
+        sm = _smooth(loss, max(1, len(loss) // 50))
+        ax[0, 0].plot(r.column("tokens"), sm, label=r.name)
+        ax[0, 1].plot(r.column("elapsed_s"), sm, label=r.name)
+        ax[1, 0].plot(r.column("step"), r.column("seq_len"), ".", ms=2, label=r.name)
+        if r.evals:
+            fe = r.evals[-1]
+            Ls = sorted(int(k) for k in fe["val_loss"])
+            ax[0, 2].plot(Ls, [fe["val_loss"][str(L)] for L in Ls], "o-", label=r.name)
+            pos = fe["position"]
+            mid = [max(1.0, (a + b) / 2) for a, b in itertools.pairwise(pos["edges"])]
+            ax[1, 1].plot(mid, pos["loss"], "o-", label=r.name)
+            when = [e["elapsed_s"] for e in r.evals]
+            ax[1, 2].plot(when, [e["val_loss_mean"] for e in r.evals], "o-", label=r.name)
+    panels = [
+        ("training loss vs tokens", "tokens", "loss (smoothed)"),
+        ("training loss vs wall time", "training seconds", "loss (smoothed)"),
+        ("validation loss per context length (final)", "context length", "loss"),
+        ("sequence length per step", "step", "length"),
+        ("loss by token position, longest held-out pieces", "position", "loss"),
+        ("validation loss (mean over lengths) vs time", "training seconds", "loss"),
+    ]
+    for a, (title, x, y) in zip(ax.flat, panels, strict=True):
+        _panel(a, title, x, y, size=10)
+        a.legend(fontsize=_SMALL)
+    ax[0, 0].xaxis.set_major_formatter(EngFormatter())  # 200k, not 200000 running into 300000
+    _log2_lengths(ax[0, 2], "x")
+    _log2_lengths(ax[1, 1], "x")
+    _log2_lengths(ax[1, 0], "y")
     save_png_atomic(fig, path)

@@ -52,16 +52,6 @@ class DocMask:
     dense: Tensor | None = None
 
 
-def doc_pairs(cu_seqlens: Tensor, batch: int, seq_len: int) -> int:
-    """Attended (query, key) pairs under a document mask: ``sum n (n + 1) / 2`` over the
-    documents of ``cu_seqlens``, each also cut at row boundaries (computed on the host)."""
-    cu = cu_seqlens.detach().cpu().to(torch.int64)
-    rows = torch.arange(0, batch * seq_len + 1, seq_len, dtype=torch.int64)
-    bounds = torch.unique(torch.cat([cu, rows]))  # sorted
-    n = bounds[1:] - bounds[:-1]
-    return int((n * (n + 1) // 2).sum())
-
-
 def _check_cu_seqlens(cu: Tensor, total: int) -> None:
     assert cu.ndim == 1, f"cu_seqlens must be 1-D, got shape {tuple(cu.shape)}"
     assert int(cu[0]) == 0, f"cu_seqlens must start at 0, got {int(cu[0])}"

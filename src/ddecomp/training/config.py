@@ -1,9 +1,10 @@
 """Validated configuration of the reference model and of a training run (no torch import).
 
 Kept apart from :mod:`ddecomp.training.model` and :mod:`ddecomp.training.loop` so that the CLI can
-build its parser
-and validate arguments without importing torch (~0.7 s), and so the sizes are readable on their
-own. Paper shapes (OpenLM): 160m = 768 x 12 layers, 410m = 1024 x 24, 1b = 2048 x 24.
+build its parser and validate arguments without importing torch (~0.7 s), and so the sizes are
+readable on their own. Paper shapes (OpenLM): 160m = 768 x 12 layers, 410m = 1024 x 24,
+1b = 2048 x 24. Nothing here reads or knows the data layer: a run's data (one dataset or a blend,
+and the blend's weights) is checked where it is opened, :func:`ddecomp.data.blend.open_sources`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ddecomp.data.blend import check_weights
+from ddecomp.decompose import is_power_of_two
 from ddecomp.errors import UserError
 
 Norm = Literal["rmsnorm", "layernorm"]
@@ -77,9 +78,21 @@ def model_config(size: str, vocab_size: int, **overrides: object) -> ModelConfig
 METHODS = ("dd", "concat", "concat-dm", "pack")
 # Fields that must not change when a run is resumed (the rest, e.g. device, may).
 RESUME_FIXED = (
-    "method", "size", "tokens", "tokens_per_step", "max_len", "curriculum", "cycles", "lr",
-    "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "seed", "model_overrides",
-)  # fmt: skip
+    "method",
+    "size",
+    "tokens",
+    "tokens_per_step",
+    "max_len",
+    "curriculum",
+    "cycles",
+    "lr",
+    "min_lr_ratio",
+    "warmup",
+    "weight_decay",
+    "grad_clip",
+    "seed",
+    "model_overrides",
+)
 
 
 @dataclass(frozen=True)
@@ -88,8 +101,7 @@ class TrainConfig:
 
     data: prepared dataset directory, or several (a tuple) trained as their
     :class:`~ddecomp.data.blend.Blend` with ``factors`` or ``shares`` (one per directory; neither:
-    all
-    factors 1); out: run directory (created).
+    all factors 1; checked when the run opens its data); out: run directory (created).
     method: dd | concat | concat-dm | pack. size: tiny | small | 160m | 410m | 1b.
     tokens: training tokens in total; tokens_per_step: tokens per optimizer step.
     max_len: longest sequence in tokens (None: the dataset's); the baselines' chunk/bin length.
@@ -136,7 +148,6 @@ class TrainConfig:
     shares: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        check_weights(len(self.data_dirs), self.factors, self.shares)
         if self.method not in METHODS:
             raise UserError(f"--method {self.method!r}: use one of {', '.join(METHODS)}")
         if self.size not in SIZES:
@@ -172,7 +183,7 @@ class TrainConfig:
             )
         if self.stop_after is not None and not 1 <= self.stop_after <= self.steps:
             raise UserError(f"stop_after {self.stop_after} must be in [1, {self.steps}]")
-        if self.max_len is not None and (self.max_len < 1 or self.max_len & (self.max_len - 1)):
+        if self.max_len is not None and not is_power_of_two(self.max_len):
             raise UserError(f"--max-len {self.max_len} must be a power of two")
 
     @property

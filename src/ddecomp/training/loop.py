@@ -46,12 +46,13 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from ddecomp.attention_cost import causal_pairs, doc_mask_pairs
 from ddecomp.data.blend import describe_data, open_sources
 from ddecomp.errors import UserError
 from ddecomp.loading.base import StepLoader
 from ddecomp.loading.protocols import IGNORE_INDEX, Batch
 from ddecomp.loading.world import World
-from ddecomp.training.attention import doc_pairs, make_doc_mask
+from ddecomp.training.attention import make_doc_mask
 from ddecomp.training.builders import build_loader, build_optimizer, cosine_schedule, warm_shapes
 from ddecomp.training.checkpoint import (
     latest_checkpoint,
@@ -73,7 +74,6 @@ from ddecomp.training.distributed import (
 from ddecomp.training.evaluate import EvalConfig, evaluate
 from ddecomp.training.model import (
     GPT,
-    causal_pairs,
     model_config,
     num_params,
     train_flops,
@@ -255,7 +255,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
         if cfg.doc_masked:
             mask = make_doc_mask(batch["cu_seqlens"], B, L, device)
             pos = batch["position_ids"].to(device, non_blocking=True).contiguous()
-            pairs = doc_pairs(batch["cu_seqlens"], B, L)
+            pairs = doc_mask_pairs(batch["cu_seqlens"].numpy(), L, B * L)
         targets = int((batch["labels"] != IGNORE_INDEX).sum())  # on the host: no device sync
         counts = torch.tensor([targets, pairs], dtype=torch.float64, device=device)
         all_sum(counts, world)  # global targets and attended pairs of this step

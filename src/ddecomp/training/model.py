@@ -4,10 +4,9 @@ Pre-norm decoder blocks ``x + attn(norm(x))``, ``x + mlp(norm(x))``; RMSNorm (de
 LayerNorm, both without bias; rotary position embeddings (RoPE) with base 100,000 by default, as
 in the paper (a larger base helped its long-context evaluations); a SwiGLU (default) or GELU MLP;
 no bias anywhere. Attention goes through :func:`ddecomp.training.attention.attend` (PyTorch SDPA,
-or a
-document mask for ``concat-dm`` / ``pack``). With ``position_ids`` RoPE positions restart at every
-document, so a masked document sees exactly the positions it would see alone (DD rows are single
-documents pieces and need no position ids).
+or a document mask for ``concat-dm`` / ``pack``). With ``position_ids`` RoPE positions restart
+at every document, so a masked document sees exactly the positions it would see alone (DD rows
+are pieces of single documents and need no position ids).
 
 Sizes (:data:`SIZES`; parameters counted with a 50,432-token vocabulary, untied embeddings):
 
@@ -25,8 +24,9 @@ small  256     4       4       704    ~3.2M + 2 x 256 x vocab; CPU demos
 
 FLOPs (:func:`train_flops`): a training step costs ``6 * N * T + 12 * n_layer * d * P`` where
 ``N`` is the number of matmul parameters (every weight except the embedding lookup; the LM head
-counts), ``T`` the tokens of the step and ``P`` the attended (query, key) pairs: ``L (L + 1) / 2``
-per causal row of length ``L``, ``sum n (n + 1) / 2`` over documents under a document mask. Per
+counts), ``T`` the tokens of the step and ``P`` the attended (query, key) pairs
+(:mod:`ddecomp.attention_cost`): ``L (L + 1) / 2`` per causal row of length ``L``,
+``sum n (n + 1) / 2`` over the pieces of documents under a document mask. Per
 token of a causal row that is ``6N + 6 * n_layer * d * (L + 1)``, the PaLM count with the causal
 half of attention (``QK^T`` and ``AV``: ``2 * 2 * d`` forward FLOPs per pair and layer, times 3 for
 forward + backward).
@@ -167,11 +167,6 @@ def matmul_params(cfg: ModelConfig) -> int:
     d = cfg.d_model
     mlp = 3 * d * cfg.d_ff if cfg.mlp == "swiglu" else 2 * d * cfg.d_ff
     return cfg.n_layer * (4 * d * d + mlp) + d * cfg.vocab_size
-
-
-def causal_pairs(seq_len: int, rows: int = 1) -> int:
-    """Attended (query, key) pairs of ``rows`` causal rows of length ``seq_len``."""
-    return rows * seq_len * (seq_len + 1) // 2
 
 
 def train_flops(cfg: ModelConfig, tokens: int, attended_pairs: int) -> int:

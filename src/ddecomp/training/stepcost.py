@@ -8,8 +8,8 @@ lengths ``L_s`` of its steps, and ``measured / ideal - 1`` in the real loop is w
 changing shapes and the loop's bookkeeping add. Timing reads the loss back every step, as the
 loop does, so both include one device synchronisation per step.
 
-On an H100 (method.md section 6) one 160M step at 65,536 tokens costs 0.193 s at L = 256 and 0.269
-s at L = 8192: the spread DD's mixture of lengths is priced by.
+On an H100 (docs/method.md section 6) one 160M step at 65,536 tokens costs 0.193 s at L = 256 and
+0.269 s at L = 8192: the spread DD's mixture of lengths is priced by.
 """
 
 from __future__ import annotations
@@ -73,9 +73,11 @@ def measure_step_costs(
             if i >= warmup:
                 samples.append(time.perf_counter() - t0)
         out[L] = {
-            "median_s": statistics.median(samples), "min_s": min(samples),
-            "samples_s": samples, "rows": B,
-        }  # fmt: skip
+            "median_s": statistics.median(samples),
+            "min_s": min(samples),
+            "samples_s": samples,
+            "rows": B,
+        }
     return out
 
 
