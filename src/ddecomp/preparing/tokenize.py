@@ -44,6 +44,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ddecomp.errors import UserError
 from ddecomp.io import atomic_file
+from ddecomp.preparing.config import MIN_TRAIN_VOCAB
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>")
 BOS_CANDIDATES = ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>")
 TRAIN_SPECIAL_TOKEN = "<|endoftext|>"
 TRAIN_SAMPLE_BYTES = 100_000_000  # BPE training reads at most this much text (the first docs)
-_MIN_TRAIN_VOCAB = 256 + 1  # the byte alphabet + the special token
 _ENCODE_CHUNK_CHARS = 4_000_000  # text per encode_batch_fast call: bounds the Encodings alive
 
 
@@ -139,10 +139,10 @@ def train_bpe(
     Time on the 31.5 MB stdlib corpus, 2 idle cores: 3.5 s for 8192, 3.8 s for 50257.
     The vocabulary can end up smaller than ``vocab_size`` on a tiny corpus.
     """
-    if vocab_size < _MIN_TRAIN_VOCAB:
+    if vocab_size < MIN_TRAIN_VOCAB:
         raise UserError(
             f"--vocab-size {vocab_size} is too small: a byte-level BPE needs at least "
-            f"{_MIN_TRAIN_VOCAB} (256 bytes + {TRAIN_SPECIAL_TOKEN})"
+            f"{MIN_TRAIN_VOCAB} (256 bytes + {TRAIN_SPECIAL_TOKEN})"
         )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
