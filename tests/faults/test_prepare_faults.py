@@ -284,7 +284,9 @@ def test_long_documents_are_tokenized_in_pieces_exactly_as_whole(
 
     # the input is seam-sensitive: cutting at some whitespace changes the tokens
     cuts = [i for i in range(1, 4000) if text[i].isspace() or text[i - 1].isspace()]
-    assert any(whole(text[:i]) + whole(text[i:]) != whole(text[: 2 * i]) for i in cuts[:200])
+    head = text[:5000]
+    naive = [i for i in cuts if whole(head[:i]) + whole(head[i:]) != whole(head)]
+    assert len(naive) > 10
     docs = [
         "short one",
         text,

@@ -32,6 +32,7 @@ fake a document boundary.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -53,6 +54,7 @@ BOS_CANDIDATES = ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>")
 TRAIN_SPECIAL_TOKEN = "<|endoftext|>"
 TRAIN_SAMPLE_BYTES = 100_000_000  # BPE training reads at most this much text (the first docs)
 _ENCODE_CHUNK_CHARS = 4_000_000  # text per encode_batch_fast call: bounds the Encodings alive
+LONG_DOC_CHARS = 1_000_000  # a longer document is encoded in pieces cut at verified seams
 
 
 def _sha256(data: bytes) -> str:
@@ -249,16 +251,42 @@ def token_dtype(vocab_size: int) -> np.dtype[Any]:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
-def _chunks(texts: Sequence[str], max_chars: int) -> Iterator[Sequence[str]]:
-    start = 0
+Segment = tuple[str, bool, bool]  # (text, first piece of its document, last piece)
+
+
+def _segments(tok: Tokenizer, texts: Sequence[str]) -> Iterator[Segment]:
+    """Each document whole, or cut at verified seams when longer than :data:`LONG_DOC_CHARS`."""
+    from ddecomp.preparing.seams import cut_points
+
+    def encode_one(text: str) -> list[int]:
+        return list(tok.encode(text, add_special_tokens=False).ids)
+
+    for text in texts:
+        if len(text) <= LONG_DOC_CHARS:
+            yield text, True, True
+            continue
+        bounds = [0, *cut_points(encode_one, text, LONG_DOC_CHARS), len(text)]
+        if len(bounds) == 2:
+            logger.warning(
+                "a %d-character document has no verified seam for this tokenizer: encoded "
+                "whole (about 400 bytes of memory per token)",
+                len(text),
+            )
+        for a, b in itertools.pairwise(bounds):
+            yield text[a:b], a == 0, b == len(text)
+
+
+def _chunks(segments: Iterator[Segment], max_chars: int) -> Iterator[list[Segment]]:
+    batch: list[Segment] = []
     size = 0
-    for i, text in enumerate(texts):
-        size += len(text)
+    for seg in segments:
+        batch.append(seg)
+        size += len(seg[0])
         if size >= max_chars:
-            yield texts[start : i + 1]
-            start, size = i + 1, 0
-    if start < len(texts):
-        yield texts[start:]
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def encode_documents(
@@ -289,17 +317,22 @@ def encode_documents(
     ids = array("I")
     lengths = array("q")
     extra = 1 if bos_id is None else 2
+    doc_len = 0
     was_special = tok.encode_special_tokens
     tok.encode_special_tokens = True
     try:
-        for chunk in _chunks(texts, _ENCODE_CHUNK_CHARS):
-            for enc in encode(list(chunk), add_special_tokens=False):
-                doc = enc.ids
-                if bos_id is not None:
+        for batch in _chunks(_segments(tok, texts), _ENCODE_CHUNK_CHARS):
+            encs = encode([text for text, _, _ in batch], add_special_tokens=False)
+            for (_, first, last), enc in zip(batch, encs, strict=True):
+                if first and bos_id is not None:
                     ids.append(bos_id)
-                ids.extend(doc)
-                ids.append(eos_id)
-                lengths.append(len(doc) + extra)
+                piece = enc.ids
+                ids.extend(piece)
+                doc_len += len(piece)
+                if last:
+                    ids.append(eos_id)
+                    lengths.append(doc_len + extra)
+                    doc_len = 0
     finally:
         tok.encode_special_tokens = was_special
     tokens = np.frombuffer(ids, dtype=np.uint32)
