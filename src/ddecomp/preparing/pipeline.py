@@ -12,9 +12,11 @@ Two entry points share the shard writer (:mod:`ddecomp.preparing.shards`) and th
   token file while hashing it, and index it. No tokenizer is needed.
 
 Resumability: the first write is ``.prepare.json``, the run's identity (every argument that
-changes the bytes, plus the input files' sizes). A rerun with the same identity keeps each shard
-whose ``done.json`` and files are intact and redoes the rest; ``manifest.json`` is written last.
-A different identity in a used directory is refused unless ``overwrite``. Workers never change the
+changes the bytes, plus the input files' sizes and modification times, so an input edited in
+place is noticed). A rerun with the same identity keeps each shard whose ``done.json`` and files
+(size and sha256) are intact and redoes the rest; ``manifest.json`` is written last, and not at
+all if an input changed while it was read. A different identity in a used directory is refused
+unless ``overwrite`` (:mod:`ddecomp.preparing.outdir`). Workers never change the
 result (shard boundaries are fixed by the input), so the fingerprint is the same for any count.
 """
 

@@ -14,10 +14,14 @@ the ``Encoding.ids`` lists, +0.01 s to append them to an ``array('I')`` and view
 per-document ``np.asarray`` 0.22 s, slice assignment into a preallocated array 0.21 s, a Python
 list + ``np.array`` 0.33 s). We call ``encode_batch_fast`` (no character offsets) on chunks of
 about 4M characters, so the ``Encoding`` objects alive at once stay bounded (~100 B per token)
-however many documents a caller passes. One huge document cannot be split safely for every
-tokenizer, so it is encoded whole: HF's encoder then peaks at ~300-400 B of memory per token
-(measured: 3.0 GB RSS for a 10M-token WordLevel document, 3.9 GB for the 8.6M-token stdlib as
-one byte-level BPE document). Throughput against HF's own ``encode_batch``:
+however many documents a caller passes. HF's encoder peaks at ~300-400 B of memory per token of
+one input (3.9 GB for the 8.6M-token stdlib as one byte-level BPE document), so a document over
+:data:`LONG_DOC_CHARS` (1M characters) is encoded in pieces cut at seams verified to leave its
+ids unchanged (:mod:`ddecomp.preparing.seams`). Memory for one document is then its text, ~8 B
+per token for the ids, and one batch of pieces (measured, byte-level BPE 8192, 2026-12-01: a
+45 MB document, 11.3M tokens, +371 MB over the process before it). A tokenizer whose seams
+never verify (it alters the edges of every input) still encodes the document whole.
+Throughput against HF's own ``encode_batch``:
 ``benchmarks/bench_tokenize.py`` (``encode_batch_fast`` skips the character offsets that
 ``encode_batch`` computes, which pays for our array building and more). Measured on the stdlib
 corpus, 2 idle cores, 2026-11-26, vocab 50257: HF ``encode_batch`` 1.67M tokens/s,
