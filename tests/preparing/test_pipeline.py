@@ -226,3 +226,13 @@ def test_one_minimum_vocabulary_for_config_and_training() -> None:
     with pytest.raises(UserError, match="at least 257"):
         train_bpe(["some text"], vocab_size=MIN_TRAIN_VOCAB - 1)
     assert train_bpe(["some text"], vocab_size=MIN_TRAIN_VOCAB).get_vocab_size() <= 257
+
+
+def test_overwrite_never_replaces_a_tokenizer_a_tokens_run_did_not_write(tmp_path: Path) -> None:
+    toks = identity_tokens(random_lengths(50, seed=6))
+    prepare_tokens(TokensConfig(toks, tmp_path, EOS, min_len=16, max_len=256))
+    (tmp_path / "tokenizer.json").write_text("mine")
+    with pytest.raises(UserError, match=r"tokenizer\.json was not written by ddecomp"):
+        prepare_tokens(TokensConfig(toks, tmp_path, EOS, min_len=16, max_len=512, overwrite=True))
+    assert (tmp_path / "tokenizer.json").read_text() == "mine"
+    assert open_dataset(tmp_path).max_len == 256  # the dataset is untouched too
