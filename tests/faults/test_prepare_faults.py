@@ -187,6 +187,27 @@ def test_input_edited_after_an_interrupt_is_never_mixed_in(
     assert not (out / MANIFEST).exists()
 
 
+def test_input_edited_during_the_run_is_never_finalised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ddecomp.preparing import pipeline
+
+    tok = _tokens_file(tmp_path / "t.bin")
+    run_shards = pipeline._run_shards
+
+    def edit_midway(*args: Any) -> Any:
+        records = run_shards(*args)
+        st = tok.stat()
+        os.utime(tok, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        return records
+
+    monkeypatch.setattr(pipeline, "_run_shards", edit_midway)
+    out = tmp_path / "ds"
+    assert _prepare("--from-tokens", tok, "--eos-id", "0", "--out", out, "--min-len", "8") == 2
+    assert "changed while prepare read it" in _error_line(capsys)
+    assert not (out / MANIFEST).exists()
+
+
 def test_a_kept_shard_with_a_flipped_byte_is_redone(tmp_path: Path) -> None:
     tok = _tokens_file(tmp_path / "t.bin")
     out = tmp_path / "ds"

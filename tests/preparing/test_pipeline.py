@@ -236,3 +236,12 @@ def test_overwrite_never_replaces_a_tokenizer_a_tokens_run_did_not_write(tmp_pat
         prepare_tokens(TokensConfig(toks, tmp_path, EOS, min_len=16, max_len=512, overwrite=True))
     assert (tmp_path / "tokenizer.json").read_text() == "mine"
     assert open_dataset(tmp_path).max_len == 256  # the dataset is untouched too
+
+
+def test_a_run_killed_in_its_first_write_leaves_a_directory_that_is_still_free(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "..prepare.json.k1ll3d.tmp").write_text("{")  # as a kill mid-write leaves
+    toks = identity_tokens(random_lengths(50, seed=6))
+    man = prepare_tokens(TokensConfig(toks, tmp_path, EOS, min_len=16, max_len=256))
+    assert man["totals"]["documents"] == 50

@@ -1,7 +1,7 @@
 """The arguments of a ``prepare`` run: :class:`PrepareConfig` (text) and :class:`TokensConfig`
 (already-tokenized input), frozen and validated on construction.
 
-Both share the decomposition and run settings (:class:`_RunSettings`), checked by one function,
+Both share the decomposition and run settings (:class:`RunSettings`), checked by one function,
 so a bad value is refused with the same one-line message whichever entry point gets it. What
 depends on the data (an EOS id the token file's dtype cannot hold, an id beyond
 ``vocab_size``) is checked by the pipeline once the input is open.
@@ -39,7 +39,7 @@ def auto_shard_size(total: int) -> int:
     return min(max(-(-total // 32), 4_000_000), 128_000_000)
 
 
-class _RunSettings:
+class RunSettings:
     """Fields both configs have, and their one check (the dataclasses below declare them)."""
 
     out: Path
@@ -71,7 +71,7 @@ class _RunSettings:
 
 
 @dataclass(frozen=True)
-class PrepareConfig(_RunSettings):
+class PrepareConfig(RunSettings):
     """Arguments of ``ddecomp prepare``; validated on construction.
 
     Lengths are in tokens (targets per row). ``shard_size`` is bytes of text per shard; ``None``
@@ -107,7 +107,7 @@ class PrepareConfig(_RunSettings):
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: ``tokens`` may be an array
-class TokensConfig(_RunSettings):
+class TokensConfig(RunSettings):
     """Arguments of ``ddecomp prepare --from-tokens``; validated on construction.
 
     ``tokens`` is a 1-D integer array, a raw token file (``dtype``, default uint16) or a

@@ -34,6 +34,8 @@ STATE_FILE = ".prepare.json"
 # and the temporary ".<name>.<random>.tmp" of a write in progress (io.atomic_file).
 _SHARD_FILE = r"\d{5,}\.(?:tokens\.bin|docs\.npy|split\.npy|done\.json|(?:train|val)\.L\d{5,}\.npy)"
 _OWN_SHARD_NAME = re.compile(rf"{_SHARD_FILE}|\.{_SHARD_FILE}\.[^/]*\.tmp")
+# A killed write of a top-level file leaves ".manifest.json.<random>.tmp" and the like.
+_OWN_TOP_TMP = re.compile(r"\.(?:manifest\.json|tokenizer\.json|\.prepare\.json)\.[^/]*\.tmp")
 
 
 def _read_state(out: Path) -> dict[str, Any] | None:
@@ -83,7 +85,8 @@ def claim_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str,
     state_path = out / STATE_FILE
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
-    used = out.is_dir() and any(out.iterdir())
+    # A run killed during its first write leaves only a temporary file of ours: not "used".
+    used = out.is_dir() and any(not _OWN_TOP_TMP.fullmatch(p.name) for p in out.iterdir())
     if used:
         state = _read_state(out)
         if state is None:

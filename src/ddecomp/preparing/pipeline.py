@@ -35,8 +35,8 @@ from ddecomp.errors import UserError
 from ddecomp.io import canonical_sha256, write_json_atomic
 from ddecomp.preparing.config import (
     PrepareConfig,
+    RunSettings,
     TokensConfig,
-    _RunSettings,
     auto_shard_size,
     default_workers,
 )
@@ -232,7 +232,7 @@ def _fmt_skips(d: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in skipped.items()) or "none"
 
 
-def _index_identity(cfg: _RunSettings, total: int) -> dict[str, Any]:
+def _index_identity(cfg: RunSettings, total: int) -> dict[str, Any]:
     return {
         "min_len": cfg.min_len,
         "max_len": cfg.max_len,
