@@ -187,6 +187,23 @@ def test_input_edited_after_an_interrupt_is_never_mixed_in(
     assert not (out / MANIFEST).exists()
 
 
+def test_tokenizer_file_edited_after_an_interrupt_is_not_resumed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(_lines(50))
+    tok_file = tmp_path / "tok.json"
+    tokenize.save_tokenizer(tokenize.train_bpe([data.read_text()], vocab_size=300), tok_file)
+    out = tmp_path / "ds"
+    common: list[str | Path] = [data, "--tokenizer", tok_file, "--out", out, "--min-len", "8"]
+    assert _prepare(*common, "--workers", "1") == 0
+    (out / MANIFEST).unlink()  # interrupted
+    st = tok_file.stat()
+    os.utime(tok_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert _prepare(*common, "--workers", "1") == 2
+    assert "tokenizer" in _error_line(capsys)
+
+
 def test_input_edited_during_the_run_is_never_finalised(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

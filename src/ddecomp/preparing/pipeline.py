@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -148,6 +149,19 @@ def _describe_files(
     return desc
 
 
+def _tokenizer_identity(spec: str | None, vocab_size: int) -> str:
+    """The tokenizer as the identity names it: a local file with its size and mtime (an edited
+    tokenizer must not resume shards the old one encoded), a hub name as given."""
+    if spec is None:
+        return f"train-bpe-{vocab_size}"
+    path = Path(spec)
+    path = path / TOKENIZER_FILE if path.is_dir() else path
+    if path.is_file():
+        size, mtime = input_stamp(path)
+        return f"{spec}:{size}:{mtime}"
+    return spec
+
+
 def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     """Prepare text inputs (or the default corpus) into ``cfg.out``; return the manifest."""
     from ddecomp.preparing.ingest import IngestStats, iter_documents
@@ -169,7 +183,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         "kind": "text",
         "inputs": canonical_sha256(stamps),  # paths, sizes and modification times
         "text_field": cfg.text_field,
-        "tokenizer": cfg.tokenizer or f"train-bpe-{cfg.vocab_size}",
+        "tokenizer": _tokenizer_identity(cfg.tokenizer, cfg.vocab_size),
         "eos_token": cfg.eos_token,
         "bos": cfg.bos,
         **_index_identity(cfg, inputs["bytes"]),
