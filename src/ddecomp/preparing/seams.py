@@ -30,12 +30,16 @@ _SCAN = 4096  # characters scanned for candidates at a time, from the end of the
 Encode = Callable[[str], list[int]]
 
 
-def _verified(encode: Encode, text: str, p: int, start: int, window: int) -> bool:
+def _verified(encode: Encode | None, text: str, p: int, start: int, window: int) -> bool:
+    if encode is None:
+        return True
     a, b = max(start, p - window), min(len(text), p + window)
     return encode(text[a:b]) == encode(text[a:p]) + encode(text[p:b])
 
 
-def _seam(encode: Encode, text: str, lo: int, hi: int, start: int, window: int) -> int | None:
+def _seam(
+    encode: Encode | None, text: str, lo: int, hi: int, start: int, window: int
+) -> int | None:
     """The last verified seam in ``(lo, hi]``, trying at most :data:`_TRIES` candidates."""
     tries = 0
     end = hi + 1
@@ -52,12 +56,14 @@ def _seam(encode: Encode, text: str, lo: int, hi: int, start: int, window: int) 
     return None
 
 
-def cut_points(encode: Encode, text: str, max_chars: int, window: int = 512) -> list[int]:
+def cut_points(encode: Encode | None, text: str, max_chars: int, window: int = 512) -> list[int]:
     """Verified seams cutting ``text`` into pieces of about ``max_chars`` characters or fewer.
 
     ``encode`` maps a text to its ids exactly as the caller will encode the pieces (same
     tokenizer, same special-token handling). Returns the cut positions, increasing; ``[]`` for
-    a text of at most ``max_chars`` or one without a verified seam.
+    a text of at most ``max_chars`` or one without a verified seam. ``encode=None`` takes every
+    candidate unverified: exact for the GPT-2 byte-level pre-tokenizer itself (BPE training
+    counts the same pre-tokens), not for a tokenizer in general.
     """
     assert max_chars >= 2, max_chars
     window = max(1, min(window, max_chars // 4))

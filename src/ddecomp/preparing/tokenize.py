@@ -120,7 +120,15 @@ def load_tokenizer(spec: str) -> tuple[Tokenizer, str, str]:
 
 
 def _training_sample(texts: Iterable[str], max_bytes: int, seen: list[int]) -> Iterator[str]:
-    """The first documents of ``texts`` until ``max_bytes`` of UTF-8 (the last may overshoot)."""
+    """The first documents of ``texts`` until ``max_bytes`` of UTF-8 (the last may overshoot).
+
+    A document over :data:`LONG_DOC_CHARS` is given to the trainer in pieces cut before a
+    whitespace run that follows a non-space character: the ByteLevel (GPT-2) pre-tokenizer
+    never joins across such a point, so the trainer counts the same pre-tokens and the
+    tokenizer is the same, while HF's memory is that of one piece, not of the whole document.
+    """
+    from ddecomp.preparing.seams import cut_points
+
     total = 0
     for text in texts:
         if total >= max_bytes:
@@ -128,7 +136,12 @@ def _training_sample(texts: Iterable[str], max_bytes: int, seen: list[int]) -> I
         total += len(text.encode("utf-8", "surrogatepass"))
         seen[0] += 1
         seen[1] = total
-        yield text
+        if len(text) <= LONG_DOC_CHARS:
+            yield text
+            continue
+        bounds = [0, *cut_points(None, text, LONG_DOC_CHARS), len(text)]
+        for a, b in itertools.pairwise(bounds):
+            yield text[a:b]
 
 
 def train_bpe(
