@@ -26,7 +26,7 @@ from ddecomp.data.blend import Blend
 from ddecomp.data.dataset import open_dataset
 from ddecomp.loading.vsl import VSLLoader, make_batch
 from ddecomp.loading.world import World
-from ddecomp.preparing.pipeline import prepare_tokens
+from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 
 
 def bench_epoch(ds: Any, tps: int, workers: int, repeat: int = 1) -> dict[str, Any]:
@@ -135,7 +135,9 @@ def bench_blend(ds: Any, tps: int) -> dict[str, Any]:
 
 def run_variant(name: str, toks: np.ndarray, root: Path, tps: int, workers: list[int]) -> dict:
     t = time.perf_counter()
-    prepare_tokens(toks, root, eos_id=EOS, min_len=256, max_len=8192, workers=2, overwrite=True)
+    prepare_tokens(
+        TokensConfig(toks, root, eos_id=EOS, min_len=256, max_len=8192, workers=2, overwrite=True)
+    )
     prep_s = time.perf_counter() - t
     ds = open_dataset(root)
     warm(root)

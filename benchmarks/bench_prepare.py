@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from benchlib import EOS, hardware, synth_tokens, warm
 
-from ddecomp.preparing.pipeline import prepare_tokens
+from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 from ddecomp.preparing.shards import IndexParams, build_index, document_fences
 
 
@@ -58,7 +58,7 @@ def bench_variant(toks: np.ndarray, tmp: Path, repeat: int) -> dict[str, Any]:
 
         def whole(out: Path = out, workers: int = workers) -> None:
             shutil.rmtree(out, ignore_errors=True)
-            prepare_tokens(src, out, EOS, workers=workers)
+            prepare_tokens(TokensConfig(src, out, EOS, workers=workers))
 
         dt = best_of(whole, repeat)
         res[f"prepare_w{workers}_s"] = dt

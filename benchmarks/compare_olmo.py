@@ -99,7 +99,7 @@ def ddecomp_side(cmd: str, **args: Any) -> dict[str, Any]:
 
 def dd_index(a: dict[str, Any]) -> dict[str, Any]:
     """Pure index build (best of 3) and the whole ``prepare_tokens`` (workers=1)."""
-    from ddecomp.preparing.pipeline import prepare_tokens
+    from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
     from ddecomp.preparing.shards import IndexParams, build_index, document_fences
 
     tokens = np.memmap(a["tokens"], dtype=np.uint16, mode="r")
@@ -112,10 +112,11 @@ def dd_index(a: dict[str, Any]) -> dict[str, Any]:
         build_index(fence, 0, params)
         best = min(best, time.perf_counter() - t0)
     t0 = time.perf_counter()
-    man = prepare_tokens(
+    cfg = TokensConfig(
         a["tokens"], a["out"], a["eos_id"], dtype="uint16", min_len=a["min_len"],
         max_len=a["max_len"], workers=1, overwrite=True,
     )  # fmt: skip
+    man = prepare_tokens(cfg)
     t_prep = time.perf_counter() - t0
     tr = man["splits"]["train"]
     n = int(tokens.size)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddecomp.preparing.pipeline import prepare_tokens
+from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 from tests._fixtures import random_lengths, run_python
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plain_loop.py"
@@ -22,7 +22,9 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         toks = np.random.default_rng(seed).integers(0, EOS, size=int(lens.sum()))
         toks[np.cumsum(lens) - 1] = EOS
         root = tmp_path_factory.mktemp(f"ex{seed}")
-        prepare_tokens(toks, root, eos_id=EOS, vocab_size=EOS + 1, min_len=16, max_len=512)
+        prepare_tokens(
+            TokensConfig(toks, root, eos_id=EOS, vocab_size=EOS + 1, min_len=16, max_len=512)
+        )
         out.append(root)
     return out
 

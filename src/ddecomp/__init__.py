@@ -44,7 +44,7 @@ from ddecomp.errors import DataError, UserError
 from ddecomp.loading.curriculum import CURRICULA, Curriculum, resolve_curriculum
 from ddecomp.loading.plan import Plan, build_plan
 from ddecomp.loading.world import World
-from ddecomp.preparing.pipeline import PrepareConfig, prepare, prepare_tokens
+from ddecomp.preparing.pipeline import PrepareConfig, TokensConfig, prepare, prepare_tokens
 from ddecomp.training.config import ModelConfig, TrainConfig
 from ddecomp.version import __version__
 
@@ -80,6 +80,7 @@ __all__ = [
     "PackedLoader",
     "Plan",
     "PrepareConfig",
+    "TokensConfig",
     "TrainConfig",
     "UserError",
     "VSLLoader",

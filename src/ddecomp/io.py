@@ -32,7 +32,10 @@ def atomic_file(path: str | Path, fsync: bool = False) -> Iterator[BinaryIO]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file 0600 (private while it is written); the finished file gets
+        # the mode open() would give it, so another user's training job can read the dataset.
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             yield f
             if fsync:
                 f.flush()
@@ -42,6 +45,23 @@ def atomic_file(path: str | Path, fsync: bool = False) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux exposes it (no race with threads).
+
+    Elsewhere it is read the only portable way, by setting and restoring it.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def file_record(rel: str, nbytes: int, sha: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ddecomp.cli import main
-from ddecomp.preparing.pipeline import prepare_tokens
+from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def data_dir(tmp_path_factory):
     toks = np.arange(int(lens.sum()), dtype=np.uint32) % 1000
     toks[np.cumsum(lens) - 1] = 1000
     root = tmp_path_factory.mktemp("plan")
-    prepare_tokens(toks, root, eos_id=1000, min_len=16, max_len=512)
+    prepare_tokens(TokensConfig(toks, root, eos_id=1000, min_len=16, max_len=512))
     return root
 
 
@@ -86,7 +86,7 @@ def test_plan_of_several_datasets_plans_their_blend(data_dir, tmp_path, capsys):
     toks = np.arange(int(lens.sum()), dtype=np.uint32) % 1000
     toks[np.cumsum(lens) - 1] = 1000
     short = tmp_path / "short"
-    prepare_tokens(toks, short, eos_id=1000, vocab_size=1001, min_len=16, max_len=512)
+    prepare_tokens(TokensConfig(toks, short, eos_id=1000, vocab_size=1001, min_len=16, max_len=512))
     argv = ["plan", str(data_dir), str(short), "--tokens-per-step", "4096"]
     assert main([*argv, "--shares", "0.5,0.5"]) == 0
     out = capsys.readouterr().out

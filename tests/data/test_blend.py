@@ -18,7 +18,7 @@ from ddecomp.data.dataset import Dataset, open_dataset
 from ddecomp.errors import UserError
 from ddecomp.loading.vsl import VSLLoader
 from ddecomp.loading.world import World
-from ddecomp.preparing.pipeline import prepare_tokens
+from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 from tests._fixtures import identity_tokens, random_lengths
 
 EOS = 1 << 31
@@ -30,7 +30,9 @@ TPS = 1024  # max_len 256 x world size 4
 def _source(root: Path, n_docs: int, seed: int, offset: int, max_len: int = 256) -> np.ndarray:
     toks = identity_tokens(random_lengths(n_docs, seed, lo=3, hi=700), EOS).astype(np.int64)
     toks[toks != EOS] += offset
-    prepare_tokens(toks, root, eos_id=EOS, vocab_size=VOCAB, min_len=16, max_len=max_len)
+    prepare_tokens(
+        TokensConfig(toks, root, eos_id=EOS, vocab_size=VOCAB, min_len=16, max_len=max_len)
+    )
     return toks
 
 
@@ -256,8 +258,10 @@ def test_refuses_what_cannot_blend(sources, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="every blend factor is 0"):
         Blend([(a, 0.0), (b, 0.0)])
     odd = tmp_path / "odd"
-    prepare_tokens(identity_tokens(random_lengths(50, 3, lo=3, hi=300), EOS), odd, eos_id=EOS,
-                   vocab_size=VOCAB + 7, min_len=16, max_len=256)  # fmt: skip
+    odd_toks = identity_tokens(random_lengths(50, 3, lo=3, hi=300), EOS)
+    prepare_tokens(
+        TokensConfig(odd_toks, odd, eos_id=EOS, vocab_size=VOCAB + 7, min_len=16, max_len=256)
+    )
     with pytest.raises(UserError, match=r"tokenizer vocab_size is 2147483656, but 2147483649"):
         Blend({a.root: 1.0, odd: 1.0})
     with pytest.raises(KeyError, match="no bucket of length 8"):

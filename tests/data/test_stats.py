@@ -24,7 +24,7 @@ from ddecomp.data.stats import (
     length_histogram,
     length_summary,
 )
-from ddecomp.preparing.pipeline import prepare_tokens
+from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 from tests._fixtures import identity_tokens
 
 # ---- slow references: one Python step per target ------------------------------------------------
@@ -142,7 +142,7 @@ EOS = 1_000_000  # above every position, so token value = position identifies ev
 
 def prepared(tmp_path: Path, lengths: list[int], **kw: Any) -> Path:
     out = tmp_path / "ds"
-    prepare_tokens(identity_tokens(lengths, EOS), out, eos_id=EOS, **kw)
+    prepare_tokens(TokensConfig(identity_tokens(lengths, EOS), out, eos_id=EOS, **kw))
     return out
 
 

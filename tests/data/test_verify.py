@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddecomp import DataError, prepare_tokens
+from ddecomp import DataError, TokensConfig, prepare_tokens
 from ddecomp.data.layout import MANIFEST, fingerprint
 from ddecomp.data.verify import verify_dataset
 from tests._fixtures import EOS, identity_tokens, random_lengths, run_python
@@ -19,7 +19,9 @@ from tests._fixtures import EOS, identity_tokens, random_lengths, run_python
 def good(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("v") / "ds"
     toks = identity_tokens(random_lengths(200, seed=8, hi=2000))
-    prepare_tokens(toks, root, EOS, min_len=16, max_len=512, val_fraction=0.1, shard_tokens=20_000)
+    prepare_tokens(
+        TokensConfig(toks, root, EOS, min_len=16, max_len=512, val_fraction=0.1, shard_size=20_000)
+    )
     return root
 
 

@@ -13,7 +13,7 @@ from ddecomp.loading.concat import ConcatChunkLoader
 from ddecomp.loading.pack import PackedLoader, best_fit_decreasing, document_pieces
 from ddecomp.loading.protocols import IGNORE_INDEX
 from ddecomp.loading.world import World
-from ddecomp.preparing.pipeline import prepare_tokens
+from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 from tests._fixtures import identity_tokens
 
 EOS = 1 << 31
@@ -27,7 +27,7 @@ def data(tmp_path_factory):
     toks = identity_tokens(lens, EOS)
     root = tmp_path_factory.mktemp("base")
     # a validation split makes the train documents non-contiguous in the token file
-    prepare_tokens(toks, root, eos_id=EOS, min_len=16, max_len=64, val_fraction=0.2)
+    prepare_tokens(TokensConfig(toks, root, eos_id=EOS, min_len=16, max_len=64, val_fraction=0.2))
     ds = open_dataset(root)
     assert 0 < ds.num_documents < lens.size
     return ds, toks

@@ -16,7 +16,7 @@ from ddecomp.loading.pack import PackedLoader
 from ddecomp.loading.protocols import BucketData, DocumentData, TrainData
 from ddecomp.loading.vsl import VSLLoader
 from ddecomp.loading.world import World
-from ddecomp.preparing.pipeline import prepare_tokens
+from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 from tests._fixtures import identity_tokens, random_lengths, run_python
 
 EOS = 1 << 31
@@ -27,7 +27,7 @@ L = 32
 def ds(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     root: Path = tmp_path_factory.mktemp("seams")
     toks = identity_tokens(random_lengths(150, 21, lo=3, hi=150), EOS)
-    prepare_tokens(toks, root, eos_id=EOS, min_len=8, max_len=64, overwrite=True)
+    prepare_tokens(TokensConfig(toks, root, eos_id=EOS, min_len=8, max_len=64, overwrite=True))
     return open_dataset(root)
 
 

@@ -23,7 +23,7 @@ from ddecomp.loading.concat import ConcatChunkLoader
 from ddecomp.loading.pack import PackedLoader
 from ddecomp.loading.vsl import VSLLoader
 from ddecomp.loading.world import World
-from ddecomp.preparing.pipeline import prepare_tokens
+from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 from tests._fixtures import assert_resume_equivalent, identity_tokens, random_lengths
 
 EOS = 1 << 31
@@ -32,7 +32,7 @@ TPS = 512  # max_len 64 x world size 2 x 4
 
 def _prepare(root: Path, seed: int, n_docs: int) -> Dataset:
     toks = identity_tokens(random_lengths(n_docs, seed, lo=3, hi=200), EOS)
-    prepare_tokens(toks, root, eos_id=EOS, min_len=8, max_len=64, overwrite=True)
+    prepare_tokens(TokensConfig(toks, root, eos_id=EOS, min_len=8, max_len=64, overwrite=True))
     return open_dataset(root)
 
 

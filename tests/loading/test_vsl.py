@@ -10,7 +10,7 @@ from ddecomp.data.dataset import open_dataset
 from ddecomp.errors import UserError
 from ddecomp.loading.vsl import VSLLoader
 from ddecomp.loading.world import World
-from ddecomp.preparing.pipeline import prepare_tokens
+from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 from tests._fixtures import free_port, random_lengths
 from tests._fixtures import identity_tokens as fixture_tokens
 
@@ -26,14 +26,16 @@ def identity_tokens(n_docs: int, seed: int) -> np.ndarray:
 def data(tmp_path_factory):
     toks = identity_tokens(700, seed=1)
     root = tmp_path_factory.mktemp("vsl")
-    prepare_tokens(toks, root, eos_id=EOS, min_len=16, max_len=256, overwrite=True)
+    prepare_tokens(TokensConfig(toks, root, eos_id=EOS, min_len=16, max_len=256, overwrite=True))
     return open_dataset(root), toks
 
 
 @pytest.fixture(scope="module")
 def other(tmp_path_factory):
     root = tmp_path_factory.mktemp("vsl2")
-    prepare_tokens(identity_tokens(60, seed=2), root, eos_id=EOS, min_len=16, max_len=256)
+    prepare_tokens(
+        TokensConfig(identity_tokens(60, seed=2), root, eos_id=EOS, min_len=16, max_len=256)
+    )
     return open_dataset(root)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddecomp import UserError, decompose, open_dataset, prepare_tokens
+from ddecomp import TokensConfig, UserError, decompose, open_dataset, prepare_tokens
 from ddecomp.data.layout import MANIFEST
 from tests._fixtures import EOS, identity_tokens, random_lengths
 
@@ -36,7 +36,9 @@ def test_rows_concatenate_back_to_each_document_minus_the_tail(
 ) -> None:
     lens = random_lengths(300, seed=3, hi=5000)
     toks = identity_tokens(lens)
-    man = prepare_tokens(toks, tmp_path, EOS, min_len=16, max_len=1024, shard_tokens=shard_tokens)
+    man = prepare_tokens(
+        TokensConfig(toks, tmp_path, EOS, min_len=16, max_len=1024, shard_size=shard_tokens)
+    )
     if shard_tokens is None:
         assert man["totals"]["shards"] == 1
     else:
@@ -69,9 +71,11 @@ def test_workers_and_shards_do_not_change_the_result(tmp_path: Path) -> None:
     toks = identity_tokens(random_lengths(400, seed=4), eos=0).astype(np.uint32) % 60000
     toks[toks == 0] = 1
     toks[np.cumsum(random_lengths(400, seed=4)) - 1] = 0
-    a = prepare_tokens(toks, tmp_path / "a", 0, min_len=8, max_len=512, shard_tokens=20_000)
+    a = prepare_tokens(
+        TokensConfig(toks, tmp_path / "a", 0, min_len=8, max_len=512, shard_size=20_000)
+    )
     b = prepare_tokens(
-        toks, tmp_path / "b", 0, min_len=8, max_len=512, shard_tokens=20_000, workers=2
+        TokensConfig(toks, tmp_path / "b", 0, min_len=8, max_len=512, shard_size=20_000, workers=2)
     )
     assert a["totals"]["shards"] > 3
     assert a["fingerprint"] == b["fingerprint"]
@@ -86,7 +90,9 @@ def test_workers_and_shards_do_not_change_the_result(tmp_path: Path) -> None:
 def test_validation_split_partitions_documents_by_seed(tmp_path: Path) -> None:
     lens = random_lengths(500, seed=5, lo=20, hi=800)
     toks = identity_tokens(lens)
-    m = prepare_tokens(toks, tmp_path / "a", EOS, min_len=16, max_len=256, val_fraction=0.2)
+    m = prepare_tokens(
+        TokensConfig(toks, tmp_path / "a", EOS, min_len=16, max_len=256, val_fraction=0.2)
+    )
     tr, va = open_dataset(tmp_path / "a"), open_dataset(tmp_path / "a", "val")
     s_tr, s_va = tr.document_bounds()[0], va.document_bounds()[0]
     assert 60 < s_va.size < 140
@@ -98,9 +104,11 @@ def test_validation_split_partitions_documents_by_seed(tmp_path: Path) -> None:
         assert np.isin(
             doc_starts[np.searchsorted(doc_starts, starts, side="right") - 1], s_va
         ).all()
-    again = prepare_tokens(toks, tmp_path / "b", EOS, min_len=16, max_len=256, val_fraction=0.2)
+    again = prepare_tokens(
+        TokensConfig(toks, tmp_path / "b", EOS, min_len=16, max_len=256, val_fraction=0.2)
+    )
     other = prepare_tokens(
-        toks, tmp_path / "c", EOS, min_len=16, max_len=256, val_fraction=0.2, seed=1
+        TokensConfig(toks, tmp_path / "c", EOS, min_len=16, max_len=256, val_fraction=0.2, seed=1)
     )
     assert again["fingerprint"] == m["fingerprint"] != other["fingerprint"]
 
@@ -109,7 +117,7 @@ def test_ten_million_token_document_and_ids_beyond_uint16(tmp_path: Path) -> Non
     n = 10_000_000
     toks = (np.arange(n, dtype=np.uint32) % 100_000) + 1  # ids up to 100000: needs uint32
     toks[-1] = 0
-    man = prepare_tokens(toks, tmp_path, 0, min_len=256, max_len=8192)
+    man = prepare_tokens(TokensConfig(toks, tmp_path, 0, min_len=256, max_len=8192))
     assert man["dtype"] == "uint32"
     assert man["tokenizer"]["vocab_size"] == 100_001
     ds = open_dataset(tmp_path)
@@ -122,21 +130,21 @@ def test_ten_million_token_document_and_ids_beyond_uint16(tmp_path: Path) -> Non
 def test_trailing_tokens_without_eos_form_a_last_document(tmp_path: Path, caplog) -> None:
     toks = identity_tokens([100, 50])
     toks = np.concatenate([toks, np.arange(1000, 1040, dtype=np.uint32)])
-    man = prepare_tokens(toks, tmp_path, EOS, min_len=8, max_len=64)
+    man = prepare_tokens(TokensConfig(toks, tmp_path, EOS, min_len=8, max_len=64))
     assert man["totals"]["documents"] == 3
     assert "does not end with EOS" in caplog.text
 
 
 def test_same_arguments_are_idempotent_other_arguments_refused(tmp_path: Path) -> None:
     toks = identity_tokens(random_lengths(50, seed=6))
-    m1 = prepare_tokens(toks, tmp_path, EOS, min_len=16, max_len=256)
+    m1 = prepare_tokens(TokensConfig(toks, tmp_path, EOS, min_len=16, max_len=256))
     mtime = (tmp_path / MANIFEST).stat().st_mtime_ns
-    m2 = prepare_tokens(toks, tmp_path, EOS, min_len=16, max_len=256)
+    m2 = prepare_tokens(TokensConfig(toks, tmp_path, EOS, min_len=16, max_len=256))
     assert m1["fingerprint"] == m2["fingerprint"]
     assert (tmp_path / MANIFEST).stat().st_mtime_ns == mtime  # nothing rewritten
     with pytest.raises(UserError, match=r"other arguments \(differs in: max_len\).*--overwrite"):
-        prepare_tokens(toks, tmp_path, EOS, min_len=16, max_len=512)
-    m3 = prepare_tokens(toks, tmp_path, EOS, min_len=16, max_len=512, overwrite=True)
+        prepare_tokens(TokensConfig(toks, tmp_path, EOS, min_len=16, max_len=512))
+    m3 = prepare_tokens(TokensConfig(toks, tmp_path, EOS, min_len=16, max_len=512, overwrite=True))
     assert m3["max_len"] == 512
     assert open_dataset(tmp_path).max_len == 512
 
@@ -144,10 +152,10 @@ def test_same_arguments_are_idempotent_other_arguments_refused(tmp_path: Path) -
 def test_foreign_directory_and_empty_input_write_nothing(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("hello")
     with pytest.raises(UserError, match="not empty"):
-        prepare_tokens(identity_tokens([10]), tmp_path, EOS, min_len=2, max_len=4)
+        prepare_tokens(TokensConfig(identity_tokens([10]), tmp_path, EOS, min_len=2, max_len=4))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
     with pytest.raises(UserError, match="empty"):
-        prepare_tokens(np.zeros(0, np.uint16), tmp_path / "new", 0)
+        prepare_tokens(TokensConfig(np.zeros(0, np.uint16), tmp_path / "new", 0))
     assert not (tmp_path / "new").exists()
 
 
@@ -196,7 +204,7 @@ def test_killed_prepare_resumes_to_the_uninterrupted_result(tmp_path: Path) -> N
 
 def test_rows_of_an_empty_request_or_an_empty_bucket(tmp_path: Path) -> None:
     toks = identity_tokens([49])  # one document, shorter than the longest bucket's rows
-    prepare_tokens(toks, tmp_path, EOS, min_len=4, max_len=1024)
+    prepare_tokens(TokensConfig(toks, tmp_path, EOS, min_len=4, max_len=1024))
     ds = open_dataset(tmp_path)
     assert ds.num_rows(1024) == 0
     assert ds.rows(1024, []).shape == (0, 1025)
@@ -204,3 +212,36 @@ def test_rows_of_an_empty_request_or_an_empty_bucket(tmp_path: Path) -> None:
     np.testing.assert_array_equal(row[0], np.arange(33))
     with pytest.raises(IndexError):
         ds.rows(32, [1])
+
+
+def test_one_minimum_vocabulary_for_config_and_training() -> None:
+    from ddecomp import PrepareConfig
+    from ddecomp.preparing.config import MIN_TRAIN_VOCAB
+    from ddecomp.preparing.tokenize import train_bpe
+
+    assert MIN_TRAIN_VOCAB == 257  # 256 bytes + <|endoftext|>
+    PrepareConfig(out=Path("unused"), vocab_size=MIN_TRAIN_VOCAB)
+    with pytest.raises(UserError, match="at least 257"):
+        PrepareConfig(out=Path("unused"), vocab_size=MIN_TRAIN_VOCAB - 1)
+    with pytest.raises(UserError, match="at least 257"):
+        train_bpe(["some text"], vocab_size=MIN_TRAIN_VOCAB - 1)
+    assert train_bpe(["some text"], vocab_size=MIN_TRAIN_VOCAB).get_vocab_size() <= 257
+
+
+def test_overwrite_never_replaces_a_tokenizer_a_tokens_run_did_not_write(tmp_path: Path) -> None:
+    toks = identity_tokens(random_lengths(50, seed=6))
+    prepare_tokens(TokensConfig(toks, tmp_path, EOS, min_len=16, max_len=256))
+    (tmp_path / "tokenizer.json").write_text("mine")
+    with pytest.raises(UserError, match=r"tokenizer\.json was not written by ddecomp"):
+        prepare_tokens(TokensConfig(toks, tmp_path, EOS, min_len=16, max_len=512, overwrite=True))
+    assert (tmp_path / "tokenizer.json").read_text() == "mine"
+    assert open_dataset(tmp_path).max_len == 256  # the dataset is untouched too
+
+
+def test_a_run_killed_in_its_first_write_leaves_a_directory_that_is_still_free(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "..prepare.json.k1ll3d.tmp").write_text("{")  # as a kill mid-write leaves
+    toks = identity_tokens(random_lengths(50, seed=6))
+    man = prepare_tokens(TokensConfig(toks, tmp_path, EOS, min_len=16, max_len=256))
+    assert man["totals"]["documents"] == 50

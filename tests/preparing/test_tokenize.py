@@ -248,7 +248,8 @@ def test_encode_documents_across_chunks(
 @given(sizes=st.lists(st.integers(0, 50), max_size=30), cap=st.integers(1, 120))
 def test_chunks_cover_all_texts_in_order(sizes: list[int], cap: int) -> None:
     texts = ["x" * n for n in sizes]
-    chunks = list(tkz._chunks(texts, cap))
+    batches = list(tkz._chunks(((t, True, True) for t in texts), cap))
+    chunks = [[seg[0] for seg in b] for b in batches]
     assert [t for c in chunks for t in c] == texts
     assert all(len(c) > 0 for c in chunks)
     for c in chunks[:-1]:  # every chunk but the last reaches the cap, and only at its end
@@ -299,3 +300,43 @@ def test_a_single_ten_million_token_document() -> None:
     assert tokens[-1] == 3
     np.testing.assert_array_equal(np.bincount(tokens), [0, 5_000_000, 5_000_000, 1])
     np.testing.assert_array_equal(tokens[:6], [1, 2, 1, 2, 1, 2])
+
+
+def test_seams_keep_the_whole_text_tokens_and_are_refused_where_they_would_not(
+    bpe: Tokenizer, corpus: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenizers import normalizers
+
+    from ddecomp.preparing.seams import cut_points
+
+    text = "".join(corpus[:40])  # Python sources: indentation, blank lines, trailing spaces
+
+    def enc(tok: Tokenizer, t: str) -> list[int]:
+        return list(tok.encode(t, add_special_tokens=False).ids)
+
+    cuts = cut_points(lambda t: enc(bpe, t), text, 3000)
+    assert len(cuts) > len(text) // 3000  # vacuity guard: the text was cut throughout
+    assert all(0 < b - a <= 3000 for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True))
+    whole = enc(bpe, text)
+    pieces = [enc(bpe, text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    assert [i for p in pieces for i in p] == whole  # the whole text, not only the windows
+    # A tokenizer that strips each input's edges: every candidate changes the tokens, so no
+    # seam is taken and the document is encoded whole, still exactly.
+    strip = Tokenizer.from_str(bpe.to_str())
+    strip.normalizer = normalizers.Strip()
+    assert cut_points(lambda t: enc(strip, t), text[:20000], 3000) == []
+    monkeypatch.setattr(tkz, "LONG_DOC_CHARS", 3000)
+    tokens, _ = encode_documents(strip, [text[:20000]], eos_id=0)
+    assert tokens.tolist() == [*enc(strip, text[:20000]), 0]
+
+
+def test_bpe_training_on_a_long_document_in_pieces_gives_the_same_tokenizer(
+    corpus: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ddecomp.preparing.seams import cut_points
+
+    text = "".join(corpus[:60])
+    whole = train_bpe([text, "a short one"], vocab_size=600).to_str()
+    monkeypatch.setattr(tkz, "LONG_DOC_CHARS", 5000)
+    assert len(cut_points(None, text, 5000)) > 20  # vacuity guard: it is cut
+    assert train_bpe([text, "a short one"], vocab_size=600).to_str() == whole

@@ -13,7 +13,7 @@ import pytest
 from ddecomp.data.dataset import open_dataset
 from ddecomp.data.stats import compute_stats
 from ddecomp.errors import UserError
-from ddecomp.preparing.pipeline import prepare_tokens
+from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 from ddecomp.reporting.plots import plot_plan, plot_stats
 
 EOS = 1_000_000
@@ -42,7 +42,7 @@ def stats_for(tmp_path: Path, lengths: list[int], split: str = "train") -> dict[
     toks = np.arange(sum(lengths), dtype=np.uint32)
     toks[np.cumsum(lengths) - 1] = EOS
     out = tmp_path / "ds"
-    prepare_tokens(toks, out, eos_id=EOS, min_len=8, max_len=64)
+    prepare_tokens(TokensConfig(toks, out, eos_id=EOS, min_len=8, max_len=64))
     return compute_stats(open_dataset(out, split=split))
 
 

@@ -31,12 +31,13 @@ def learnable_tokens(n_tokens: int, seed: int = 0) -> np.ndarray:
 def make_dataset(
     root: Path, n_tokens: int = 120_000, val_fraction: float = 0.05, seed: int = 0
 ) -> Path:
-    from ddecomp.preparing.pipeline import prepare_tokens
+    from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 
-    prepare_tokens(
+    cfg = TokensConfig(
         learnable_tokens(n_tokens, seed), root, eos_id=EOS, min_len=16, max_len=128,
         val_fraction=val_fraction, vocab_size=64,
     )  # fmt: skip
+    prepare_tokens(cfg)
     return root
 
 

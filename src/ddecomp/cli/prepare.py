@@ -9,7 +9,8 @@ from typing import Any
 
 from ddecomp.decompose import LONG_DOC_POLICIES
 from ddecomp.errors import UserError
-from ddecomp.preparing.pipeline import PrepareConfig, default_workers, prepare, prepare_tokens
+from ddecomp.preparing.config import DEFAULT_VOCAB, PrepareConfig, TokensConfig, default_workers
+from ddecomp.preparing.pipeline import prepare, prepare_tokens
 
 _TOKEN_DTYPES = ("uint16", "uint32", "int32", "int64", "uint64")
 
@@ -54,8 +55,10 @@ def register(sub: Any) -> None:
         "byte-level BPE on the input and save it in DIR",
     )
     tok.add_argument(
-        "--vocab-size", type=int, default=8192, help="BPE size to train (default 8192)"
-    )
+        "--vocab-size", type=int, default=None,
+        help=f"BPE size to train (default {DEFAULT_VOCAB}); with --from-tokens, the vocabulary "
+        "size (every id must be below it; default: the largest id + 1)",
+    )  # fmt: skip
     tok.add_argument("--eos-token", help="end-of-text token (default: the tokenizer's own)")
     tok.add_argument("--bos", action="store_true", help="also prepend a BOS token to documents")
     tok.add_argument(
@@ -117,10 +120,13 @@ def run_prepare(args: argparse.Namespace) -> int:
         if args.tokenizer or args.bos or args.eos_token:
             raise UserError("--tokenizer/--bos/--eos-token do not apply to --from-tokens input")
         man = prepare_tokens(
-            args.from_tokens, args.out, args.eos_id, dtype=args.dtype, min_len=args.min_len,
-            max_len=args.max_len, long_docs=args.long_docs, seed=args.seed,
-            val_fraction=args.val_fraction, shard_tokens=_shard(args), workers=args.workers,
-            overwrite=args.overwrite, quiet=args.quiet,
+            TokensConfig(
+                tokens=args.from_tokens, out=args.out, eos_id=args.eos_id, dtype=args.dtype,
+                vocab_size=args.vocab_size, min_len=args.min_len, max_len=args.max_len,
+                long_docs=args.long_docs, seed=args.seed, val_fraction=args.val_fraction,
+                shard_size=_shard(args), workers=args.workers, overwrite=args.overwrite,
+                quiet=args.quiet,
+            )
         )  # fmt: skip
     else:
         if args.eos_id is not None or args.dtype:
@@ -128,7 +134,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         cfg = PrepareConfig(
             out=args.out, inputs=tuple(args.inputs), tokenizer=args.tokenizer,
             text_field=args.text_field, eos_token=args.eos_token, bos=args.bos,
-            vocab_size=args.vocab_size, min_len=args.min_len, max_len=args.max_len,
+            vocab_size=DEFAULT_VOCAB if args.vocab_size is None else args.vocab_size,
+            min_len=args.min_len, max_len=args.max_len,
             long_docs=args.long_docs, seed=args.seed, val_fraction=args.val_fraction,
             shard_size=_shard(args), workers=args.workers, strict=args.strict,
             overwrite=args.overwrite, quiet=args.quiet,
@@ -139,7 +146,11 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def _shard(args: argparse.Namespace) -> int | None:
-    return None if args.shard_size is None else max(1, int(args.shard_size * 1_000_000))
+    if args.shard_size is None:
+        return None
+    if not args.shard_size > 0:  # `not >`: NaN is refused too
+        raise UserError(f"--shard-size {args.shard_size} must be positive (MB, or M tokens)")
+    return max(1, int(args.shard_size * 1_000_000))
 
 
 def summary_line(man: dict[str, Any], out: Path) -> str:

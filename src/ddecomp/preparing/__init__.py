@@ -3,17 +3,21 @@
 One ``prepare`` run, module by module::
 
     inputs ─> ingest ─> tokenize ─────┐               (text: files, URLs, the default corpus)
+                        (seams)       │               (a long document cut where its ids hold)
                         pretokenized ─┤               (a flat token file with EOS after each doc)
                                       v
-              pipeline ─> pool ─> shards ─> manifest  (plan shards, run them in processes,
-                 │                  │                  write each shard, then the manifest last)
-              outdir             progress             (own the output directory; report progress)
+    config ─> pipeline ─> pool ─> shards ─> manifest  (validated arguments; plan shards, run
+                 │                  │                  them in processes, write each shard,
+              outdir             progress              then the manifest last; own the output
+                                                       directory; report progress)
 
 - :mod:`.inputs`: where the files are (local paths, URLs through fsspec, the default corpus).
 - :mod:`.ingest`: documents out of each format, every bad record counted by reason.
 - :mod:`.tokenize`: HF tokenizers, EOS/BOS, deterministic BPE training, fast encoding.
+- :mod:`.seams`: where a very long document can be cut without changing its tokens (verified).
 - :mod:`.pretokenized`: already-tokenized input (Megatron / OLMo-core / nanoGPT token files).
-- :mod:`.pipeline`: :func:`prepare` and :func:`prepare_tokens`, the validated config, resume.
+- :mod:`.config`: :class:`PrepareConfig` and :class:`TokensConfig`, frozen and validated.
+- :mod:`.pipeline`: :func:`prepare` and :func:`prepare_tokens`, data checks, resume.
 - :mod:`.pool`: shard jobs and the process pool that runs them.
 - :mod:`.shards`: one shard's document index, split, decomposition and files.
 - :mod:`.outdir`: claiming the output directory (refuse another run's arguments, resume ours).

@@ -6,8 +6,11 @@ Files are local paths or URLs (``s3://``, ``gs://``, ...), found and opened by
 file name suffix, see :data:`~ddecomp.preparing.inputs.SUPPORTED_SUFFIXES`):
 
 - ``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``: one JSON object per line, the document in the field
-  ``text_field`` (default ``text``). Compressed files are decompressed as a stream (``gzip``,
-  ``zstandard``'s stream reader), so memory is one line, whatever the file size. Lines have no
+  ``text_field`` (default ``text``). Compressed files are decompressed as a stream (``gzip``;
+  every frame of a ``.zst``), so memory is one line, whatever the file size. A compressed file
+  cut short (truncated copy or download) is an ``unreadable_file`` at the line where it stops,
+  its earlier documents kept. A line that is not one parseable JSON object (including one
+  nested too deep or with an integer Python refuses to convert) is ``invalid_json``. Lines have no
   length limit: a single 40 MB document (10M tokens) is read like any other. Blank lines carry no
   document and are passed over.
 - ``.parquet``: the string column ``text_field``, read batch by batch (pyarrow ``iter_batches``),
@@ -140,6 +143,55 @@ def _accept(text: str, where: str, stats: IngestStats, skip: _Skips) -> bool:
     return True
 
 
+class _ZstdFrames(io.RawIOBase):
+    """Every frame of a zstd stream, decompressed; ``EOFError`` if the input ends inside one.
+
+    zstandard's own ``stream_reader`` returns a clean end of stream for a frame cut short (a
+    truncated download or copy), so the documents after the cut would vanish uncounted; this one
+    raises like ``gzip`` does, and the caller counts an ``unreadable_file`` at the line where the
+    data stopped. Input goes to the decompressor in 16 KiB pieces, which bounds the output held
+    at once by the compression ratio (~10x on text: ~160 KB).
+    """
+
+    _READ = 1 << 14
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame = self._dctx.decompressobj()
+        self._in_frame = False  # input was given to the current frame, which has not ended
+        self._out = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while not self._out:
+            data = self._raw.read(self._READ)
+            if not data:
+                if self._in_frame:
+                    raise EOFError("zstd input ended inside a frame (truncated file?)")
+                return 0
+            self._out = memoryview(self._decompress(data))
+        n = min(len(buf), len(self._out))
+        buf[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            out.append(self._frame.decompress(data))
+            self._in_frame = True
+            data = b""
+            if self._frame.eof:  # the frame ended; what follows starts the next one
+                data = self._frame.unused_data
+                self._frame = self._dctx.decompressobj()
+                self._in_frame = False
+        return b"".join(out)
+
+
 @contextmanager
 def _open_jsonl(path: InputFile, kind: str) -> Iterator[IO[bytes] | io.BufferedIOBase]:
     """The file's decompressed bytes as a stream; every layer closed on exit."""
@@ -148,8 +200,7 @@ def _open_jsonl(path: InputFile, kind: str) -> Iterator[IO[bytes] | io.BufferedI
             with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
                 yield gz
         elif kind == "jsonl.zst":
-            reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
-            with io.BufferedReader(reader, buffer_size=1 << 20) as zst:
+            with io.BufferedReader(_ZstdFrames(raw), buffer_size=1 << 20) as zst:
                 yield zst
         else:
             yield raw
@@ -175,6 +226,11 @@ def _jsonl_documents(
                     obj = json.loads(s)
                 except json.JSONDecodeError as e:
                     skip("invalid_json", where, f"{e.msg} at column {e.colno}")
+                    continue
+                except (ValueError, RecursionError) as e:
+                    # Valid JSON that Python will not build: an integer over the 4300-digit
+                    # conversion limit (ValueError), arrays nested past the recursion limit.
+                    skip("invalid_json", where, f"{type(e).__name__}: {str(e)[:100]}")
                     continue
                 if not isinstance(obj, dict):
                     skip("invalid_json", where, f"a JSON {type(obj).__name__}, not an object")

@@ -84,12 +84,18 @@ def open_input(f: InputFile) -> IO[bytes]:
     return open(f, "rb")
 
 
-def input_size(f: InputFile) -> int:
-    """Size of ``f`` in bytes."""
+def input_stamp(f: InputFile) -> tuple[int, int | str]:
+    """``(size, version)`` of ``f``: what tells a rerun that the file was edited.
+
+    A local file's version is its ``st_mtime_ns`` (an in-place edit of the same size changes
+    it); a URL's is its filesystem's ``ukey`` (the object's ETag or checksum on object stores,
+    size and modification time elsewhere). Content hashes would need a second full read.
+    """
     if is_url(f):
         fs, path = _filesystem(f)
-        return int(fs.size(path))
-    return Path(f).stat().st_size
+        return int(fs.size(path)), str(fs.ukey(path))
+    st = Path(f).stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def _discover_url(url: str, supported: str) -> list[InputFile]:

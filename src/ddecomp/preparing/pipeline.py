@@ -12,9 +12,11 @@ Two entry points share the shard writer (:mod:`ddecomp.preparing.shards`) and th
   token file while hashing it, and index it. No tokenizer is needed.
 
 Resumability: the first write is ``.prepare.json``, the run's identity (every argument that
-changes the bytes, plus the input files' sizes). A rerun with the same identity keeps each shard
-whose ``done.json`` and files are intact and redoes the rest; ``manifest.json`` is written last.
-A different identity in a used directory is refused unless ``overwrite``. Workers never change the
+changes the bytes, plus the input files' sizes and modification times, so an input edited in
+place is noticed). A rerun with the same identity keeps each shard whose ``done.json`` and files
+(size and sha256) are intact and redoes the rest; ``manifest.json`` is written last, and not at
+all if an input changed while it was read. A different identity in a used directory is refused
+unless ``overwrite`` (:mod:`ddecomp.preparing.outdir`). Workers never change the
 result (shard boundaries are fixed by the input), so the fingerprint is the same for any count.
 """
 
@@ -22,91 +24,40 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ddecomp.data.layout import FORMAT_VERSION, MANIFEST, TOKENIZER_FILE
-from ddecomp.decompose import check_lengths, check_long_docs
 from ddecomp.errors import UserError
 from ddecomp.io import canonical_sha256, write_json_atomic
-from ddecomp.preparing.inputs import InputFile, default_corpus_files, discover_inputs, input_size
+from ddecomp.preparing.config import (
+    PrepareConfig,
+    RunSettings,
+    TokensConfig,
+    auto_shard_size,
+    default_workers,
+)
+from ddecomp.preparing.inputs import InputFile, default_corpus_files, discover_inputs, input_stamp
 from ddecomp.preparing.manifest import build_manifest
 from ddecomp.preparing.outdir import claim_dir
 from ddecomp.preparing.pool import ShardRunner
 from ddecomp.preparing.pretokenized import open_token_source, token_ranges
 from ddecomp.preparing.progress import Progress
-from ddecomp.preparing.shards import IndexParams, load_done
+from ddecomp.preparing.shards import load_done
 
+__all__ = ["PrepareConfig", "TokensConfig", "auto_shard_size", "default_workers", "prepare",
+           "prepare_tokens"]  # fmt: skip
 log = logging.getLogger("ddecomp.preparing.pipeline")
 
 
-def auto_shard_size(total: int) -> int:
-    """About 32 shards, each 4M to 128M units (bytes of text or tokens).
-
-    Small corpora still get enough shards to keep every worker busy; large ones get shards big
-    enough that the per-shard files stay few. Depends only on the input, never on ``workers``.
-    """
-    return min(max(-(-total // 32), 4_000_000), 128_000_000)
+Config = PrepareConfig | TokensConfig
 
 
-def default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    """Arguments of ``ddecomp prepare``; validated on construction.
-
-    Lengths are in tokens (targets per row). ``shard_size`` is bytes of text per shard (tokens
-    for ``--from-tokens``); ``None`` picks :func:`auto_shard_size` from the input's size.
-    """
-
-    out: Path
-    inputs: tuple[str, ...] = ()
-    tokenizer: str | None = None
-    text_field: str = "text"
-    eos_token: str | None = None
-    bos: bool = False
-    vocab_size: int = 8192
-    min_len: int = 256
-    max_len: int = 8192
-    long_docs: str = "split"
-    seed: int = 0
-    val_fraction: float = 0.0
-    shard_size: int | None = None
-    workers: int = field(default_factory=default_workers)
-    strict: bool = False
-    overwrite: bool = False
-    quiet: bool = False
-
-    def __post_init__(self) -> None:
-        check_lengths(self.min_len, self.max_len)
-        check_long_docs(self.long_docs)
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise UserError(f"--val-fraction {self.val_fraction} must be in [0, 1)")
-        if self.workers < 1:
-            raise UserError(f"--workers {self.workers} must be at least 1")
-        if self.shard_size is not None and self.shard_size < 1:
-            raise UserError(f"--shard-size {self.shard_size} must be positive")
-        if self.vocab_size < 260:
-            raise UserError(
-                f"--vocab-size {self.vocab_size} is too small: byte-level BPE needs 260+"
-            )
-
-    def index_params(self) -> IndexParams:
-        return IndexParams(self.min_len, self.max_len, self.long_docs, self.seed, self.val_fraction)
-
-
-def _finish(cfg: PrepareConfig, man: dict[str, Any]) -> dict[str, Any]:
+def _finish(cfg: Config, man: dict[str, Any]) -> dict[str, Any]:
     write_json_atomic(cfg.out / MANIFEST, man)
     tot = man["totals"]
     log.info(
@@ -122,7 +73,7 @@ def _finish(cfg: PrepareConfig, man: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_shards(
-    cfg: PrepareConfig, jobs: Iterable[tuple[int, Any]], make_job: Any
+    cfg: Config, jobs: Iterable[tuple[int, Any]], make_job: Any
 ) -> list[dict[str, Any]]:
     """Run (or skip when done) every shard job; return records in shard order."""
     records: dict[int, dict[str, Any]] = {}
@@ -159,12 +110,31 @@ def iter_text_shards(docs: Iterator[str], shard_bytes: int) -> Iterator[tuple[in
 
 
 # ---- text inputs ------------------------------------------------------------------------------
-def _describe_files(files: Sequence[InputFile], default: bool) -> dict[str, Any]:
-    listing = [[str(f), input_size(f)] for f in files]
+def _stamps(files: Sequence[InputFile]) -> list[list[Any]]:
+    return [[str(f), *input_stamp(f)] for f in files]
+
+
+def _check_unchanged(files: Sequence[InputFile], stamps: list[list[Any]]) -> None:
+    """Refuse to finish a dataset whose inputs changed while they were read."""
+    now = _stamps(files)
+    changed = [old[0] for old, new in zip(stamps, now, strict=True) if old != new]
+    if changed:
+        raise UserError(
+            f"input {changed[0]} (and {len(changed) - 1} more) changed while prepare read it; "
+            "the dataset was not finished: rerun with --overwrite once the inputs are final"
+        )
+
+
+def _describe_files(
+    files: Sequence[InputFile], default: bool, stamps: list[list[Any]]
+) -> dict[str, Any]:
+    # The listing (paths and sizes) describes the data in the manifest; the modification stamps
+    # only go into the run's identity, so a copied corpus gives the same fingerprint.
+    listing = [st[:2] for st in stamps]
     desc: dict[str, Any] = {
         "kind": "default-corpus" if default else "files",
         "files": len(files),
-        "bytes": sum(s for _, s in listing),
+        "bytes": sum(size for _, size in listing),
         "listing_sha256": canonical_sha256(listing),
     }
     if default:
@@ -177,6 +147,19 @@ def _describe_files(files: Sequence[InputFile], default: bool) -> dict[str, Any]
     else:
         desc["paths"] = [str(f) for f in files[:1000]]
     return desc
+
+
+def _tokenizer_identity(spec: str | None, vocab_size: int) -> str:
+    """The tokenizer as the identity names it: a local file with its size and mtime (an edited
+    tokenizer must not resume shards the old one encoded), a hub name as given."""
+    if spec is None:
+        return f"train-bpe-{vocab_size}"
+    path = Path(spec)
+    path = path / TOKENIZER_FILE if path.is_dir() else path
+    if path.is_file():
+        size, mtime = input_stamp(path)
+        return f"{spec}:{size}:{mtime}"
+    return spec
 
 
 def prepare(cfg: PrepareConfig) -> dict[str, Any]:
@@ -194,12 +177,13 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     files = discover_inputs(cfg.inputs) if cfg.inputs else default_corpus_files()
-    inputs = _describe_files(files, default=not cfg.inputs)
+    stamps = _stamps(files)
+    inputs = _describe_files(files, not cfg.inputs, stamps)
     identity = {
         "kind": "text",
-        "inputs": inputs["listing_sha256"],
+        "inputs": canonical_sha256(stamps),  # paths, sizes and modification times
         "text_field": cfg.text_field,
-        "tokenizer": cfg.tokenizer or f"train-bpe-{cfg.vocab_size}",
+        "tokenizer": _tokenizer_identity(cfg.tokenizer, cfg.vocab_size),
         "eos_token": cfg.eos_token,
         "bos": cfg.bos,
         **_index_identity(cfg, inputs["bytes"]),
@@ -250,6 +234,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     stats = IngestStats()
     jobs = iter_text_shards(docs(stats), identity["shard_size"])
     records = _run_shards(cfg, jobs, make_job)
+    _check_unchanged(files, stamps)
     man = build_manifest(
         cfg, records, info, dtype, inputs, stats.as_dict(), identity, time.perf_counter() - t0
     )
@@ -261,7 +246,7 @@ def _fmt_skips(d: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in skipped.items()) or "none"
 
 
-def _index_identity(cfg: PrepareConfig, total: int) -> dict[str, Any]:
+def _index_identity(cfg: RunSettings, total: int) -> dict[str, Any]:
     return {
         "min_len": cfg.min_len,
         "max_len": cfg.max_len,
@@ -274,80 +259,101 @@ def _index_identity(cfg: PrepareConfig, total: int) -> dict[str, Any]:
 
 
 # ---- already-tokenized inputs -----------------------------------------------------------------
-def prepare_tokens(
-    tokens: str | Path | np.ndarray,
-    out_dir: str | Path,
-    eos_id: int,
-    *,
-    dtype: str | None = None,
-    vocab_size: int | None = None,
-    min_len: int = 256,
-    max_len: int = 8192,
-    long_docs: str = "split",
-    seed: int = 0,
-    val_fraction: float = 0.0,
-    shard_tokens: int | None = None,
-    workers: int = 1,
-    overwrite: bool = False,
-    quiet: bool = True,
-) -> dict[str, Any]:
+EOS_PROBE_TOKENS = 1 << 24  # an input with no EOS in its first 16M tokens is refused
+
+
+def _check_tokens(cfg: TokensConfig, arr: np.ndarray, what: str) -> int | None:
+    """Refuse flags that cannot be right for this input; return its largest id if computed.
+
+    An EOS the input's dtype cannot hold, or none in the first :data:`EOS_PROBE_TOKENS` tokens
+    (a wrong ``--eos-id``, or a file read with the wrong ``--dtype``, which would otherwise be
+    one garbage document), and an id at or above a given ``vocab_size``. The largest id is read
+    only when it is needed: a uint8/uint16 input always fits the uint16 we store.
+    """
+    eos = cfg.eos_id
+    if arr.dtype.kind not in "ui":
+        raise UserError(f"{what}: dtype {arr.dtype.name} is not an integer type; check --dtype")
+    top = int(np.iinfo(arr.dtype).max)
+    if eos > top:
+        raise UserError(
+            f"--eos-id {eos} cannot occur in {what}: its dtype {arr.dtype.name} holds ids up to "
+            f"{top}; check --eos-id (and --dtype for a raw file)"
+        )
+    probe = arr[:EOS_PROBE_TOKENS]
+    if not np.any(probe == eos):
+        raise UserError(
+            f"{what}: no --eos-id {eos} in its first {probe.size:,} tokens (read as "
+            f"{arr.dtype.name}); check --dtype (the file's integer type) and --eos-id"
+        )
+    max_id = None
+    if cfg.vocab_size is not None or arr.dtype.itemsize > 2 or arr.dtype.kind != "u":
+        lo, max_id = int(arr.min()), int(arr.max())
+        if lo < 0:
+            raise UserError(f"{what} has a negative id ({lo}); check --dtype")
+        if max_id >= 1 << 32:
+            raise UserError(f"{what} has id {max_id}, beyond uint32; check --dtype")
+    if cfg.vocab_size is not None:
+        assert max_id is not None
+        if max_id >= cfg.vocab_size:
+            raise UserError(
+                f"{what} has id {max_id}, not below --vocab-size {cfg.vocab_size}; pass the "
+                "tokenizer's vocabulary size (or check --dtype)"
+            )
+    return max_id
+
+
+def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
     """Prepare an already-tokenized flat token array (EOS after each document); return manifest.
 
-    ``tokens`` is a 1-D integer array, a raw token file (``dtype``, default uint16) or a ``.npy``.
-    Stored as uint16 when every id fits, else uint32. ``vocab_size`` defaults to max id + 1.
+    Stored as uint16 when every id fits, else uint32. The manifest's vocabulary size is
+    ``cfg.vocab_size``, or the largest id (EOS included) + 1.
     """
     t0 = time.perf_counter()
-    cfg = PrepareConfig(
-        out=Path(out_dir), min_len=min_len, max_len=max_len, long_docs=long_docs, seed=seed,
-        val_fraction=val_fraction, shard_size=shard_tokens, workers=workers, overwrite=overwrite,
-        quiet=quiet,
-    )  # fmt: skip
-    src, arr, header, ident = open_token_source(tokens, dtype)
+    src, arr, header, ident = open_token_source(cfg.tokens, cfg.dtype)
     if isinstance(src, np.ndarray) and cfg.workers > 1:
         # Workers would receive the array's bytes pickled through a pipe (~30 s per 200M
         # tokens here), while one process indexes and writes it at ~380M tokens/s.
         cfg = dataclasses.replace(cfg, workers=1)
     if arr.size == 0:
         raise UserError("the token input is empty; nothing was written")
-    if eos_id < 0:
-        raise UserError(f"--eos-id {eos_id} must be >= 0")
-    if arr.dtype.itemsize <= 2 and arr.dtype.kind == "u":
-        out_dtype, max_id = "uint16", None
-    else:
-        lo, max_id = int(arr.min()), int(arr.max())
-        if lo < 0:
-            raise UserError(f"the token input has a negative id ({lo})")
-        if max_id >= 1 << 32:
-            raise UserError(f"the token input has id {max_id}, beyond uint32")
-        out_dtype = "uint16" if max(max_id, eos_id) < 1 << 16 else "uint32"
-    if eos_id >= 1 << (8 * np.dtype(out_dtype).itemsize) and max_id is None:
-        raise UserError(f"--eos-id {eos_id} does not fit the input's dtype {arr.dtype.name}")
+    what = "the token array" if isinstance(src, np.ndarray) else f"--from-tokens {src}"
+    max_id = _check_tokens(cfg, arr, what)
+    out_dtype = "uint16" if max(max_id or 0, cfg.eos_id) < 1 << 16 else "uint32"
+    # The identity adds the file's modification time (an in-place edit keeps the size); the
+    # manifest names the data by path, size and dtype only.
+    stamp = None if isinstance(src, np.ndarray) else input_stamp(src)
     identity = {
-        "kind": "tokens", "inputs": ident, "eos_id": eos_id, "vocab_size": vocab_size,
+        "kind": "tokens", "inputs": ident if stamp is None else f"{ident}:{stamp[1]}",
+        "eos_id": cfg.eos_id, "vocab_size": cfg.vocab_size,
         **_index_identity(cfg, int(arr.size)),
     }  # fmt: skip
     finished = claim_dir(cfg.out, identity, cfg.overwrite)
     if finished is not None:
         return finished
-    ranges = token_ranges(arr, eos_id, identity["shard_size"])
+    ranges = token_ranges(arr, cfg.eos_id, identity["shard_size"])
 
     from ddecomp.preparing.pool import TokenJob
 
     def make_job(index: int, rng: tuple[int, int]) -> TokenJob:
         return TokenJob(
-            cfg.out, index, src, arr.dtype.name, header, rng[0], rng[1], out_dtype, eos_id,
+            cfg.out, index, src, arr.dtype.name, header, rng[0], rng[1], out_dtype, cfg.eos_id,
             cfg.index_params(),
         )  # fmt: skip
 
     records = _run_shards(cfg, enumerate(ranges), make_job)
+    if not isinstance(src, np.ndarray) and input_stamp(src) != stamp:
+        raise UserError(
+            f"--from-tokens {src} changed while prepare read it; the dataset was not finished: "
+            "rerun with --overwrite once the file is final"
+        )
     seen_max = max_id if max_id is not None else int(arr.max())
-    vocab = max(vocab_size or 0, seen_max + 1, eos_id + 1)
+    vocab = cfg.vocab_size or max(seen_max + 1, cfg.eos_id + 1)
     no_eos = sum(r.get("no_final_eos", 0) for r in records)
     if no_eos:
         log.warning(
             "the token input does not end with EOS; its last %d document(s) kept as is", no_eos
         )
-    info = {"source": None, "sha256": None, "vocab_size": vocab, "eos_id": eos_id,
+    info = {"source": None, "sha256": None, "vocab_size": vocab, "eos_id": cfg.eos_id,
             "eos_token": None, "bos_id": None, "bos_token": None, "file": None}  # fmt: skip
     inputs = {"kind": "tokens", "source": ident, "tokens": int(arr.size), "dtype": arr.dtype.name}
     man = build_manifest(

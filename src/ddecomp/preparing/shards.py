@@ -25,7 +25,13 @@ import numpy as np
 
 from ddecomp.data.layout import SHARD_DIR, SPLITS, bucket_file, shard_name
 from ddecomp.decompose import Decomposition, decompose_corpus
-from ddecomp.io import read_json, write_bytes_atomic, write_json_atomic, write_npy_atomic
+from ddecomp.io import (
+    read_json,
+    sha256_file,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_npy_atomic,
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,12 @@ def done_path(root: Path, index: int) -> Path:
 
 
 def load_done(root: Path, index: int) -> dict[str, Any] | None:
-    """The finished shard's record, or None when it is missing or its files do not match."""
+    """The finished shard's record, or None when it is missing or its files do not match.
+
+    A kept shard's files must match their record's size and sha256: a file damaged since it was
+    written (a flipped bit, an edit) would otherwise go into the manifest under the record's
+    checksum. Hashing reads the kept files once (~1.4 GB/s per core), only on a resumed run.
+    """
     path = done_path(root, index)
     if not path.is_file():
         return None
@@ -93,7 +104,7 @@ def load_done(root: Path, index: int) -> dict[str, Any] | None:
         return None
     for f in _all_files(rec):
         p = root / f["path"]
-        if not p.is_file() or p.stat().st_size != f["bytes"]:
+        if not p.is_file() or p.stat().st_size != f["bytes"] or sha256_file(p) != f["sha256"]:
             return None
     return rec
 

@@ -14,10 +14,14 @@ the ``Encoding.ids`` lists, +0.01 s to append them to an ``array('I')`` and view
 per-document ``np.asarray`` 0.22 s, slice assignment into a preallocated array 0.21 s, a Python
 list + ``np.array`` 0.33 s). We call ``encode_batch_fast`` (no character offsets) on chunks of
 about 4M characters, so the ``Encoding`` objects alive at once stay bounded (~100 B per token)
-however many documents a caller passes. One huge document cannot be split safely for every
-tokenizer, so it is encoded whole: HF's encoder then peaks at ~300-400 B of memory per token
-(measured: 3.0 GB RSS for a 10M-token WordLevel document, 3.9 GB for the 8.6M-token stdlib as
-one byte-level BPE document). Throughput against HF's own ``encode_batch``:
+however many documents a caller passes. HF's encoder peaks at ~300-400 B of memory per token of
+one input (3.9 GB for the 8.6M-token stdlib as one byte-level BPE document), so a document over
+:data:`LONG_DOC_CHARS` (1M characters) is encoded in pieces cut at seams verified to leave its
+ids unchanged (:mod:`ddecomp.preparing.seams`). Memory for one document is then its text, ~8 B
+per token for the ids, and one batch of pieces (measured, byte-level BPE 8192, 2026-12-01: a
+45 MB document, 11.3M tokens, +371 MB over the process before it). A tokenizer whose seams
+never verify (it alters the edges of every input) still encodes the document whole.
+Throughput against HF's own ``encode_batch``:
 ``benchmarks/bench_tokenize.py`` (``encode_batch_fast`` skips the character offsets that
 ``encode_batch`` computes, which pays for our array building and more). Measured on the stdlib
 corpus, 2 idle cores, 2026-11-26, vocab 50257: HF ``encode_batch`` 1.67M tokens/s,
@@ -32,6 +36,7 @@ fake a document boundary.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -44,6 +49,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ddecomp.errors import UserError
 from ddecomp.io import atomic_file
+from ddecomp.preparing.config import MIN_TRAIN_VOCAB
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +57,8 @@ EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>")
 BOS_CANDIDATES = ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>")
 TRAIN_SPECIAL_TOKEN = "<|endoftext|>"
 TRAIN_SAMPLE_BYTES = 100_000_000  # BPE training reads at most this much text (the first docs)
-_MIN_TRAIN_VOCAB = 256 + 1  # the byte alphabet + the special token
 _ENCODE_CHUNK_CHARS = 4_000_000  # text per encode_batch_fast call: bounds the Encodings alive
+LONG_DOC_CHARS = 1_000_000  # a longer document is encoded in pieces cut at verified seams
 
 
 def _sha256(data: bytes) -> str:
@@ -114,7 +120,15 @@ def load_tokenizer(spec: str) -> tuple[Tokenizer, str, str]:
 
 
 def _training_sample(texts: Iterable[str], max_bytes: int, seen: list[int]) -> Iterator[str]:
-    """The first documents of ``texts`` until ``max_bytes`` of UTF-8 (the last may overshoot)."""
+    """The first documents of ``texts`` until ``max_bytes`` of UTF-8 (the last may overshoot).
+
+    A document over :data:`LONG_DOC_CHARS` is given to the trainer in pieces cut before a
+    whitespace run that follows a non-space character: the ByteLevel (GPT-2) pre-tokenizer
+    never joins across such a point, so the trainer counts the same pre-tokens and the
+    tokenizer is the same, while HF's memory is that of one piece, not of the whole document.
+    """
+    from ddecomp.preparing.seams import cut_points
+
     total = 0
     for text in texts:
         if total >= max_bytes:
@@ -122,7 +136,12 @@ def _training_sample(texts: Iterable[str], max_bytes: int, seen: list[int]) -> I
         total += len(text.encode("utf-8", "surrogatepass"))
         seen[0] += 1
         seen[1] = total
-        yield text
+        if len(text) <= LONG_DOC_CHARS:
+            yield text
+            continue
+        bounds = [0, *cut_points(None, text, LONG_DOC_CHARS), len(text)]
+        for a, b in itertools.pairwise(bounds):
+            yield text[a:b]
 
 
 def train_bpe(
@@ -139,10 +158,10 @@ def train_bpe(
     Time on the 31.5 MB stdlib corpus, 2 idle cores: 3.5 s for 8192, 3.8 s for 50257.
     The vocabulary can end up smaller than ``vocab_size`` on a tiny corpus.
     """
-    if vocab_size < _MIN_TRAIN_VOCAB:
+    if vocab_size < MIN_TRAIN_VOCAB:
         raise UserError(
             f"--vocab-size {vocab_size} is too small: a byte-level BPE needs at least "
-            f"{_MIN_TRAIN_VOCAB} (256 bytes + {TRAIN_SPECIAL_TOKEN})"
+            f"{MIN_TRAIN_VOCAB} (256 bytes + {TRAIN_SPECIAL_TOKEN})"
         )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -249,16 +268,42 @@ def token_dtype(vocab_size: int) -> np.dtype[Any]:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
-def _chunks(texts: Sequence[str], max_chars: int) -> Iterator[Sequence[str]]:
-    start = 0
+Segment = tuple[str, bool, bool]  # (text, first piece of its document, last piece)
+
+
+def _segments(tok: Tokenizer, texts: Sequence[str]) -> Iterator[Segment]:
+    """Each document whole, or cut at verified seams when longer than :data:`LONG_DOC_CHARS`."""
+    from ddecomp.preparing.seams import cut_points
+
+    def encode_one(text: str) -> list[int]:
+        return list(tok.encode(text, add_special_tokens=False).ids)
+
+    for text in texts:
+        if len(text) <= LONG_DOC_CHARS:
+            yield text, True, True
+            continue
+        bounds = [0, *cut_points(encode_one, text, LONG_DOC_CHARS), len(text)]
+        if len(bounds) == 2:
+            logger.warning(
+                "a %d-character document has no verified seam for this tokenizer: encoded "
+                "whole (about 400 bytes of memory per token)",
+                len(text),
+            )
+        for a, b in itertools.pairwise(bounds):
+            yield text[a:b], a == 0, b == len(text)
+
+
+def _chunks(segments: Iterator[Segment], max_chars: int) -> Iterator[list[Segment]]:
+    batch: list[Segment] = []
     size = 0
-    for i, text in enumerate(texts):
-        size += len(text)
+    for seg in segments:
+        batch.append(seg)
+        size += len(seg[0])
         if size >= max_chars:
-            yield texts[start : i + 1]
-            start, size = i + 1, 0
-    if start < len(texts):
-        yield texts[start:]
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def encode_documents(
@@ -289,17 +334,22 @@ def encode_documents(
     ids = array("I")
     lengths = array("q")
     extra = 1 if bos_id is None else 2
+    doc_len = 0
     was_special = tok.encode_special_tokens
     tok.encode_special_tokens = True
     try:
-        for chunk in _chunks(texts, _ENCODE_CHUNK_CHARS):
-            for enc in encode(list(chunk), add_special_tokens=False):
-                doc = enc.ids
-                if bos_id is not None:
+        for batch in _chunks(_segments(tok, texts), _ENCODE_CHUNK_CHARS):
+            encs = encode([text for text, _, _ in batch], add_special_tokens=False)
+            for (_, first, last), enc in zip(batch, encs, strict=True):
+                if first and bos_id is not None:
                     ids.append(bos_id)
-                ids.extend(doc)
-                ids.append(eos_id)
-                lengths.append(len(doc) + extra)
+                piece = enc.ids
+                ids.extend(piece)
+                doc_len += len(piece)
+                if last:
+                    ids.append(eos_id)
+                    lengths.append(doc_len + extra)
+                    doc_len = 0
     finally:
         tok.encode_special_tokens = was_special
     tokens = np.frombuffer(ids, dtype=np.uint32)

@@ -1,0 +1,139 @@
+"""The arguments of a ``prepare`` run: :class:`PrepareConfig` (text) and :class:`TokensConfig`
+(already-tokenized input), frozen and validated on construction.
+
+Both share the decomposition and run settings (:class:`RunSettings`), checked by one function,
+so a bad value is refused with the same one-line message whichever entry point gets it. What
+depends on the data (an EOS id the token file's dtype cannot hold, an id beyond
+``vocab_size``) is checked by the pipeline once the input is open.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ddecomp.decompose import check_lengths, check_long_docs
+from ddecomp.errors import UserError
+from ddecomp.preparing.shards import IndexParams
+
+MIN_TRAIN_VOCAB = 256 + 1  # a byte-level BPE: the 256-byte alphabet + <|endoftext|>
+DEFAULT_VOCAB = 8192  # the BPE size trained when no tokenizer is given
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_shard_size(total: int) -> int:
+    """About 32 shards, each 4M to 128M units (bytes of text or tokens).
+
+    Small corpora still get enough shards to keep every worker busy; large ones get shards big
+    enough that the per-shard files stay few. Depends only on the input, never on ``workers``.
+    """
+    return min(max(-(-total // 32), 4_000_000), 128_000_000)
+
+
+class RunSettings:
+    """Fields both configs have, and their one check (the dataclasses below declare them)."""
+
+    out: Path
+    min_len: int
+    max_len: int
+    long_docs: str
+    seed: int
+    val_fraction: float
+    shard_size: int | None
+    workers: int
+
+    def _check_run(self) -> None:
+        check_lengths(self.min_len, self.max_len)
+        check_long_docs(self.long_docs)
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UserError(f"--val-fraction {self.val_fraction} must be in [0, 1)")
+        if self.workers < 1:
+            raise UserError(f"--workers {self.workers} must be at least 1")
+        if self.shard_size is not None and self.shard_size < 1:
+            raise UserError(f"--shard-size {self.shard_size} must be positive")
+        if self.seed < 0:  # numpy's SeedSequence takes only non-negative entropy
+            raise UserError(f"--seed {self.seed} must be >= 0")
+
+    def index_params(self) -> IndexParams:
+        return IndexParams(self.min_len, self.max_len, self.long_docs, self.seed, self.val_fraction)
+
+
+@dataclass(frozen=True)
+class PrepareConfig(RunSettings):
+    """Arguments of ``ddecomp prepare``; validated on construction.
+
+    Lengths are in tokens (targets per row). ``shard_size`` is bytes of text per shard; ``None``
+    picks :func:`auto_shard_size` from the input's size.
+    """
+
+    out: Path
+    inputs: tuple[str, ...] = ()
+    tokenizer: str | None = None
+    text_field: str = "text"
+    eos_token: str | None = None
+    bos: bool = False
+    vocab_size: int = DEFAULT_VOCAB
+    min_len: int = 256
+    max_len: int = 8192
+    long_docs: str = "split"
+    seed: int = 0
+    val_fraction: float = 0.0
+    shard_size: int | None = None
+    workers: int = field(default_factory=default_workers)
+    strict: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        self._check_run()
+        if self.vocab_size < MIN_TRAIN_VOCAB:
+            raise UserError(
+                f"--vocab-size {self.vocab_size} is too small: a byte-level BPE needs at least "
+                f"{MIN_TRAIN_VOCAB} (256 bytes + <|endoftext|>)"
+            )
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: ``tokens`` may be an array
+class TokensConfig(RunSettings):
+    """Arguments of ``ddecomp prepare --from-tokens``; validated on construction.
+
+    ``tokens`` is a 1-D integer array, a raw token file (``dtype``, default uint16) or a
+    ``.npy``, with ``eos_id`` after each document. ``vocab_size`` defaults to the largest id + 1;
+    given, every id must be below it. ``shard_size`` is tokens per shard (``None``:
+    :func:`auto_shard_size`). One worker by default: copying tokens is I/O, not CPU.
+    """
+
+    tokens: str | Path | np.ndarray
+    out: Path
+    eos_id: int
+    dtype: str | None = None
+    vocab_size: int | None = None
+    min_len: int = 256
+    max_len: int = 8192
+    long_docs: str = "split"
+    seed: int = 0
+    val_fraction: float = 0.0
+    shard_size: int | None = None
+    workers: int = 1
+    overwrite: bool = False
+    quiet: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        self._check_run()
+        if self.eos_id < 0:
+            raise UserError(f"--eos-id {self.eos_id} must be >= 0")
+        if self.vocab_size is not None and self.vocab_size <= self.eos_id:
+            raise UserError(
+                f"--vocab-size {self.vocab_size} must be above --eos-id {self.eos_id}; check both"
+            )
