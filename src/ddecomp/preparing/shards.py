@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ddecomp.data.layout import SHARD_DIR, SPLITS, bucket_file, shard_name
+from ddecomp.data.layout import SHARD_DIR, SPLITS, bucket_file, shard_files, shard_name
 from ddecomp.decompose import Decomposition, decompose_corpus
 from ddecomp.io import read_json, write_bytes_atomic, write_json_atomic, write_npy_atomic
 
@@ -91,18 +91,11 @@ def load_done(root: Path, index: int) -> dict[str, Any] | None:
         rec = read_json(path)
     except (OSError, ValueError):
         return None
-    for f in _all_files(rec):
+    for f in shard_files(rec):
         p = root / f["path"]
         if not p.is_file() or p.stat().st_size != f["bytes"]:
             return None
     return rec
-
-
-def _all_files(rec: dict[str, Any]) -> list[dict[str, Any]]:
-    files = list(rec["files"].values())
-    for split in SPLITS:
-        files.extend(rec["buckets"][split].values())
-    return files
 
 
 def write_shard(
