@@ -406,8 +406,23 @@ def _locations(node: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]
             yield from _locations(v, (*at, i))
 
 
+KEYS = ["x", "a\nb", "16", "0016", "1" * 5000, "\u0663\u0662", "val", "path", "bytes"]
+
+
+def _at(man: Any, loc: tuple[Any, ...]) -> Any:
+    for k in loc:
+        man = man[k]
+    return man
+
+
 def _mutate(man: Any, data: st.DataObject) -> Any:
-    op = data.draw(st.sampled_from(["delete", "set", "retype", "nudge", "dup_shard", "escape"]))
+    ops = ["delete", "set", "retype", "nudge", "dup_shard", "escape", "add_key"]
+    op = data.draw(st.sampled_from(ops))
+    if op == "add_key":  # keys a reader might parse (bucket lengths) or print (a newline)
+        dicts = [loc for loc in _locations(man) if isinstance(_at(man, loc), dict)]
+        node = _at(man, data.draw(st.sampled_from(dicts)))
+        node[data.draw(st.sampled_from(KEYS))] = copy.deepcopy(data.draw(st.sampled_from(ODD)))
+        return man
     if op == "dup_shard":
         i = data.draw(st.integers(0, len(man["shards"]) - 1))
         man["shards"].insert(data.draw(st.integers(0, len(man["shards"]))), copy.deepcopy(
@@ -464,7 +479,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ds
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(data=st.data())
 def test_any_mutated_manifest_gives_a_result_or_one_line(
     sandbox: Path, data: st.DataObject

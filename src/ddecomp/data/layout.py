@@ -95,6 +95,11 @@ def _describe(v: Any) -> str:
     return f"{kind} ({r if len(r) <= 40 else r[:37] + '...'})"
 
 
+def _printable(text: str, limit: int) -> str:
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def load_manifest(root: Path) -> dict[str, Any]:
     """Read ``root/manifest.json``; a user error if missing, foreign or of another version."""
     path = Path(root) / MANIFEST
@@ -133,6 +138,9 @@ class _Fields:
         self.path = path
 
     def fail(self, at: str, problem: str) -> NoReturn:
+        # Keys are the editor's text: escaped (a newline in a key must not break the one line)
+        # and cut short (a 5000-digit bucket key).
+        at, problem = _printable(at, 120), _printable(problem, 200)
         raise DataError(f"{self.path}: {at} {problem}; the manifest is damaged or was edited")
 
     def get(self, node: Mapping[str, Any], key: str, at: str, kind: type) -> Any:
