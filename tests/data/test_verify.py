@@ -110,3 +110,51 @@ def test_cli_exit_codes_and_one_line(good: Path, tmp_path: Path) -> None:
     none = run_python("-m", "ddecomp", "verify", str(tmp_path / "nope"))
     assert none.returncode == 2
     assert "Traceback" not in none.stderr
+
+
+def _forge(ds: Path, edit) -> None:
+    man = json.loads((ds / MANIFEST).read_text())
+    edit(man)
+    man["fingerprint"] = fingerprint(man)
+    (ds / MANIFEST).write_text(json.dumps(man))
+
+
+def test_split_bucket_summary_that_differs_from_the_shards_is_caught(
+    good: Path, tmp_path: Path
+) -> None:
+    ds = _copy(good, tmp_path)
+
+    def edit(man: dict) -> None:
+        b = man["splits"]["train"]["buckets"]["16"]
+        b["rows"] += 1
+        b["tokens"] += 16
+
+    _forge(ds, edit)
+    with pytest.raises(DataError, match=r"splits\.train\.buckets differs"):
+        verify_dataset(ds)
+
+
+def test_split_document_count_that_differs_from_the_shards_is_caught(
+    good: Path, tmp_path: Path
+) -> None:
+    ds = _copy(good, tmp_path)
+
+    def edit(man: dict) -> None:  # one more empty document: the accounting still adds up
+        tot = man["splits"]["val"]
+        tot["documents"] += 1
+        tot["tokens"] += 1
+        tot["dropped"]["document_shorter_than_min"]["documents"] += 1
+        tot["dropped"]["document_shorter_than_min"]["tokens"] += 1
+        man["totals"]["documents"] += 1
+        man["totals"]["tokens"] += 1
+
+    _forge(ds, edit)
+    with pytest.raises(DataError, match=r"val shards hold \d+ documents"):
+        verify_dataset(ds)
+
+
+def test_corpus_totals_that_do_not_add_up_the_splits_are_caught(good: Path, tmp_path: Path) -> None:
+    ds = _copy(good, tmp_path)
+    _forge(ds, lambda man: man["totals"].update(kept_targets=man["totals"]["kept_targets"] + 1))
+    with pytest.raises(DataError, match="totals"):
+        verify_dataset(ds)

@@ -4,13 +4,15 @@ Each subcommand lives in its own module with ``register(subparsers)``, which add
 sets ``func`` to a function taking the parsed namespace and returning an exit code. Errors a user
 can cause (:class:`~ddecomp.errors.UserError`) are printed as one line and exit with code 2; a
 damaged dataset (:class:`~ddecomp.errors.DataError`) exits with code 1. No traceback is shown for
-either.
+either. Output into a pipe whose reader has left (``ddecomp stats DIR | head``) ends quietly with
+exit code 141, what a shell reports for a producer killed by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +21,7 @@ from ddecomp.version import __version__
 
 # Subcommand modules, in the order `ddecomp --help` lists them.
 _COMMANDS = ("prepare", "inspect", "plan", "train", "compare")
+_SIGPIPE_EXIT = 128 + 13  # 13 = SIGPIPE on POSIX
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code = int(args.func(args))
+        sys.stdout.flush()  # a reader that left surfaces here, not in the interpreter's exit
+    except BrokenPipeError:
+        # Python ignores SIGPIPE, so `| head` raises here instead of ending the process quietly.
+        # Point stdout at /dev/null so the flush at exit does not report the same pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return _SIGPIPE_EXIT
     except UserError as e:
         print(f"ddecomp {args.command}: error: {e}", file=sys.stderr)
         return UserError.exit_code

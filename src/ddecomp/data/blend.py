@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ddecomp.data.dataset import Dataset, open_dataset
+from ddecomp.data.dataset import Dataset, check_out, open_dataset
 from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import UserError
 
@@ -285,7 +285,7 @@ class _EpochBlend:
         src, row = self.blend.source_rows(L, np.asarray(indices, dtype=np.int64), self.epoch)
         if out is None:
             out = np.empty((src.size, L + 1), dtype=self.blend.dtype)
-        assert out.shape == (src.size, L + 1), f"out has shape {out.shape}"
+        check_out(out, (src.size, L + 1), self.blend.vocab_size)
         if len(self.blend.datasets) == 1 or np.all(src == src[:1]):
             if src.size:  # one source: gather straight into out
                 self.blend.datasets[int(src[0])].rows(L, row, out=out)

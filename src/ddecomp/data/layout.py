@@ -1,4 +1,4 @@
-"""The on-disk format: file names, the format version, the manifest and its fingerprint.
+"""The on-disk format: file names, the format version, the manifest, its fingerprint and checks.
 
 A prepared dataset is one directory::
 
@@ -15,14 +15,29 @@ Every file is written through :mod:`ddecomp.io` (temporary name + rename, sha256
 bytes are written). The manifest's ``fingerprint`` is the sha256 of its canonical JSON
 without the fingerprint itself and the creation time: two preparations with the same inputs and
 arguments have the same fingerprint, whatever the number of workers.
+
+A manifest is trusted only after :func:`check_manifest` (every field a reader relies on has its
+type and range; every file path is the one name the format gives that file, so no path can leave
+the directory) and :func:`check_files` (each file is a regular file inside DIR, a symlink only if
+it resolves inside DIR, with its recorded size: one ``lstat`` per file, nothing read).
+``.npy`` files are read through :func:`read_npy`, which checks the header against the file size
+and the manifest before allocating anything.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from ddecomp.errors import UserError
+import numpy as np
+
+from ddecomp.decompose import MAX_LEN_LIMIT, is_power_of_two
+from ddecomp.errors import DataError, UserError
 from ddecomp.io import canonical_sha256, read_json
 
 FORMAT_NAME = "ddecomp"
@@ -31,15 +46,34 @@ MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 SHARD_DIR = "shards"
 SPLITS = ("train", "val")
+TOKEN_DTYPES = ("uint16", "uint32")
 _VOLATILE_KEYS = ("fingerprint", "created", "elapsed_s", "prepare")
+# A shard's three fixed files, by their key in the shard record's "files".
+_SHARD_FILES = {"tokens": "tokens.bin", "docs": "docs.npy", "split": "split.npy"}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_COUNT_LIMIT = 1 << 62  # any count or size above this is a forgery, not a dataset
 
 
 def shard_name(index: int) -> str:
     return f"{index:05d}"
 
 
+def shard_file(shard: str, kind: str) -> str:
+    """``shards/NNNNN.tokens.bin`` (kind ``tokens``), ``.docs.npy`` (``docs``), ``.split.npy``."""
+    return f"{SHARD_DIR}/{shard}.{_SHARD_FILES[kind]}"
+
+
 def bucket_file(shard: str, split: str, L: int) -> str:
     return f"{SHARD_DIR}/{shard}.{split}.L{L:05d}.npy"
+
+
+def shard_files(shard: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every file record (``path``, ``bytes``, ``sha256``) of a shard record, as the manifest and
+    ``NNNNN.done.json`` hold it: tokens, document index, split, then each split's buckets."""
+    files = [shard["files"][kind] for kind in _SHARD_FILES]
+    for split in SPLITS:
+        files.extend(shard["buckets"][split].values())
+    return files
 
 
 def fingerprint(manifest: dict[str, Any]) -> str:
@@ -47,22 +81,293 @@ def fingerprint(manifest: dict[str, Any]) -> str:
     return canonical_sha256({k: v for k, v in manifest.items() if k not in _VOLATILE_KEYS})
 
 
+# JSON's names for the Python types json.load returns: the manifest is JSON to whoever edits it.
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+               int: "an integer", float: "a number", type(None): "null"}  # fmt: skip
+
+
+def _describe(v: Any) -> str:
+    """``a string ('1')``: the JSON type of ``v`` and a short repr."""
+    kind = _JSON_TYPES.get(type(v), type(v).__name__)
+    if v is None:
+        return kind
+    r = json.dumps(v) if isinstance(v, bool) else repr(v)
+    return f"{kind} ({r if len(r) <= 40 else r[:37] + '...'})"
+
+
+def _printable(text: str, limit: int) -> str:
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def load_manifest(root: Path) -> dict[str, Any]:
-    """Read and check ``root/manifest.json``; a user error if missing, foreign or too new."""
+    """Read ``root/manifest.json``; a user error if missing, foreign or of another version."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         hint = " (an interrupted prepare? rerun it)" if (Path(root) / SHARD_DIR).is_dir() else ""
         raise UserError(f"{root}: no {MANIFEST}, not a prepared ddecomp dataset{hint}")
     try:
         man = read_json(path)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable manifest ({e}); run `ddecomp prepare` again") from e
-    if not isinstance(man, dict) or man.get("format") != FORMAT_NAME:
+    except (OSError, ValueError, RecursionError) as e:
+        msg = " ".join(str(e).split())
+        raise UserError(f"{path}: unreadable manifest ({msg}); run `ddecomp prepare` again") from e
+    if not isinstance(man, dict):
+        raise UserError(f"{path}: not a ddecomp manifest (it is {_describe(man)})")
+    if man.get("format") != FORMAT_NAME:
         raise UserError(f"{path}: not a ddecomp manifest (format={man.get('format')!r})")
     ver = man.get("version")
+    if type(ver) is not int:  # a bool is an int to Python, and True == 1
+        raise UserError(
+            f"{path}: version is {_describe(ver)}, expected the integer {FORMAT_VERSION}; the "
+            "manifest is damaged, prepare the data again"
+        )
     if ver != FORMAT_VERSION:
         raise UserError(
             f"{path}: format version {ver} is not supported by this ddecomp "
             f"(reads version {FORMAT_VERSION}); prepare the data again or use a matching ddecomp"
         )
     return man
+
+
+# ---- the manifest's shape ---------------------------------------------------------------------
+class _Fields:
+    """Typed reads of manifest fields; the first wrong one raises :class:`DataError` naming it
+    by its path in the manifest (``shards[3].files.tokens.bytes``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, at: str, problem: str) -> NoReturn:
+        # Keys are the editor's text: escaped (a newline in a key must not break the one line)
+        # and cut short (a 5000-digit bucket key).
+        at, problem = _printable(at, 120), _printable(problem, 200)
+        raise DataError(f"{self.path}: {at} {problem}; the manifest is damaged or was edited")
+
+    def get(self, node: Mapping[str, Any], key: str, at: str, kind: type) -> Any:
+        name = f"{at}.{key}" if at else key
+        if key not in node:
+            self.fail(name, "is missing")
+        v = node[key]
+        if kind is int and type(v) is not int:  # bool excluded
+            self.fail(name, f"is {_describe(v)}, expected an integer")
+        if not isinstance(v, kind):
+            self.fail(name, f"is {_describe(v)}, expected {_JSON_TYPES[kind]}")
+        return v
+
+    def mapping(self, node: Mapping[str, Any], key: str, at: str = "") -> dict[str, Any]:
+        d: dict[str, Any] = self.get(node, key, at, dict)
+        return d
+
+    def integer(
+        self, node: Mapping[str, Any], key: str, at: str = "", lo: int = 0, hi: int = _COUNT_LIMIT
+    ) -> int:
+        v: int = self.get(node, key, at, int)
+        if not lo <= v <= hi:
+            self.fail(f"{at}.{key}" if at else key, f"= {v} is outside [{lo}, {hi}]")
+        return v
+
+    def keys(self, node: Mapping[str, Any], want: Any, at: str) -> None:
+        if set(node) != set(want):
+            self.fail(at, f"has keys {sorted(node)}, expected {sorted(want)}")
+
+    def record(self, node: Mapping[str, Any], key: str, at: str, path: str) -> dict[str, Any]:
+        """A file record: its path must be exactly ``path`` (the format's name for it)."""
+        rec = self.mapping(node, key, at)
+        at = f"{at}.{key}"
+        got = self.get(rec, "path", at, str)
+        if got != path:
+            self.fail(f"{at}.path", f"is {got!r}, expected {path!r} (a file inside the dataset)")
+        self.integer(rec, "bytes", at)
+        if not _SHA256.fullmatch(self.get(rec, "sha256", at, str)):
+            self.fail(f"{at}.sha256", "is not a sha256 hex digest")
+        return rec
+
+
+def bucket_length(key: str, min_len: int, max_len: int) -> int | None:
+    """The length a bucket key names (``"256"``), or None unless it is a power of two in range
+    written as ``str(L)``."""
+    if not key.isdecimal() or len(key) > 7 or key != str(int(key)):  # 2^20 has 7 digits
+        return None
+    L = int(key)
+    return L if is_power_of_two(L) and min_len <= L <= max_len else None
+
+
+def check_manifest(man: dict[str, Any], path: Path) -> None:
+    """Check every field a reader relies on: types, ranges, names (no I/O).
+
+    Lengths are powers of two in ``[1, 2^20]``, ``dtype`` is uint16 or uint32, EOS and BOS are
+    ids below ``vocab_size`` that the dtype holds, shard ``i`` is named ``shard_name(i)`` (so no
+    shard is listed twice), each shard's token count matches its token file's size, every file
+    path is the format's name for that file, and the split totals read by ``stats`` and
+    ``verify`` are integers. Raises :class:`DataError` on the first problem.
+    """
+    f = _Fields(path)
+    f.get(man, "fingerprint", "", str)
+    min_len = f.integer(man, "min_len", lo=1, hi=MAX_LEN_LIMIT)
+    max_len = f.integer(man, "max_len", lo=1, hi=MAX_LEN_LIMIT)
+    for key, v in (("min_len", min_len), ("max_len", max_len)):
+        if not is_power_of_two(v):
+            f.fail(key, f"= {v} is not a power of two")
+    if min_len > max_len:
+        f.fail("min_len", f"= {min_len} is above max_len = {max_len}")
+    dtype = f.get(man, "dtype", "", str)
+    if dtype not in TOKEN_DTYPES:
+        f.fail("dtype", f"= {dtype!r} is not one of {', '.join(TOKEN_DTYPES)}")
+    itemsize = np.dtype(dtype).itemsize
+    tok = f.mapping(man, "tokenizer")
+    vocab = f.integer(tok, "vocab_size", "tokenizer", lo=1, hi=1 << 32)
+    top = min(vocab, 1 << (8 * itemsize)) - 1  # the largest id the vocabulary and dtype allow
+    f.integer(tok, "eos_id", "tokenizer", hi=top)
+    if tok.get("bos_id") is not None:
+        f.integer(tok, "bos_id", "tokenizer", hi=top)
+    if tok.get("file") is not None:
+        if tok["file"] != TOKENIZER_FILE:
+            f.fail("tokenizer.file", f"is {tok['file']!r}, expected {TOKENIZER_FILE!r} or null")
+        if not _SHA256.fullmatch(f.get(tok, "sha256", "tokenizer", str)):
+            f.fail("tokenizer.sha256", "is not a sha256 hex digest")
+    f.mapping(man, "convention")
+    splits = f.mapping(man, "splits")
+    f.keys(splits, SPLITS, "splits")
+    for name in SPLITS:
+        _check_split(f, f.mapping(splits, name, "splits"), f"splits.{name}", min_len, max_len)
+    skipped = f.mapping(f.mapping(f.mapping(man, "dropped"), "ingest", "dropped"), "skipped",
+                        "dropped.ingest")  # fmt: skip
+    for key in skipped:
+        f.integer(skipped, key, "dropped.ingest.skipped")
+    totals = f.mapping(man, "totals")
+    for key in ("shards", "documents", "tokens", "kept_targets"):
+        f.integer(totals, key, "totals")
+    shards = f.get(man, "shards", "", list)
+    for i, sh in enumerate(shards):
+        at = f"shards[{i}]"
+        if not isinstance(sh, dict):
+            f.fail(at, f"is {_describe(sh)}, expected an object")
+        if f.integer(sh, "index", at) != i or f.get(sh, "name", at, str) != shard_name(i):
+            f.fail(at, f"is shard {sh['index']} {sh['name']!r}, expected {i} {shard_name(i)!r} "
+                   "(shards are listed once each, in order)")  # fmt: skip
+        f.integer(sh, "documents", at)
+        n_tokens = f.integer(sh, "tokens", at)
+        files = f.mapping(sh, "files", at)
+        f.keys(files, _SHARD_FILES, f"{at}.files")
+        for kind in _SHARD_FILES:
+            f.record(files, kind, f"{at}.files", shard_file(shard_name(i), kind))
+        if files["tokens"]["bytes"] != n_tokens * itemsize:
+            f.fail(f"{at}.tokens", f"= {n_tokens} does not match its token file's "
+                   f"{files['tokens']['bytes']} bytes of {dtype}")  # fmt: skip
+        buckets = f.mapping(sh, "buckets", at)
+        f.keys(buckets, SPLITS, f"{at}.buckets")
+        for split in SPLITS:
+            b_at = f"{at}.buckets.{split}"
+            for key in f.mapping(buckets, split, f"{at}.buckets"):
+                L = bucket_length(key, min_len, max_len)
+                if L is None:
+                    f.fail(f"{b_at}.{key}", f"is not a bucket length (powers of two in "
+                           f"[{min_len}, {max_len}])")  # fmt: skip
+                rec = f.record(buckets[split], key, b_at, bucket_file(shard_name(i), split, L))
+                f.integer(rec, "rows", f"{b_at}.{key}")
+
+
+def _check_split(f: _Fields, rec: dict[str, Any], at: str, min_len: int, max_len: int) -> None:
+    for key in ("documents", "tokens", "targets", "kept_targets"):
+        f.integer(rec, key, at)
+    buckets = f.mapping(rec, "buckets", at)
+    for key in buckets:
+        if bucket_length(key, min_len, max_len) is None:
+            f.fail(f"{at}.buckets.{key}", "is not a bucket length")
+        b = f.mapping(buckets, key, f"{at}.buckets")
+        f.integer(b, "rows", f"{at}.buckets.{key}")
+        f.integer(b, "tokens", f"{at}.buckets.{key}")
+    dropped = f.mapping(rec, "dropped", at)
+    f.integer(f.mapping(dropped, "document_shorter_than_min", f"{at}.dropped"), "documents",
+              f"{at}.dropped.document_shorter_than_min")  # fmt: skip
+    f.mapping(dropped, "tail_below_min", f"{at}.dropped")
+    for key in dropped:
+        reason = f.mapping(dropped, key, f"{at}.dropped")
+        f.integer(reason, "tokens", f"{at}.dropped.{key}")
+        if "documents" in reason:
+            f.integer(reason, "documents", f"{at}.dropped.{key}")
+
+
+# ---- the files ---------------------------------------------------------------------------------
+def _inside(root: Path, path: Path) -> None:
+    real, inside = path.resolve(), root.resolve()
+    if not real.is_relative_to(inside):
+        raise DataError(f"{path}: a symlink to {real}, outside the dataset {inside}")
+
+
+def _stat_file(root: Path, rel: str) -> os.stat_result:
+    path = root / rel
+    try:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            _inside(root, path)
+            st = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror})") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: not a regular file")
+    return st
+
+
+def stat_inside(root: Path, rel: str) -> os.stat_result:
+    """``stat`` of the regular file ``root/rel``; a :class:`DataError` if it is missing, not a
+    regular file, or reached through a symlink that leaves ``root``.
+
+    ``rel`` is a name :func:`check_manifest` accepted (``shards/NAME`` or ``tokenizer.json``), so
+    only ``shards/`` and the file itself can be links.
+    """
+    if "/" in rel and (root / SHARD_DIR).is_symlink():
+        _inside(root, root / SHARD_DIR)
+    return _stat_file(root, rel)
+
+
+def check_files(root: Path, man: Mapping[str, Any]) -> int:
+    """Every shard file is a regular file inside ``root`` with its recorded size, checked with
+    one ``lstat`` per file and no read; returns the number of files. Assumes
+    :func:`check_manifest` passed."""
+    if (root / SHARD_DIR).is_symlink():
+        _inside(root, root / SHARD_DIR)
+    n = 0
+    for sh in man["shards"]:
+        for rec in shard_files(sh):
+            size = _stat_file(root, rec["path"]).st_size
+            if size != rec["bytes"]:
+                raise DataError(f"{root / rec['path']}: {size} bytes, manifest says {rec['bytes']}")
+            n += 1
+    return n
+
+
+def read_npy(path: Path, dtype: str, count: int) -> np.ndarray:
+    """The 1-D ``dtype`` array of ``count`` entries in the ``.npy`` at ``path``.
+
+    The header is parsed and checked (dtype, shape, ``count``, and header + data = the file's
+    size) before the data is read, so a header claiming 745 GiB allocates nothing.
+    """
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dt = fmt.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dt = fmt.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"npy format version {version}")
+            size = os.fstat(fh.fileno()).st_size - fh.tell()
+            if dt != np.dtype(dtype) or len(shape) != 1:
+                raise DataError(f"{path}: holds {dt} of shape {shape}, expected 1-D {dtype}")
+            if shape[0] != count or size != count * dt.itemsize:
+                raise DataError(
+                    f"{path}: header says {shape[0]} entries, the manifest {count}, and "
+                    f"{size} data bytes hold {size // dt.itemsize}"
+                )
+            arr = np.fromfile(fh, dtype=dt, count=count)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{path}: not a readable .npy file ({' '.join(str(e).split())})") from e
+    if arr.size != count:  # the file shrank while it was read
+        raise DataError(f"{path}: {arr.size} entries read, {count} expected")
+    return arr

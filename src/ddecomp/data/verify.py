@@ -3,16 +3,22 @@
 In order, stopping at the first problem (raised as :class:`~ddecomp.errors.DataError` naming the
 file and what is wrong):
 
-1. the manifest's fingerprint matches its content;
-2. every file (tokens, document index, split, buckets, tokenizer) has its recorded size and sha256;
+1. the manifest's fingerprint matches its content, and its fields have the types, ranges and
+   file names the format gives them (:func:`~ddecomp.data.layout.check_manifest`, also run by
+   ``open_dataset``: a manifest edited with its fingerprint recomputed is caught here);
+2. every file is a regular file inside the directory with its recorded size (all of them before
+   any is hashed), then its sha256 matches the manifest; ``.npy`` headers are checked against
+   the sizes before any array is allocated;
 3. per shard: document fenceposts increase from 0 to the token count; the split array has one
-   entry per document; every row ``[s, s + L]`` lies inside one document of the bucket's split;
-   rows of a split, sorted by start, never share a target (``start[i+1] >= start[i] + L[i]``);
-   bucket lengths are powers of two within ``[min_len, max_len]``; row counts match the records;
-4. totals: the buckets' tokens add up to ``kept_targets`` and every dropped token is accounted
-   (``targets = kept + tail + short-document targets``) per split.
+   entry (0 or 1) per document; every token id is below the tokenizer's ``vocab_size``; every
+   row ``[s, s + L]`` lies inside one document of the bucket's split; rows of a split, sorted by
+   start, never share a target (``start[i+1] >= start[i] + L[i]``); row counts match the records;
+4. totals: per split, documents, tokens and bucket rows add up to what the manifest says, the
+   buckets' tokens to ``kept_targets``, and every dropped token is accounted
+   (``targets = kept + tail + short-document targets``); the corpus totals add up the splits.
 
-Cost: one sha256 pass over every byte (~1.5 GB/s on this machine) plus O(rows) numpy work.
+Cost: one sha256 pass over every byte (~1.5 GB/s on this machine), one max over the tokens (a
+fraction of that) plus O(rows + documents) numpy work.
 """
 
 from __future__ import annotations
@@ -22,49 +28,64 @@ from typing import Any
 
 import numpy as np
 
-from ddecomp.data.layout import MANIFEST, SPLITS, fingerprint, load_manifest
-from ddecomp.decompose import is_power_of_two
+from ddecomp.data.layout import (
+    MANIFEST,
+    SPLITS,
+    check_files,
+    check_manifest,
+    fingerprint,
+    load_manifest,
+    read_npy,
+    shard_files,
+    stat_inside,
+)
 from ddecomp.errors import DataError
 from ddecomp.io import sha256_file
 
 
-def _check_file(root: Path, rec: dict[str, Any]) -> None:
-    path = root / rec["path"]
-    if not path.is_file():
-        raise DataError(f"{path}: missing")
-    size = path.stat().st_size
-    if size != rec["bytes"]:
-        raise DataError(f"{path}: {size} bytes, manifest says {rec['bytes']}")
-    if sha256_file(path) != rec["sha256"]:
-        raise DataError(f"{path}: sha256 differs from the manifest (file modified or corrupt)")
+def _check_sha(root: Path, rec: dict[str, Any]) -> None:
+    if sha256_file(root / rec["path"]) != rec["sha256"]:
+        raise DataError(
+            f"{root / rec['path']}: sha256 differs from the manifest (file modified or corrupt)"
+        )
 
 
-def _check_shard(root: Path, man: dict[str, Any], sh: dict[str, Any]) -> dict[str, int]:
-    dtype = np.dtype(man["dtype"])
+def _check_ids(path: Path, tokens: np.ndarray, vocab_size: int) -> None:
+    """Every id below ``vocab_size`` (an embedding table of that size is indexed by them)."""
+    if tokens.size == 0 or vocab_size > int(np.iinfo(tokens.dtype).max):
+        return  # empty, or no id of this dtype can reach the vocabulary's end
+    if int(tokens.max()) >= vocab_size:
+        i = int(np.flatnonzero(tokens >= vocab_size)[0])
+        raise DataError(
+            f"{path}: token {i} is id {int(tokens[i])}, not below the tokenizer's vocab_size "
+            f"{vocab_size}"
+        )
+
+
+def _check_shard(root: Path, man: dict[str, Any], sh: dict[str, Any]) -> dict[str, list[int]]:
+    """Invariants of one shard; per split ``[documents, tokens, kept targets]`` and bucket rows."""
     files = sh["files"]
-    n_tokens = files["tokens"]["bytes"] // dtype.itemsize
-    fence = np.load(root / files["docs"]["path"])
-    split = np.load(root / files["split"]["path"])
+    n_tokens = sh["tokens"]
     where = root / files["docs"]["path"]
-    if fence.size != sh["documents"] + 1 or fence[0] != 0 or fence[-1] != n_tokens:
+    fence = read_npy(where, "int64", sh["documents"] + 1)
+    split = read_npy(root / files["split"]["path"], "uint8", sh["documents"])
+    if fence[0] != 0 or fence[-1] != n_tokens:
         raise DataError(f"{where}: document index does not span the {n_tokens} shard tokens")
     if fence.size > 1 and int(np.diff(fence).min()) < 1:
         raise DataError(f"{where}: document offsets do not increase")
-    if split.size != sh["documents"]:
-        raise DataError(
-            f"{root / files['split']['path']}: {split.size} entries, expected {sh['documents']}"
-        )
-    kept: dict[str, int] = {}
+    if split.size and int(split.max()) > 1:
+        raise DataError(f"{root / files['split']['path']}: a split code other than 0 and 1")
+    if n_tokens:
+        tokens = np.memmap(root / files["tokens"]["path"], dtype=man["dtype"], mode="r")
+        _check_ids(root / files["tokens"]["path"], tokens, man["tokenizer"]["vocab_size"])
+    lengths = np.diff(fence)
+    out: dict[str, list[int]] = {}
     for code, sname in enumerate(SPLITS):
         all_s, all_l = [], []
         for key, rec in sh["buckets"][sname].items():
-            L = int(key)
+            L = int(key)  # check_manifest: a power of two in [min_len, max_len]
             path = root / rec["path"]
-            if not is_power_of_two(L) or not man["min_len"] <= L <= man["max_len"]:
-                raise DataError(f"{path}: bucket length {L} is not a power of two in range")
-            starts = np.load(path)
-            if starts.size != rec["rows"]:
-                raise DataError(f"{path}: {starts.size} rows, manifest says {rec['rows']}")
+            starts = read_npy(path, "int64", rec["rows"])
             doc = np.searchsorted(fence, starts, side="right") - 1
             bad = (starts < 0) | (doc >= sh["documents"])
             if not bad.any():
@@ -77,6 +98,7 @@ def _check_shard(root: Path, man: dict[str, Any], sh: dict[str, Any]) -> dict[st
                 )
             all_s.append(starts)
             all_l.append(np.full(starts.size, L, dtype=np.int64))
+        kept = 0
         if all_s:
             s = np.concatenate(all_s)
             ln = np.concatenate(all_l)
@@ -86,44 +108,34 @@ def _check_shard(root: Path, man: dict[str, Any], sh: dict[str, Any]) -> dict[st
                 raise DataError(
                     f"{root / 'shards'}/{sh['name']}.*: two {sname} rows share a target"
                 )
-            kept[sname] = int(ln.sum())
-        else:
-            kept[sname] = 0
-    return kept
+            kept = int(ln.sum())
+        sel = split == code
+        out[sname] = [int(sel.sum()), int(lengths[sel].sum()), kept]
+    return out
 
 
-def verify_dataset(root: str | Path) -> dict[str, Any]:
-    """Check everything; return a small summary, raise :class:`DataError` on the first problem."""
-    root = Path(root)
-    man = load_manifest(root)
-    if fingerprint(man) != man.get("fingerprint"):
-        raise DataError(f"{root / MANIFEST}: fingerprint does not match the manifest's content")
-    tok = man["tokenizer"]
-    if tok.get("file"):
-        path = root / tok["file"]
-        if not path.is_file():
-            raise DataError(f"{path}: missing")
-        if sha256_file(path) != tok["sha256"]:
-            raise DataError(f"{path}: sha256 differs from the manifest (tokenizer modified)")
-    n_files = 1
-    kept = dict.fromkeys(SPLITS, 0)
-    for sh in man["shards"]:
-        recs = list(sh["files"].values())
-        for sname in SPLITS:
-            recs.extend(sh["buckets"][sname].values())
-        for rec in recs:
-            _check_file(root, rec)
-        n_files += len(recs)
-        for sname, k in _check_shard(root, man, sh).items():
-            kept[sname] += k
+def _check_totals(root: Path, man: dict[str, Any], got: dict[str, list[int]]) -> None:
+    where = root / MANIFEST
     for sname in SPLITS:
         tot = man["splits"][sname]
-        d = tot["dropped"]
-        if kept[sname] != tot["kept_targets"]:
+        docs, tokens, kept = got[sname]
+        if (docs, tokens) != (tot["documents"], tot["tokens"]):
             raise DataError(
-                f"{root / MANIFEST}: {sname} buckets hold {kept[sname]} targets, "
-                f"manifest says {tot['kept_targets']}"
+                f"{where}: {sname} shards hold {docs} documents of {tokens} tokens, manifest "
+                f"says {tot['documents']} of {tot['tokens']}"
             )
+        if kept != tot["kept_targets"]:
+            raise DataError(
+                f"{where}: {sname} buckets hold {kept} targets, manifest says {tot['kept_targets']}"
+            )
+        rows: dict[str, int] = {}
+        for sh in man["shards"]:
+            for key, rec in sh["buckets"][sname].items():
+                rows[key] = rows.get(key, 0) + rec["rows"]
+        summary = {k: (b["rows"], b["tokens"]) for k, b in tot["buckets"].items()}
+        if summary != {k: (n, n * int(k)) for k, n in rows.items() if n}:
+            raise DataError(f"{where}: splits.{sname}.buckets differs from the shards' buckets")
+        d = tot["dropped"]
         short = d["document_shorter_than_min"]
         accounted = (
             tot["kept_targets"]
@@ -132,5 +144,36 @@ def verify_dataset(root: str | Path) -> dict[str, Any]:
             - short["documents"]
         )
         if tot["targets"] != accounted or tot["tokens"] != tot["targets"] + tot["documents"]:
-            raise DataError(f"{root / MANIFEST}: {sname} token accounting does not add up")
+            raise DataError(f"{where}: {sname} token accounting does not add up")
+    totals = man["totals"]
+    want = {"shards": len(man["shards"])}
+    for key in ("documents", "tokens", "kept_targets"):
+        want[key] = sum(man["splits"][s][key] for s in SPLITS)
+    if {k: totals[k] for k in want} != want:
+        raise DataError(f"{where}: totals {totals} do not add up the splits {want}")
+
+
+def verify_dataset(root: str | Path) -> dict[str, Any]:
+    """Check everything; return a small summary, raise :class:`DataError` on the first problem."""
+    root = Path(root)
+    man = load_manifest(root)
+    if fingerprint(man) != man.get("fingerprint"):
+        raise DataError(f"{root / MANIFEST}: fingerprint does not match the manifest's content")
+    check_manifest(man, root / MANIFEST)
+    n_files = 1 + check_files(root, man)  # the manifest, then every shard file's size
+    tok = man["tokenizer"]
+    if tok.get("file"):
+        stat_inside(root, tok["file"])
+        if sha256_file(root / tok["file"]) != tok["sha256"]:
+            raise DataError(
+                f"{root / tok['file']}: sha256 differs from the manifest (tokenizer modified)"
+            )
+    got = {s: [0, 0, 0] for s in SPLITS}
+    for sh in man["shards"]:
+        for rec in shard_files(sh):
+            _check_sha(root, rec)
+        for sname, counts in _check_shard(root, man, sh).items():
+            got[sname] = [a + b for a, b in zip(got[sname], counts, strict=True)]
+    _check_totals(root, man, got)
+    kept = {s: got[s][2] for s in SPLITS}
     return {"files": n_files, "shards": len(man["shards"]), "kept_targets": kept}

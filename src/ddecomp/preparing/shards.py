@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ddecomp.data.layout import SHARD_DIR, SPLITS, bucket_file, shard_name
+from ddecomp.data.layout import SHARD_DIR, SPLITS, bucket_file, shard_files, shard_name
 from ddecomp.decompose import Decomposition, decompose_corpus
 from ddecomp.io import (
     read_json,
@@ -102,18 +102,11 @@ def load_done(root: Path, index: int) -> dict[str, Any] | None:
         rec = read_json(path)
     except (OSError, ValueError):
         return None
-    for f in _all_files(rec):
+    for f in shard_files(rec):
         p = root / f["path"]
         if not p.is_file() or p.stat().st_size != f["bytes"] or sha256_file(p) != f["sha256"]:
             return None
     return rec
-
-
-def _all_files(rec: dict[str, Any]) -> list[dict[str, Any]]:
-    files = list(rec["files"].values())
-    for split in SPLITS:
-        files.extend(rec["buckets"][split].values())
-    return files
 
 
 def write_shard(
