@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ddecomp.training.attention import make_doc_mask
+from ddecomp.training.microbatch import row_slices
 from ddecomp.training.step import autocast_for
 
 if TYPE_CHECKING:
@@ -108,8 +109,11 @@ def warm_shapes(
     dyn = torch._dynamo.config
     dyn.cache_size_limit = max(dyn.cache_size_limit, 2 * len(lengths) + 4)
     g = torch.Generator().manual_seed(cfg.seed)
-    for L in lengths:
-        B = per_rank // L
+    # micro-batches: one shape per distinct slice height (a shorter last slice is another shape)
+    shapes = sorted({(r.stop - r.start, L) for L in lengths
+                     for r in row_slices(per_rank // L, L, cfg.micro_batch_tokens)})  # fmt: skip
+    dyn.cache_size_limit = max(dyn.cache_size_limit, 2 * len(shapes) + 4)
+    for B, L in shapes:
         x = torch.randint(0, vocab, (B, L), generator=g).to(device)
         mask, pos = None, None
         if cfg.doc_masked:
