@@ -33,7 +33,8 @@ def _losses(run: Path) -> list[float]:
 @pytest.mark.parametrize("method", ["dd", "concat-dm"])
 def test_micro_batched_run_matches_the_unsplit_run(data: Path, tmp_path: Path, method: str) -> None:
     """Rows of 16..128 tokens in micro-batches of 256 tokens (DD: 2 to 16 per step at 1024
-    tokens; concat-dm: 4 slices of 2 rows, cu_seqlens re-based): the same losses to float rounding."""
+    tokens; concat-dm: 4 slices of 2 rows, cu_seqlens re-based): the same losses to float
+    rounding."""
     kw: dict[str, object] = {"method": method, "tokens": 6 * TPS, "warmup": 1}
     train(cfg_for(data, tmp_path / "whole", **kw))
     s = train(cfg_for(data, tmp_path / "micro", micro_batch_tokens=256, **kw))
