@@ -34,16 +34,14 @@ def build_loader(cfg: TrainConfig, ds: TrainData, max_len: int, world: World) ->
     world = world.with_workers(cfg.num_workers)
     tps, seed = cfg.tokens_per_step, cfg.seed
     if cfg.method == "dd":
+        from ddecomp.loading.rebucket import rebucket
         from ddecomp.loading.vsl import VSLLoader
 
-        # A --max-len below the dataset's leaves the longer buckets out (a mixture with 0 tokens
-        # for them); prepare with that --max-len instead to split long documents into its pieces.
-        mixture = None
-        if max_len < ds.max_len:
-            mixture = {L: (n * L if L <= max_len else 0) for L, n in ds.bucket_rows.items()}
+        # A --max-len below the dataset's splits the longer rows into rows of max_len (one
+        # token of overlap, every target kept once); nothing is dropped.
         return VSLLoader(
-            ds, tokens_per_step=tps, curriculum=cfg.curriculum, cycles=cfg.cycles, seed=seed,
-            world=world, mixture=mixture,
+            rebucket(ds, max_len), tokens_per_step=tps, curriculum=cfg.curriculum,
+            cycles=cfg.cycles, seed=seed, world=world,
         )  # fmt: skip
     if cfg.method == "pack":
         from ddecomp.loading.pack import PackedLoader
