@@ -17,6 +17,7 @@ from ddecomp.loading.vsl import VSLLoader
 from ddecomp.loading.world import World
 from ddecomp.training.hostcopy import HostToDevice, shared_buffer
 from ddecomp.training.loop import train
+from tests._fixtures import free_port, run_python
 from tests.training._corpus import TPS, cfg_for, make_dataset
 
 
@@ -92,3 +93,23 @@ def test_one_copy_of_the_shared_buffer_per_batch(data: Path) -> None:
     assert torch.equal(x, cb["input_ids"])
     assert torch.equal(y, cb["labels"])
     assert torch.equal(pos, cb["position_ids"])
+
+
+@pytest.mark.slow
+def test_two_ranks_with_micro_batches_match_one_unsplit_process(data: Path, tmp_path: Path) -> None:
+    """DDP over gloo, each rank's share in micro-batches of 128 tokens (only the last backward
+    all-reduces): the losses of one process without micro-batches, to float rounding."""
+    common = ["--tokens", str(5 * TPS), "--tokens-per-step", str(TPS), "--warmup", "1",
+              "--device", "cpu", "--no-progress", "--eval-tokens", "512"]  # fmt: skip
+    one = run_python("-m", "ddecomp", "train", str(data), "--out", str(tmp_path / "one"), *common)
+    assert one.returncode == 0, one.stderr
+    two = run_python(
+        "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-port", str(free_port()), "-m", "ddecomp", "train", str(data), "--out",
+        str(tmp_path / "two"), *common, "--micro-batch-tokens", "128",
+        env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(a) == len(b) == 5
+    np.testing.assert_allclose(b, a, rtol=2e-4)
