@@ -113,3 +113,22 @@ def test_two_ranks_with_micro_batches_match_one_unsplit_process(data: Path, tmp_
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(a) == len(b) == 5
     np.testing.assert_allclose(b, a, rtol=2e-4)
+
+
+def test_staging_copies_each_batch_once_and_keeps_earlier_results(data: Path) -> None:
+    """The staging path (pinned on CUDA) run on the CPU: one copy per batch whatever its parts,
+    the values of every batch intact after the stage is refilled by the next ones."""
+    ds = open_dataset(data)
+    batches = list(VSLLoader(ds, tokens_per_step=TPS, cycles=1, world=World()))[::8]
+    batches += list(ConcatChunkLoader(ds, seq_len=128, tokens_per_step=TPS, doc_mask=True,
+                                      world=World()))[:2]  # fmt: skip
+    assert len({b["seq_len"] for b in batches}) > 2  # vacuity: the stage sees several shapes
+    h2d = HostToDevice(torch.device("cpu"), stage=True)
+    moved = [h2d(b) for b in batches]
+    assert h2d.copies == len(batches)
+    for b, (x, y, pos) in zip(batches, moved, strict=True):
+        assert torch.equal(x, b["input_ids"])
+        assert torch.equal(y, b["labels"])
+        assert (pos is None) == ("position_ids" not in b)
+        if pos is not None:
+            assert torch.equal(pos, b["position_ids"])

@@ -12,7 +12,7 @@ On CUDA the staging buffer is pinned (page-locked), so the copy is a true asynch
 (``non_blocking``); it is allocated once at the largest batch seen and reused. Before it is
 refilled the previous transfer must have finished reading it: one CUDA event, whose wait is free
 in the reference loop (it reads the loss back every step). On the CPU nothing is copied: the
-parts are the loader's own tensors.
+parts are the loader's own tensors (``stage=True`` runs the staging there too, for tests).
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def shared_buffer(batch: Batch) -> Tensor | None:
 class HostToDevice:
     """Moves each batch's token tensors to ``device`` in one copy (see the module docstring)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, stage: bool | None = None) -> None:
         self.device = device
+        # staging: on CUDA (pinned); on the CPU only when asked (tests run the same slicing)
+        self.stage = device.type == "cuda" if stage is None else stage
         self.copies = 0  # host-to-device transfers issued (one per batch)
         self._stage: Tensor | None = None
         self._done: torch.cuda.Event | None = None
@@ -67,20 +69,22 @@ class HostToDevice:
         return x, y, (rest[0].contiguous() if rest else None)
 
     def _move(self, parts: list[Tensor]) -> list[Tensor]:
-        if self.device.type != "cuda":
-            return parts
+        if not self.stage:  # the CPU: no copy at all (elsewhere, unstaged: one per part)
+            return [p.to(self.device, non_blocking=True) for p in parts]
+        cuda = self.device.type == "cuda"
         assert all(p.dtype == torch.int64 for p in parts), [p.dtype for p in parts]
         sizes = [p.numel() for p in parts]
         total = sum(sizes)
         if self._done is not None:
             self._done.synchronize()  # the last transfer has finished reading the stage
         if self._stage is None or self._stage.numel() < total:
-            self._stage = torch.empty(total, dtype=torch.int64, pin_memory=True)
+            self._stage = torch.empty(total, dtype=torch.int64, pin_memory=cuda)
         stage = self._stage[:total]
         for p, seg in zip(parts, stage.split(sizes), strict=True):
             seg.view(p.shape).copy_(p)
-        dev = stage.to(self.device, non_blocking=True)
+        dev = stage.to(self.device, non_blocking=cuda, copy=True)  # the stage is reused
         self.copies += 1
-        self._done = torch.cuda.Event()
-        self._done.record()
+        if cuda:
+            self._done = torch.cuda.Event()
+            self._done.record()
         return [seg.view(p.shape) for p, seg in zip(parts, dev.split(sizes), strict=True)]
