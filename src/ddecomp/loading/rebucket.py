@@ -15,7 +15,10 @@ dataset prepared to 8192 trains on all of it.
 
 Cost: a :class:`~ddecomp.data.dataset.Dataset` gathers each piece straight from the token file
 (its row start plus ``p * M``); another source (a blend) reads the whole long row of each piece
-and keeps the piece, reading up to ``L / M`` times the tokens for those rows.
+and keeps the piece, reading up to ``L / M`` times the tokens for those rows. Measured on a
+2-core AMD EPYC (2026-12-01), 16 random rows of 4096 + 1 tokens from a 45M-token dataset
+prepared to 8192, in tokens/s: a dataset's own 4096 rows 0.7G, its pieces of 8192 rows 0.7G; a
+blend's own rows 0.5G, its pieces 0.3G.
 """
 
 from __future__ import annotations
@@ -116,8 +119,8 @@ class _EpochRows:
             return buf
         uniq, inv = np.unique(rows, return_inverse=True)
         whole = self.src.rows(L, uniq, out=np.empty((uniq.size, L + 1), dtype=dtype))
-        cols = (piece * M)[:, None] + np.arange(M + 1)
-        buf[...] = whole[inv[:, None], cols]
+        for i, (r, a) in enumerate(zip(inv.tolist(), (piece * M).tolist(), strict=True)):
+            buf[i] = whole[r, a : a + M + 1]  # one contiguous slice copy per piece
         return buf
 
 
