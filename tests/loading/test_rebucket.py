@@ -21,7 +21,7 @@ from ddecomp.loading.world import World
 from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 from ddecomp.training.builders import build_loader
 from ddecomp.training.config import TrainConfig
-from tests._fixtures import identity_tokens, random_lengths
+from tests._fixtures import assert_resume_equivalent, identity_tokens, random_lengths
 
 EOS = 1 << 31
 
@@ -123,3 +123,15 @@ def test_refuses_a_maximum_outside_the_range(data) -> None:
     for bad in (512, 8, 96):
         with pytest.raises(UserError, match=r"power of two in the dataset's range 16\.\.256"):
             Rebucketed(ds, bad)
+
+
+def test_resume_at_every_step_and_a_state_of_the_full_maximum_is_refused(data) -> None:
+    ds = open_dataset(data[0])
+
+    def make() -> VSLLoader:
+        return VSLLoader(rebucket(ds, 64), tokens_per_step=512, cycles=2, world=World())
+
+    assert assert_resume_equivalent(make) >= 3
+    full = VSLLoader(ds, tokens_per_step=512, cycles=2, world=World())
+    with pytest.raises(UserError, match="dataset"):
+        make().load_state_dict(full.state_dict())
