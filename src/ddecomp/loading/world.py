@@ -90,7 +90,10 @@ class World:
         from torch.distributed.device_mesh import DeviceMesh
 
         env = os.environ if env is None else env
-        local_rank = _int(int(env.get("LOCAL_RANK", "0")), "LOCAL_RANK", 0)
+        try:
+            local_rank = int(env.get("LOCAL_RANK", "0"))
+        except ValueError as e:
+            raise UserError(f"LOCAL_RANK must be an integer: {e}") from None
         if isinstance(group, DeviceMesh):
             if dim is None and group.ndim != 1:
                 raise UserError(
