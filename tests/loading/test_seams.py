@@ -67,7 +67,7 @@ def test_loaders_take_the_world_and_default_to_detect(
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert VSLLoader(ds, tokens_per_step=256).world == World(1, 2)  # torchrun's, before init
-    with pytest.raises(UserError, match=r"world must be a ddecomp\.World, not tuple"):
+    with pytest.raises(UserError, match=r"must be a ddecomp\.World, a data-parallel .* not tuple"):
         VSLLoader(ds, tokens_per_step=256, world=(0, 1))  # type: ignore[arg-type]
 
 

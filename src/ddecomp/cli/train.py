@@ -96,6 +96,13 @@ def register(sub: Any) -> None:
         "--deterministic", action="store_true", help="deterministic kernels (exact resume)"
     )
     p.add_argument("--num-workers", type=int, default=0, help="loader worker processes")
+    p.add_argument(
+        "--micro-batch-tokens",
+        type=int,
+        default=None,
+        help="split each rank's step into forward/backward passes of at most this many tokens "
+        "(at least --max-len; same gradients; default: no split)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

@@ -149,6 +149,15 @@ class Dataset:
         self._gather(starts, L + 1, out)
         return out
 
+    def windows(self, starts: np.ndarray, width: int, out: np.ndarray) -> np.ndarray:
+        """Tokens ``[s, s + width)`` of each global offset ``s`` in ``starts`` into ``out``
+        (``[len(starts), width]``), each inside one shard: pieces of rows, for serving a dataset
+        at a shorter maximum (:mod:`ddecomp.loading.rebucket`)."""
+        starts = np.asarray(starts, dtype=np.int64)
+        check_out(out, (starts.size, width), self.vocab_size)
+        self._gather(starts, width, out)
+        return out
+
     def _window(self, shard: int, width: int) -> np.ndarray:
         """``[n - width + 1, width]`` read-only view: row ``s`` is ``tokens[s : s + width]``."""
         key = (shard, width)

@@ -13,7 +13,9 @@
 - :mod:`.protocols`: the typed seams: what a loader reads of a dataset (:class:`BucketData`,
   :class:`DocumentData`), the :class:`Batch` it yields, and ``IGNORE_INDEX``.
 - :mod:`.world`: where this process sits (rank, world size, local rank, workers), one explicit
-  value for the loaders and the trainer.
+  value for the loaders and the trainer; from a data-parallel process group or ``DeviceMesh``
+  dimension, the ranks of one replica get the same batches.
+- :mod:`.rebucket`: a dataset served at a shorter maximum, longer rows split (nothing dropped).
 - :mod:`.base`: what every loader shares: executing a plan per rank, epoch cursor, workers,
   state dict, resume.
 - :mod:`.vsl`: :class:`VSLLoader`, one bucket per step, constant tokens per step.

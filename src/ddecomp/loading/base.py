@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ddecomp.errors import UserError
 from ddecomp.loading.plan import Plan
 from ddecomp.loading.protocols import Batch
-from ddecomp.loading.world import World
+from ddecomp.loading.world import World, WorldSpec, as_world
 
 STATE_VERSION = 1
 _POSITION = ("epoch", "step", "world_size")  # state fields after the identity
@@ -73,10 +73,9 @@ class StepLoader(ABC):
 
     tokens_per_step: int  # global tokens per step (every rank: ``tokens_per_step / world_size``)
 
-    def __init__(self, world: World | None) -> None:
-        self.world = World.detect() if world is None else world
-        if not isinstance(self.world, World):
-            raise UserError(f"world must be a ddecomp.World, not {type(self.world).__name__}")
+    def __init__(self, world: WorldSpec) -> None:
+        # a process group or DeviceMesh is the data-parallel group: one replica, one slice
+        self.world: World = as_world(world)
         self._epoch, self._step = 0, 0
         self._plan: Plan | None = None
 

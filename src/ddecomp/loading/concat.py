@@ -38,7 +38,7 @@ from ddecomp.errors import UserError
 from ddecomp.loading.base import StepLoader
 from ddecomp.loading.plan import Plan, build_plan, check_tokens_per_step
 from ddecomp.loading.protocols import IGNORE_INDEX, Batch, DocSegments, DocumentData
-from ddecomp.loading.world import World
+from ddecomp.loading.world import WorldSpec
 
 
 def segments_to_batch(seg_starts: list[np.ndarray], seq_len: int) -> DocSegments:
@@ -78,7 +78,7 @@ class _FixedLengthLoader(StepLoader):
     kind = "fixed"
 
     def __init__(
-        self, ds: DocumentData, seq_len: int, tokens_per_step: int, seed: int, world: World | None
+        self, ds: DocumentData, seq_len: int, tokens_per_step: int, seed: int, world: WorldSpec
     ) -> None:
         if not isinstance(seq_len, int | np.integer) or seq_len < 1:
             raise UserError(f"seq_len {seq_len!r} must be a positive integer")
@@ -173,7 +173,7 @@ class ConcatChunkLoader(_FixedLengthLoader):
 
     def __init__(
         self, ds: DocumentData, *, seq_len: int, tokens_per_step: int, doc_mask: bool = False,
-        seed: int = 0, world: World | None = None,
+        seed: int = 0, world: WorldSpec = None,
     ) -> None:  # fmt: skip
         super().__init__(ds, seq_len, tokens_per_step, seed, world)
         self.doc_mask = bool(doc_mask)

@@ -35,7 +35,7 @@ import torch
 
 from ddecomp.loading.concat import _FixedLengthLoader, segments_to_batch
 from ddecomp.loading.protocols import IGNORE_INDEX, DocSegments, DocumentData
-from ddecomp.loading.world import World
+from ddecomp.loading.world import WorldSpec
 
 
 def best_fit_decreasing(sizes: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:
@@ -109,7 +109,7 @@ class PackedLoader(_FixedLengthLoader):
 
     def __init__(
         self, ds: DocumentData, *, seq_len: int, tokens_per_step: int, seed: int = 0,
-        world: World | None = None,
+        world: WorldSpec = None,
     ) -> None:  # fmt: skip
         super().__init__(ds, seq_len, tokens_per_step, seed, world)
         starts, ends = ds.document_bounds()

@@ -26,7 +26,7 @@ from ddecomp.loading.base import StepLoader
 from ddecomp.loading.curriculum import Curriculum, resolve_curriculum
 from ddecomp.loading.plan import MixtureSpec, Plan, build_plan, check_tokens_per_step
 from ddecomp.loading.protocols import Batch, BucketData
-from ddecomp.loading.world import World
+from ddecomp.loading.world import WorldSpec
 
 
 def _mixture_json(m: MixtureSpec) -> str | dict[str, int] | None:
@@ -62,7 +62,9 @@ class VSLLoader(StepLoader):
     ``curriculum``: a name from :data:`ddecomp.loading.curriculum.CURRICULA` or odds, one per
     bucket of the dataset's range ``min_len..max_len`` (empty buckets included), shortest first.
     ``world``: rank, world size and DataLoader workers; default :meth:`World.detect`
-    (``torch.distributed`` when initialized, else torchrun's variables, else one process).
+    (``torch.distributed`` when initialized, else torchrun's variables, else one process); a
+    data-parallel process group or ``DeviceMesh`` (``mesh["dp"]``) instead serves every rank of a
+    replica the same batches (:meth:`World.data_parallel`).
     ``tokens_per_step`` must be a multiple of ``max_len * world_size``.
     """
 
@@ -74,7 +76,7 @@ class VSLLoader(StepLoader):
         curriculum: str | Sequence[float] | Curriculum = "grow-p2",
         cycles: int = 8,
         seed: int = 0,
-        world: World | None = None,
+        world: WorldSpec = None,
         mode: str = "sample",
         oom_probe: bool = True,
         mixture: MixtureSpec = None,

@@ -3,6 +3,7 @@
 ::
 
     config ─> builders ─> loop ─> checkpoint, runlog, evaluate
+                │          ├─> hostcopy, microbatch (one copy in, micro-batches out)
                 │          │
     model <─ attention     └─> step (one optimizer step) <─ stepcost (prices a plan)
                  distributed (the process group)
@@ -12,6 +13,9 @@
 - :mod:`.attention`: causal SDPA, document masks (flex block mask on GPU, dense on CPU).
 - :mod:`.builders`: the loader of each method, AdamW, the cosine schedule, shape warm-up.
 - :mod:`.loop`: :func:`train`, the reference trainer.
+- :mod:`.microbatch`: a step's batch cut into micro-batches, the loss normalised by the step's
+  targets (same gradients as the unsplit step).
+- :mod:`.hostcopy`: one host-to-device copy per batch through a pinned staging buffer.
 - :mod:`.stepcost`: one train step, timed at fixed shapes, to price a plan before training.
 - :mod:`.checkpoint`, :mod:`.runlog`, :mod:`.evaluate`: what a run saves, logs and measures.
 - :mod:`.distributed`: the trainer's view of ``torch.distributed``.

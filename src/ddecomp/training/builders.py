@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ddecomp.training.attention import make_doc_mask
+from ddecomp.training.microbatch import row_slices
 from ddecomp.training.step import autocast_for
 
 if TYPE_CHECKING:
@@ -33,16 +34,14 @@ def build_loader(cfg: TrainConfig, ds: TrainData, max_len: int, world: World) ->
     world = world.with_workers(cfg.num_workers)
     tps, seed = cfg.tokens_per_step, cfg.seed
     if cfg.method == "dd":
+        from ddecomp.loading.rebucket import rebucket
         from ddecomp.loading.vsl import VSLLoader
 
-        # A --max-len below the dataset's leaves the longer buckets out (a mixture with 0 tokens
-        # for them); prepare with that --max-len instead to split long documents into its pieces.
-        mixture = None
-        if max_len < ds.max_len:
-            mixture = {L: (n * L if L <= max_len else 0) for L, n in ds.bucket_rows.items()}
+        # A --max-len below the dataset's splits the longer rows into rows of max_len (one
+        # token of overlap, every target kept once); nothing is dropped.
         return VSLLoader(
-            ds, tokens_per_step=tps, curriculum=cfg.curriculum, cycles=cfg.cycles, seed=seed,
-            world=world, mixture=mixture,
+            rebucket(ds, max_len), tokens_per_step=tps, curriculum=cfg.curriculum,
+            cycles=cfg.cycles, seed=seed, world=world,
         )  # fmt: skip
     if cfg.method == "pack":
         from ddecomp.loading.pack import PackedLoader
@@ -108,8 +107,11 @@ def warm_shapes(
     dyn = torch._dynamo.config
     dyn.cache_size_limit = max(dyn.cache_size_limit, 2 * len(lengths) + 4)
     g = torch.Generator().manual_seed(cfg.seed)
-    for L in lengths:
-        B = per_rank // L
+    # micro-batches: one shape per distinct slice height (a shorter last slice is another shape)
+    shapes = sorted({(r.stop - r.start, L) for L in lengths
+                     for r in row_slices(per_rank // L, L, cfg.micro_batch_tokens)})  # fmt: skip
+    dyn.cache_size_limit = max(dyn.cache_size_limit, 2 * len(shapes) + 4)
+    for B, L in shapes:
         x = torch.randint(0, vocab, (B, L), generator=g).to(device)
         mask, pos = None, None
         if cfg.doc_masked:

@@ -111,6 +111,9 @@ class TrainConfig:
     checkpoints: False writes none, not even at the end (no resume; for benchmarks, where a 410m
     checkpoint would write 6.6 GB per run).
     eval_tokens: held-out tokens per context length per evaluation.
+    micro_batch_tokens: at most this many tokens per forward/backward (None: a rank's whole share
+    of the step); the step's gradient is the same (:mod:`ddecomp.training.microbatch`); at least
+    ``max_len``, since rows are never cut. May change on resume.
     stop_after: stop (with a checkpoint) after this many steps, as a preemption would; the
     schedule still spans the whole run. resume: continue RUN from its latest checkpoint.
     """
@@ -141,6 +144,7 @@ class TrainConfig:
     stop_after: int | None = None
     resume: bool = False
     num_workers: int = 0
+    micro_batch_tokens: int | None = None
     progress: bool = True
     peak_flops: float | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -183,6 +187,10 @@ class TrainConfig:
             )
         if self.stop_after is not None and not 1 <= self.stop_after <= self.steps:
             raise UserError(f"stop_after {self.stop_after} must be in [1, {self.steps}]")
+        if self.micro_batch_tokens is not None and not (
+            isinstance(self.micro_batch_tokens, int) and self.micro_batch_tokens >= 1
+        ):
+            raise UserError(f"--micro-batch-tokens {self.micro_batch_tokens} must be >= 1")
         if self.max_len is not None and not is_power_of_two(self.max_len):
             raise UserError(f"--max-len {self.max_len} must be a power of two")
 

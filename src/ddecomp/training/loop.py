@@ -19,7 +19,11 @@ Tokens per step are the same for every method, so the run length in steps is
 ``tokens // tokens_per_step`` and one cosine learning-rate schedule with linear warmup spans all of
 it (not one per curriculum cycle). The loss of a step is the mean over every target token of every
 rank (padding excluded): each rank divides its sum by the global count, and DDP's gradient mean
-then equals the single-process gradient of the same global batch.
+then equals the single-process gradient of the same global batch. ``micro_batch_tokens`` splits
+a rank's share into forward/backward passes of at most that many tokens with the same scale
+(:mod:`ddecomp.training.microbatch`): the same gradient at a fraction of the activation memory.
+Each batch crosses to the device in one copy through a pinned buffer
+(:mod:`ddecomp.training.hostcopy`).
 
 Time accounting: ``elapsed_s`` counts only training steps (loading, forward, backward, optimizer);
 evaluation, checkpoints and ``--compile`` warm-up are reported apart in the summary, so runs are
@@ -44,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from ddecomp.attention_cost import causal_pairs, doc_mask_pairs
@@ -72,6 +77,8 @@ from ddecomp.training.distributed import (
     resolve_device,
 )
 from ddecomp.training.evaluate import EvalConfig, evaluate
+from ddecomp.training.hostcopy import HostToDevice
+from ddecomp.training.microbatch import row_slices, slice_cu_seqlens
 from ddecomp.training.model import (
     GPT,
     model_config,
@@ -79,7 +86,7 @@ from ddecomp.training.model import (
     train_flops,
 )
 from ddecomp.training.runlog import RunLog, open_run_dir, peak_flops_for
-from ddecomp.training.step import train_step
+from ddecomp.training.step import MicroBatch, train_step
 
 
 def _configure_determinism(cfg: TrainConfig, device: torch.device) -> None:
@@ -133,6 +140,23 @@ def _batches(loader: StepLoader, epoch: int, resumed: bool) -> Iterator[Batch]:
                 "lower --tokens-per-step or prepare more data"
             )
         epoch += 1
+
+
+def _micro_batches(
+    batch: Batch, x: Tensor, y: Tensor, pos: Tensor | None, cfg: TrainConfig, device: torch.device
+) -> list[MicroBatch]:
+    """The step's micro-batches: row slices of the device tensors, with their own doc masks."""
+    B, L = x.shape
+    slices = row_slices(B, L, cfg.micro_batch_tokens)
+    out: list[MicroBatch] = []
+    for r in slices:
+        mask = None
+        if cfg.doc_masked:
+            cu = batch["cu_seqlens"]
+            cu = cu if len(slices) == 1 else slice_cu_seqlens(cu, r, L)
+            mask = make_doc_mask(cu, r.stop - r.start, L, device)
+        out.append((x[r], y[r], None if pos is None else pos[r], mask))
+    return out
 
 
 def train(cfg: TrainConfig, world: World | None = None) -> dict[str, Any]:
@@ -215,6 +239,8 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     stop = cfg.stop_after or cfg.steps
+    row_slices(1, max_len, cfg.micro_batch_tokens)  # refuses a micro-batch below one row now
+    to_device = HostToDevice(device)
     stream = _batches(loader, epoch, resumed)
     log.open_progress(step, cfg.steps)
     eval_s = ckpt_s = 0.0
@@ -246,22 +272,20 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
     while step < stop:
         t0 = time.perf_counter()
         batch = next(stream)
-        # Contiguous: loaders hand out views of one [B, L + 1] buffer (stride L + 1); a compiled
-        # model guards on strides, and warm_shapes compiled contiguous inputs.
-        x = batch["input_ids"].to(device, non_blocking=True).contiguous()
-        y = batch["labels"].to(device, non_blocking=True)
+        # One host-to-device copy of the loader's [B, L + 1] buffer, sliced on the device;
+        # input_ids contiguous (a compiled model guards on strides, warm_shapes compiled those).
+        x, y, pos = to_device(batch)
         B, L = x.shape
-        mask, pos, pairs = None, None, causal_pairs(L, B)
+        pairs = causal_pairs(L, B)
         if cfg.doc_masked:
-            mask = make_doc_mask(batch["cu_seqlens"], B, L, device)
-            pos = batch["position_ids"].to(device, non_blocking=True).contiguous()
             pairs = doc_mask_pairs(batch["cu_seqlens"].numpy(), L, B * L)
+        micro = _micro_batches(batch, x, y, pos, cfg, device)
         targets = int((batch["labels"] != IGNORE_INDEX).sum())  # on the host: no device sync
         counts = torch.tensor([targets, pairs], dtype=torch.float64, device=device)
         all_sum(counts, world)  # global targets and attended pairs of this step
         lr = sched.get_last_lr()[0]
         loss_sum, grad_norm = train_step(
-            model, raw.parameters(), opt, sched, (x, y, pos, mask), counts[0],
+            model, raw.parameters(), opt, sched, micro, counts[0],
             world.world_size, cfg.grad_clip,
         )  # fmt: skip
         total = all_sum(loss_sum.double().reshape(1), world)

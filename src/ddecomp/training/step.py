@@ -2,7 +2,10 @@
 
 :func:`train_step`: forward (bf16 autocast on CUDA, :func:`autocast_for`), cross entropy summed
 in float32, backward of the loss scaled to a global token mean (so DDP's gradient mean equals the
-single-process gradient of the global batch), gradient clipping, AdamW, schedule. One function
+single-process gradient of the global batch), gradient clipping, AdamW, schedule. Given a list of
+micro-batches (:mod:`ddecomp.training.microbatch`) it runs forward and backward per micro-batch,
+each scaled by the same global factor, so the accumulated gradient is the unsplit step's; under
+DDP only the last backward all-reduces (``no_sync`` before it). One function
 serves :func:`ddecomp.training.loop.train` and :func:`ddecomp.training.stepcost.measure_step_costs`,
 so a priced step is exactly a trained one.
 """
@@ -10,16 +13,20 @@ so a priced step is exactly a trained one.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 from ddecomp.loading.protocols import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from ddecomp.training.attention import DocMask
+
+MicroBatch = tuple[Tensor, Tensor, "Tensor | None", "DocMask | None"]
+"""``(input_ids, labels, position_ids, doc mask)`` on the device."""
 
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -34,27 +41,41 @@ def train_step(
     params: Iterable[Tensor],
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LRScheduler | None,
-    batch: tuple[Tensor, Tensor, Tensor | None, DocMask | None],
+    batch: MicroBatch | Sequence[MicroBatch],
     global_targets: Tensor,
     world_size: int,
     grad_clip: float,
 ) -> tuple[Tensor, Tensor]:
-    """Forward, backward and optimizer step on ``batch = (x, y, position_ids, mask)``.
+    """Forward, backward and optimizer step on ``batch = (x, y, position_ids, mask)``, or on a
+    list of such micro-batches (one step, gradients accumulated).
 
     The loss is summed over this rank's targets and scaled by ``world_size / global_targets``, so
-    DDP's gradient mean equals the single-process gradient of the global batch. Returns the
-    detached summed loss and the gradient norm before clipping (both on the device, unsynced).
+    DDP's gradient mean equals the single-process gradient of the global batch; micro-batches use
+    the same scale, never their own target counts. Returns the detached summed loss and the
+    gradient norm before clipping (both on the device, unsynced).
     """
-    x, y, pos, mask = batch
-    with autocast_for(x.device):
-        logits = model(x, pos, mask)
-    loss_sum = torch.nn.functional.cross_entropy(
-        logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    (loss_sum * (world_size / global_targets)).backward()
+    micro = [batch] if isinstance(batch, tuple) else list(batch)
+    assert micro, "a step needs at least one micro-batch"
+    scale = world_size / global_targets
+    loss_sum = torch.zeros((), dtype=torch.float32, device=micro[0][0].device)
+    for i, (x, y, pos, mask) in enumerate(micro):
+        last = i == len(micro) - 1
+        # DDP all-reduces in the last backward only; the earlier ones accumulate locally
+        sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if isinstance(model, DistributedDataParallel) and not last:
+            sync = model.no_sync()
+        with sync:
+            with autocast_for(x.device):
+                logits = model(x, pos, mask)
+            part = torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            )  # fmt: skip
+            (part * scale).backward()
+        loss_sum += part.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     opt.step()
     if sched is not None:
         sched.step()
     opt.zero_grad(set_to_none=True)
-    return loss_sum.detach(), grad_norm
+    return loss_sum, grad_norm

@@ -24,6 +24,7 @@ import torch
 from ddecomp.errors import UserError
 from ddecomp.loading.protocols import IGNORE_INDEX
 from ddecomp.training.builders import build_optimizer
+from ddecomp.training.microbatch import row_slices
 from ddecomp.training.model import GPT, model_config
 from ddecomp.training.step import train_step
 
@@ -63,12 +64,12 @@ def measure_step_costs(
         tokens = torch.randint(0, vocab_size, (B, L + 1), generator=g)
         x, y = tokens[:, :-1].contiguous().to(device), tokens[:, 1:].contiguous().to(device)
         n = torch.tensor(float((y != IGNORE_INDEX).sum()), dtype=torch.float64, device=device)
+        # micro-batches as the loop cuts them: a priced step is a trained one
+        micro = [(x[r], y[r], None, None) for r in row_slices(B, L, cfg.micro_batch_tokens)]
         samples = []
         for i in range(warmup + iters):
             t0 = time.perf_counter()
-            loss, _ = train_step(
-                model, raw.parameters(), opt, None, (x, y, None, None), n, 1, cfg.grad_clip
-            )
+            loss, _ = train_step(model, raw.parameters(), opt, None, micro, n, 1, cfg.grad_clip)
             float(loss)  # the loop reads the loss back every step: one sync, timed alike
             if i >= warmup:
                 samples.append(time.perf_counter() - t0)
