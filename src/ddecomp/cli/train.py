@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from ddecomp.cli.blend_args import add_source_arguments
+from ddecomp.loading.plan import MODES
 from ddecomp.training.config import METHODS, SIZES, TrainConfig
 
 
@@ -52,6 +53,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--cycles", type=int, default=d.cycles, help=f"curriculum cycles (default {d.cycles})"
+    )
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default=d.mode,
+        help="how DD's plan realises the odds: release (default: the reference release's "
+        "weighting), odds, olmo-layout, symmetric-layout",
     )
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     p.add_argument(
