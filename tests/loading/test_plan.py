@@ -312,3 +312,45 @@ def test_layout_modes_spread_each_bucket_with_their_weights(mode, third):
     sub = np.searchsorted(bounds, np.arange(len(p)), side="right")
     for i, L in enumerate(p.lengths):
         assert np.bincount(sub[p.step_length == L], minlength=6).tolist() == counts[i].tolist()
+
+
+# ---- the loaders execute the run's plan ------------------------------------------------------
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    from ddecomp.data.dataset import open_dataset
+    from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
+    from tests._fixtures import identity_tokens, random_lengths
+
+    out = []
+    for i, n_docs in enumerate((60, 25)):
+        toks = identity_tokens(random_lengths(n_docs, seed=i, lo=3, hi=300), 1 << 31)
+        root = tmp_path_factory.mktemp(f"run{i}")
+        prepare_tokens(TokensConfig(toks, root, eos_id=1 << 31, min_len=16, max_len=128))
+        out.append(open_dataset(root))
+    return out
+
+
+@pytest.mark.parametrize("blend", [False, True])
+def test_a_short_run_resumes_from_every_step(small, blend):
+    from ddecomp.data.blend import Blend
+    from ddecomp.loading.vsl import VSLLoader
+    from ddecomp.loading.world import World
+    from tests._fixtures import assert_resume_equivalent
+
+    ds = Blend([(small[0], 1.0), (small[1], 0.5)], seed=2) if blend else small[0]
+    data = _tokens(ds.bucket_rows)
+    total = int(1.7 * data)  # longer than the data: the rows repeat after a full pass
+
+    def make():
+        return VSLLoader(
+            ds, tokens_per_step=512, cycles=2, seed=5, world=World(0, 1), total_tokens=total
+        )
+
+    loader = make()
+    assert len(loader) == total // 512
+    assert loader.state_dict()["total_tokens"] == total
+    assert max(b["repeated_rows"] for b in loader.summary()["buckets"]) > 0
+    assert assert_resume_equivalent(make, min_steps=10) == total // 512
+    other = VSLLoader(ds, tokens_per_step=512, cycles=2, seed=5, world=World(0, 1))
+    with pytest.raises(UserError, match="total_tokens is None in the checkpoint"):
+        make().load_state_dict(other.state_dict())
