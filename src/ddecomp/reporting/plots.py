@@ -240,8 +240,9 @@ def plot_plan(
         if len(by_tenth):
             edges = np.linspace(0, steps.size, len(by_tenth) + 1)
             ax_steps.stairs(
-                by_tenth, edges - 0.5, color="black", lw=1.2, label="mean length per tenth"
-            )
+                by_tenth, edges - 0.5, baseline=None, color="black", lw=1.2,
+                label="mean length per tenth",
+            )  # fmt: skip
             ax_steps.legend(fontsize=_SMALL, loc="lower right")
         ax_steps.set_xlim(-0.5, steps.size - 0.5)
     else:
