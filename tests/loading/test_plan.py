@@ -387,3 +387,13 @@ def test_a_short_run_resumes_from_every_step(small, blend):
     other = VSLLoader(ds, tokens_per_step=512, cycles=2, seed=5, world=World(0, 1))
     with pytest.raises(UserError, match="total_tokens is None in the checkpoint"):
         make().load_state_dict(other.state_dict())
+    with pytest.raises(UserError, match=r"total_tokens 1500000\.0 must be an integer"):
+        VSLLoader(ds, tokens_per_step=512, total_tokens=_not_an_int(1.5e6))
+
+
+def test_a_run_follows_a_mixtures_shares():
+    web = CORPORA["web"]  # 22% of the tokens at 256, 2% at 8192
+    p = build_plan(web, TPS, "grow-p2", 4, 0, mixture="equal", total_tokens=_tokens(web))
+    toks = [int((p.step_length == L).sum()) * TPS for L in p.lengths]
+    assert max(toks) - min(toks) <= TPS  # equal tokens per bucket, up to one global batch
+    assert p.passes(256) < 1 < p.passes(8192)  # sub-sampled short rows, repeated long ones
