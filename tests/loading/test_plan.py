@@ -34,7 +34,7 @@ def test_apportion_is_exact_and_within_one_of_quota(totals, m, data):
     rows=st.lists(st.integers(0, 3000), min_size=1, max_size=6),
     cycles=st.integers(1, 30),
     mult=st.integers(1, 4),
-    mode=st.sampled_from(["sample", "layout"]),
+    mode=st.sampled_from(["release", "odds", "olmo-layout", "symmetric-layout"]),
     cur=st.sampled_from(["natural", "uniform", "grow-p2", "grow-linear", "shrink-p2"]),
     seed=st.integers(0, 3),
 )
@@ -73,7 +73,7 @@ def test_same_seed_same_plan_other_seed_other_plan():
     assert not np.array_equal(a.order(256), d.order(256))
 
 
-@pytest.mark.parametrize("mode", ["sample", "layout"])
+@pytest.mark.parametrize("mode", ["release", "odds", "olmo-layout", "symmetric-layout"])
 @pytest.mark.parametrize("cur", ["grow-p2", "grow-linear"])
 def test_grow_ramps_short_to_long_in_every_cycle(mode, cur):
     cycles = 8
