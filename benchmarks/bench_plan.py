@@ -15,6 +15,8 @@ Usage: ``PYTHONPATH=src python benchmarks/bench_plan.py [--md OUT.md]``.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import time
 
 from ddecomp.loading.plan import build_plan
@@ -68,8 +70,13 @@ def main() -> int:
     text = "\n".join(out)
     print(text)
     if args.md:
+        head = (
+            f"# Plans of the benchmark corpora ({time.strftime('%Y-%m-%d')}, "
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, no GPU)\n\n"
+            "`PYTHONPATH=src python benchmarks/bench_plan.py`; see its docstring.\n\n"
+        )
         with open(args.md, "w") as f:
-            f.write(text + "\n")
+            f.write(head + text + "\n")
     return 0
 
 
