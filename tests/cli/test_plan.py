@@ -108,3 +108,62 @@ def test_plan_of_several_datasets_plans_their_blend(data_dir, tmp_path, capsys):
         main([*argv, "--factors", "1,1", "--shares", "1,1"])
     assert both.value.code == 2
     assert "argument --shares: not allowed with argument --factors" in capsys.readouterr().err
+
+
+def test_plan_tokens_plans_the_run(data_dir, tmp_path, capsys):
+    from ddecomp.data.dataset import open_dataset
+    from ddecomp.loading.plan import build_plan
+
+    ds = open_dataset(data_dir)
+    data = sum(L * n for L, n in ds.bucket_rows.items())
+    total = int(2.5 * data)
+    argv = ["plan", str(data_dir), "--tokens-per-step", "4096", "--tokens", str(total)]
+    assert main([*argv, "--json", "--seed", "2"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    p = build_plan(ds.bucket_rows, 4096, "grow-p2", 8, 2, 0, total_tokens=total)
+    assert s["steps"] == len(p) == total // 4096 > 50
+    assert s["total_tokens"] == total
+    assert [b["steps"] for b in s["buckets"]] == [p.batches(L) for L in p.lengths]
+    passes = [b["passes"] for b in s["buckets"] if b["rows"] >= 4096 // b["length"]]
+    assert len(passes) >= 3
+    assert min(passes) > 2.0  # every bucket with a whole batch is repeated about 2.5 times
+    assert s["mean_seq_len_by_tenth"] == pytest.approx(p.length_by_part(10).tolist())
+    assert s["predicted_s"] > 0
+    png = tmp_path / "run.png"
+    assert main([*argv, "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert f"(the run of {total:,} tokens)" in out
+    assert "passes" in out
+    assert "mean sequence length per tenth of the plan:" in out
+    assert "predicted time at that fit" in out
+    assert png.stat().st_size > 1000
+    assert main([*argv[:-1], "100"]) == 2
+    assert "less than one step of 4,096 tokens" in capsys.readouterr().err
+
+
+def test_train_plans_the_run_so_curriculum_and_schedule_end_together(data_dir, tmp_path):
+    import argparse
+
+    from ddecomp.cli.train import config_from_args, register
+    from ddecomp.data.dataset import open_dataset
+    from ddecomp.loading.world import World
+    from ddecomp.training.builders import build_loader
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    ds = open_dataset(data_dir)
+    data = sum(L * n for L, n in ds.bucket_rows.items())
+    for scale in (0.3, 3.0):  # shorter and longer than the data: one plan, the run's steps
+        tokens = int(scale * data) // 4096 * 4096
+        args = parser.parse_args(
+            ["train", str(data_dir), "--out", str(tmp_path / "r"), "--tokens", str(tokens),
+             "--tokens-per-step", "4096", "--warmup", "1", "--cycles", "4"]
+        )  # fmt: skip
+        cfg = config_from_args(args)
+        assert cfg.mode == "release"
+        loader = build_loader(cfg, ds, ds.max_len, World(0, 1))
+        assert len(loader) == cfg.steps > 4
+        assert loader.plan.total_tokens == tokens
+        assert set(loader.plan.step_cycle.tolist()) == set(range(4))  # all cycles in the run
+    args = parser.parse_args(["train", str(data_dir), "--out", "r", "--mode", "olmo-layout"])
+    assert config_from_args(args).mode == "olmo-layout"

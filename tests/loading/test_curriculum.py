@@ -46,3 +46,18 @@ def test_json_round_trip():
         c = resolve_curriculum(spec)
         assert resolve_curriculum(c.to_json()) == c
     assert np.all(Curriculum("grow-p2").odds_for(1) == [1])
+
+
+def test_layout_weights_of_olmo_core_and_the_symmetric_layout():
+    from ddecomp.loading.curriculum import layout_weights
+
+    odds = Curriculum("grow-p2").odds_for(6)
+    olmo, sym = layout_weights(odds, "olmo-layout"), layout_weights(odds, "symmetric-layout")
+    assert olmo[2].tolist() == [8, 16, 32, 4, 2, 1]  # OLMo-core: after the peak, bucket 0's values
+    assert sym[2].tolist() == [8, 16, 32, 16, 8, 4]  # decays by distance on both sides
+    assert np.array_equal(olmo[0], sym[0])  # the top-ranked and the last bucket agree
+    assert np.array_equal(olmo[5], sym[5])
+    assert (np.argmax(olmo, axis=1) == np.arange(6)).all()  # bucket i peaks in sub-cycle i
+    # ranks follow the odds, not the position: shrink-p2 peaks the longest bucket first
+    shrink = layout_weights(Curriculum("shrink-p2").odds_for(6), "olmo-layout")
+    assert (np.argmax(shrink, axis=1) == np.arange(5, -1, -1)).all()

@@ -109,14 +109,15 @@ def test_gpu_bench_smoke_runs_end_to_end_on_cpu(
     (logs,) = tmp_path.glob("train_*_runs.tar.gz")
     with tarfile.open(logs) as tar:
         names = tar.getnames()
-        (summary_name,) = [n for n in names if n.endswith("train_tiny_dd/summary.json")]
+        (summary_name,) = [n for n in names if n.endswith("steps_tiny_dd/summary.json")]
         summary_file = tar.extractfile(summary_name)
         assert summary_file is not None
         buckets = json.load(summary_file)["loader"]["buckets"]
     assert any(n.endswith("train_tiny_dd/metrics.jsonl") for n in names)
     assert not [n for n in names if "checkpoints" in n]
-    # The epoch's price is the run's own steps per bucket at the measured costs; timings on a
-    # shared 2-core runner are noise at these sizes, so the check is arithmetic, not a bound.
+    # The price is the step-time run's own plan (DD plans the run: steps per bucket) at the
+    # measured costs; timings on a shared 2-core runner are noise at these sizes, so the check
+    # is arithmetic, not a bound.
     cost = {int(L): float(c["median_s"]) for L, c in costs.items()}
     steps = {int(b["length"]): int(b["steps"]) for b in buckets}
     assert len([n for n in steps.values() if n]) > 1  # vacuity guard: a real mix of lengths

@@ -1,7 +1,10 @@
-"""``ddecomp plan DIR [DIR ...] --tokens-per-step N``: print (and plot) an epoch's plan.
+"""``ddecomp plan DIR [DIR ...] --tokens-per-step N [--tokens T]``: print (and plot) a plan.
 
-Reads only the datasets' bucket row counts; builds the same :class:`~ddecomp.loading.plan.Plan` the
-loader executes, so what it prints is what training will serve. Several directories are planned
+With ``--tokens`` the plan is the training run's, as ``ddecomp train --tokens T`` executes it
+(steps, passes per bucket, mean length per tenth of the run, predicted cost); without it, one
+pass over the data. Reads only the datasets' bucket row counts; builds the same
+:class:`~ddecomp.loading.plan.Plan` the loader executes, so what it prints is what training will
+serve. Several directories are planned
 as a :class:`~ddecomp.data.blend.Blend` (``--factors`` or ``--shares``).
 """
 
@@ -14,17 +17,24 @@ from typing import Any
 from ddecomp.cli.blend_args import add_source_arguments
 from ddecomp.errors import UserError
 from ddecomp.loading.curriculum import CURRICULA
-from ddecomp.loading.plan import MODES, build_plan, check_tokens_per_step, format_summary
+from ddecomp.loading.plan import (
+    LEGACY_MODES,
+    MODES,
+    build_plan,
+    check_tokens_per_step,
+    format_summary,
+)
 from ddecomp.training.config import SIZES
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "plan",
-        help="show the steps of a variable-sequence-length epoch",
-        description="Build the epoch plan of a prepared dataset (no data is read): steps per "
-        "bucket, rows left out, token-weighted mean sequence length and the predicted step "
-        "cost relative to always using the longest length.",
+        help="show the steps of a variable-sequence-length run (or of one pass)",
+        description="Build the plan of a training run on a prepared dataset (no data is read): "
+        "steps per bucket, passes over each bucket, rows left out, token-weighted mean sequence "
+        "length per tenth of the run and the predicted step cost relative to always using the "
+        "longest length.",
     )
     add_source_arguments(p)
     p.add_argument(
@@ -35,6 +45,14 @@ def register(sub: Any) -> None:
         help="tokens per optimizer step over all ranks; a multiple of max length x world size",
     )
     p.add_argument(
+        "--tokens",
+        type=int,
+        default=None,
+        metavar="T",
+        help="the run's training tokens, as given to 'ddecomp train --tokens': plan the run "
+        "(default: one pass over the data)",
+    )
+    p.add_argument(
         "--curriculum",
         default="grow-p2",
         metavar="NAME|ODDS",
@@ -42,7 +60,13 @@ def register(sub: Any) -> None:
         "shortest first (default grow-p2)",
     )
     p.add_argument("--cycles", type=int, default=8, help="curriculum cycles (default 8)")
-    p.add_argument("--mode", choices=MODES, default="sample", help="sample (default) | layout")
+    p.add_argument(
+        "--mode",
+        choices=[*MODES, *LEGACY_MODES],
+        default="release",
+        help="release (default: the reference release's weighting, odds x batches) | odds "
+        "(odds alone; old name sample) | olmo-layout | symmetric-layout (old name layout)",
+    )
     p.add_argument(
         "--mixture",
         default=None,
@@ -93,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         epoch=args.epoch,
         mode=args.mode,
         mixture=args.mixture,
+        total_tokens=args.tokens,
     )
     s = plan.summary()
     if isinstance(ds, Blend):
@@ -105,9 +130,10 @@ def run(args: argparse.Namespace) -> int:
         from ddecomp.reporting.plots import plot_plan
 
         name = "blend" if isinstance(ds, Blend) else ds.root.name
-        title = f"{name}: {plan.curriculum.describe()}, {plan.cycles} cycles"
+        scope = "one pass" if args.tokens is None else f"run of {args.tokens:,} tokens"
+        title = f"{name}: {plan.curriculum.describe()}, {plan.cycles} cycles, {scope}"
         bucket_tokens = {b["length"]: b["tokens"] for b in s["buckets"]}
-        plot_plan(plan.step_length, bucket_tokens, args.plot, title)
+        plot_plan(plan.step_length, bucket_tokens, args.plot, title, s["mean_seq_len_by_tenth"])
     if args.measure:
         s["measured"] = _measure(args, ds.vocab_size, s)
     if args.json:

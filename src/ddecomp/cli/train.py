@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from ddecomp.cli.blend_args import add_source_arguments
+from ddecomp.loading.plan import LEGACY_MODES, MODES
 from ddecomp.training.config import METHODS, SIZES, TrainConfig
 
 
@@ -31,7 +32,10 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="RUN", help="run directory (created)")
     p.add_argument("--size", choices=list(SIZES), default=d.size, help="model size (default tiny)")
     p.add_argument(
-        "--tokens", type=int, default=d.tokens, help=f"training tokens (default {d.tokens:,})"
+        "--tokens",
+        type=int,
+        default=d.tokens,
+        help=f"training tokens (default {d.tokens:,}); DD plans its curriculum over them",
     )
     p.add_argument(
         "--tokens-per-step",
@@ -52,6 +56,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--cycles", type=int, default=d.cycles, help=f"curriculum cycles (default {d.cycles})"
+    )
+    p.add_argument(
+        "--mode",
+        choices=[*MODES, *LEGACY_MODES],
+        default=d.mode,
+        help="how DD's plan realises the odds: release (default: the reference release's "
+        "weighting), odds, olmo-layout, symmetric-layout",
     )
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     p.add_argument(

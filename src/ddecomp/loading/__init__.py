@@ -2,14 +2,17 @@
 
 ::
 
-    curriculum ─> plan ───┐   (odds per bucket; the pure list of global steps)
-                          v
+    curriculum, budget ─> plan ───┐   (odds and rows per bucket; the pure list of global steps)
+                                  v
     protocols, world ──> base ─┬─> vsl     (DD's loader: one bucket per step)
                                ├─> concat  (concat-and-chunk baselines, optional doc mask)
                                └─> pack    (best-fit-decreasing packing with a doc mask)
 
 - :mod:`.curriculum`: named odds (uniform, grow-linear, grow-p2, ...) per bucket.
-- :mod:`.plan`: :func:`build_plan`, a pure numpy function from bucket sizes to global steps.
+- :mod:`.budget`: rows per bucket: one pass over the data, or the run of ``total_tokens``
+  (bucket token shares, whole passes plus a seeded window of the next).
+- :mod:`.plan`: :func:`build_plan`, a pure numpy function from bucket sizes to global steps (of
+  the run, or of one pass), in the release's weighting or a layout.
 - :mod:`.protocols`: the typed seams: what a loader reads of a dataset (:class:`BucketData`,
   :class:`DocumentData`), the :class:`Batch` it yields, and ``IGNORE_INDEX``.
 - :mod:`.world`: where this process sits (rank, world size, local rank, workers), one explicit

@@ -2,12 +2,12 @@
 
 A curriculum assigns *odds* to the buckets of a dataset, one number per bucket from shortest to
 longest (the paper's Algorithm 1, docs/method.md section 3). The plan (:mod:`ddecomp.loading.plan`)
-realises
-the odds in one of two seeded ways: ``sample`` draws a bucket with probability proportional to its
-odds among the buckets not yet exhausted in the cycle (Algorithm 1); ``layout`` spreads each
-bucket over sub-cycles with weights peaking in the sub-cycle of its odds rank (OLMo-core's
-deterministic layout). Odds shape the *order* of an epoch, never its content: every curriculum
-serves the same batches, so none of them biases which rows are trained on, only when.
+realises the odds in one of four seeded ways (its ``mode``): ``release`` (default) weights bucket
+i by ``o_i x its batches in the cycle`` as the reference release does, so bucket i drains at a
+point of the cycle proportional to ``1 / o_i`` whatever its size; ``odds`` weights it by ``o_i``
+alone; ``olmo-layout`` and ``symmetric-layout`` spread each bucket over sub-cycles with the
+weights of :func:`layout_weights`. Odds shape the *order* of a plan, never its content: every
+curriculum serves the same batches, so none of them biases which rows are trained on, only when.
 
 The registry (k buckets, index ``i = 0`` is the shortest):
 
@@ -15,7 +15,7 @@ The registry (k buckets, index ``i = 0`` is the shortest):
 name           odds for bucket i            effect (speed / bias)
 =============  ===========================  ==================================================
 natural        none (seeded shuffle)        lengths in proportion to tokens all epoch; no ramp
-uniform        1                            short buckets (more batches) last longest in a cycle
+uniform        1                            a plain random mix under ``release`` (no ramp)
 grow-p2        2^(k-1-i)  (32 16 8 4 2 1)   the paper's default: a short-to-long ramp per cycle
 grow-linear    k - i      (6 5 4 3 2 1)     a gentler ramp
 shrink-p2      2^i        (1 2 4 8 16 32)   long to short (the reverse ramp)
@@ -119,6 +119,31 @@ class Curriculum:
 
     def describe(self) -> str:
         return ",".join(f"{o:g}" for o in self.odds) if self.odds is not None else self.name
+
+
+LAYOUTS = ("olmo-layout", "symmetric-layout")
+
+
+def layout_weights(odds: np.ndarray, kind: str) -> np.ndarray:
+    """``[k buckets, k sub-cycles]`` weights of the layout modes (docs/method.md section 3.4).
+
+    Bucket i has odds rank ``r_i`` (0 = largest odds, ties by length) and peaks in sub-cycle
+    ``r_i`` with the largest odds ``desc[0]``. Before the peak both kinds rise towards it:
+    ``desc[r_i - j]``. After it, ``olmo-layout`` (OLMo-core's) drops to the values the top-ranked
+    bucket has there, ``desc[j]`` (third of six under grow-p2: 8 16 32 4 2 1), and
+    ``symmetric-layout`` (ddecomp's earlier ``layout``) decays by distance, ``desc[|r_i - j|]``
+    (8 16 32 16 8 4).
+    """
+    k = odds.size
+    rank = np.empty(k, np.int64)
+    rank[np.lexsort((np.arange(k), -odds))] = np.arange(k)
+    desc = np.sort(odds)[::-1]
+    j = np.arange(k)[None, :]
+    dist = np.abs(rank[:, None] - j)
+    if kind == "symmetric-layout":
+        return desc[dist]
+    assert kind == "olmo-layout", kind
+    return np.where(j <= rank[:, None], desc[dist], desc[np.broadcast_to(j, dist.shape)])
 
 
 def resolve_curriculum(spec: str | Sequence[float] | Curriculum) -> Curriculum:

@@ -1,30 +1,47 @@
-"""The epoch plan: a pure function from bucket sizes to the list of global steps (no I/O).
+"""The plan: a pure function from bucket sizes to the list of global steps (no I/O).
 
-``build_plan(bucket_rows, tokens_per_step, curriculum, cycles, seed, epoch)`` returns a
-:class:`Plan`: for every global step ``s`` its bucket length ``step_length[s]`` and which batch of
-that bucket it takes, ``step_batch[s]`` (the k-th batch of bucket L this epoch). The rows of that
-batch are ``order_L[k*B_L : (k+1)*B_L]`` with ``B_L = tokens_per_step // L`` and ``order_L`` a
-permutation of the bucket's rows seeded by ``(seed, epoch, L)``; rank ``r`` of ``W`` takes the
-contiguous slice ``[r*B_L/W, (r+1)*B_L/W)``. Nothing depends on world size or worker count, so
-an elastic resume continues the same global order and the plan is testable without processes.
+``build_plan(bucket_rows, tokens_per_step, curriculum, cycles, seed, epoch, total_tokens=...)``
+returns a :class:`Plan`: for every global step ``s`` its bucket length ``step_length[s]`` and which
+batch of that bucket it takes, ``step_batch[s]`` (the k-th batch of bucket L in this plan). The
+rows of that batch are ``order_L[k*B_L : (k+1)*B_L]`` with ``B_L = tokens_per_step // L`` and
+``order_L`` seeded permutations of the bucket's rows, one after another (:meth:`Plan.order`);
+rank ``r`` of ``W`` takes the contiguous slice ``[r*B_L/W, (r+1)*B_L/W)``. Nothing depends on
+world size or worker count, so an elastic resume continues the same global order and the plan is
+testable without processes.
 
-Steps per bucket: the bucket's row budget (all rows by default; ``mixture`` sets tokens per
-bucket) divided by ``B_L``; the rows that do not fill a whole global batch are left out and
-reported. Order (docs/method.md section 3), all seeded by ``(seed, epoch)``:
+What a plan covers (:mod:`ddecomp.loading.budget`): with ``total_tokens`` the whole run, as the
+reference release plans it: ``total_tokens // tokens_per_step`` steps shared among the buckets by
+their token shares, each bucket served in whole passes plus a seeded window of the next one, and
+the ``cycles`` spread over the run, so the curriculum and a cosine schedule over the same steps
+end together. Without it, one pass over the data (every row once, or a ``mixture``'s budget; the
+rows that do not fill a whole global batch are left out and reported); a loader then plans a new
+pass per epoch, each with its own ``cycles``.
+
+Order (docs/method.md section 3), all seeded by ``(seed, epoch)``:
 
 - each bucket's batches are split into ``cycles`` parts by exact cumulative rounding
   (``floor(n*(j+1)/c) - floor(n*j/c)``): the parts sum to ``n`` for any ``n`` and ``c``;
-- ``mode="sample"`` (the paper's Algorithm 1): within a cycle, repeatedly draw a bucket with
-  probability proportional to its odds among the buckets not yet exhausted. Drawn exactly and
-  vectorized as a race of Poisson processes: bucket i emits events at rate ``o_i``; the merged
-  order of each bucket's first ``n_i`` events has exactly Algorithm 1's law (memorylessness), so
-  the whole epoch is one ``lexsort``, O(S log S);
-- ``mode="layout"`` (OLMo-core's): a cycle is cut into k sub-cycles; bucket i's part is spread
-  over them with weights ``odds_desc[|rank_i - j|]``, peaking in the sub-cycle of its odds rank
-  and decaying away from it without wrapping around (cumulative rounding again, exact); batches
-  are shuffled within a sub-cycle;
-- ``natural`` has no odds: each cycle is a seeded shuffle of its batches, in either mode;
+- ``mode="release"`` (default; the reference release, OpenLM's ``RandomMix``): within a cycle,
+  repeatedly draw a bucket with probability proportional to the fixed weight
+  ``o_i x n_ic`` (its odds times its batches in the cycle) among the buckets not yet exhausted.
+  Bucket i then drains at a point of the cycle proportional to ``1 / o_i`` whatever its size:
+  ``uniform`` is a plain random mix (no ramp, like ``natural``), ``grow-p2`` drains short
+  buckets first on any length distribution;
+- ``mode="odds"`` (ddecomp's earlier ``sample``, the paper's Algorithm 1 read literally): the
+  same draw with weight ``o_i`` alone; it agrees with ``release`` only when all buckets hold equally
+  many batches, otherwise large buckets last longest (``uniform`` becomes a hidden ramp).
+  Both draws are exact and vectorized as a race of Poisson processes: bucket i emits events at
+  rate ``w_i``; the merged order of each bucket's first ``n_ic`` events has exactly the law of
+  drawing among the non-empty buckets (memorylessness), so the whole plan is one ``lexsort``;
+- ``mode="olmo-layout"`` (OLMo-core's) and ``"symmetric-layout"`` (ddecomp's earlier ``layout``):
+  a cycle is cut into k sub-cycles; bucket i's part is spread over them with the weights of
+  :func:`~ddecomp.loading.curriculum.layout_weights`, peaking in the sub-cycle of its odds rank
+  (cumulative rounding again, exact); batches are shuffled within a sub-cycle;
+- ``natural`` has no odds: each cycle is a seeded shuffle of its batches, in every mode;
 - ``oom_probe`` moves the first batch of the longest bucket to step 0 (nothing added or lost).
+
+The old names ``sample`` and ``layout`` are accepted and stored as ``odds`` and
+``symmetric-layout``, so an old loader state resumes the order it was written with.
 
 Cost model (docs/method.md sections 3 and 6): a step of constant tokens costs ``alpha + beta * L``.
 The default ``alpha = 0.1910 s``, ``beta = 9.49e-6 s`` per unit of length is the least-squares fit
@@ -42,37 +59,22 @@ from typing import Any
 import numpy as np
 
 from ddecomp.errors import UserError
-from ddecomp.loading.curriculum import Curriculum, resolve_curriculum
+from ddecomp.loading.budget import MixtureSpec, apportion, budget_rows, run_steps
+from ddecomp.loading.curriculum import LAYOUTS, Curriculum, layout_weights, resolve_curriculum
 
-MODES = ("sample", "layout")
+MODES = ("release", "odds", "olmo-layout", "symmetric-layout")
+LEGACY_MODES = {"sample": "odds", "layout": "symmetric-layout"}  # names before the release mode
 COST_ALPHA = 0.1910  # s/step, 160M model, H100, 65,536 tokens/step (docs/method.md section 6)
 COST_BETA = 9.49e-6  # seconds per step per unit of sequence length, same fit
 _ORDER_STREAM = 0  # rng key for the step order; row permutations use the bucket length L >= 1
 
-MixtureSpec = Mapping[int, int] | str | None
 
-
-def apportion(totals: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Split integer ``totals[n]`` by ``weights[n, m] >= 0`` into integer counts ``[n, m]``.
-
-    Cumulative rounding: ``bound_j = floor(total * cum_j / cum_m)`` with the last bound set to
-    ``total``. Bounds are monotone, so counts are >= 0, each within 1 of its exact quota, and every
-    row sums to its total exactly: nothing is lost or invented by rounding.
-    """
-    totals = np.asarray(totals, dtype=np.int64)
-    w = np.asarray(weights, dtype=np.float64)
-    assert w.ndim == 2
-    assert w.shape[0] == totals.shape[0]
-    assert (w >= 0).all()
-    assert (w.sum(axis=1) > 0).all(), "every row needs a positive weight"
-    cum = np.cumsum(w, axis=1)
-    frac = cum / cum[:, -1:]
-    bounds = np.floor(totals[:, None] * frac).astype(np.int64)
-    bounds[:, -1] = totals
-    counts = np.diff(bounds, axis=1, prepend=0)
-    assert (counts >= 0).all()
-    assert (counts.sum(axis=1) == totals).all()
-    return counts
+def resolve_mode(mode: str) -> str:
+    """A mode of :data:`MODES` (old names mapped by :data:`LEGACY_MODES`), else a UserError."""
+    mode = LEGACY_MODES.get(mode, mode)
+    if mode not in MODES:
+        raise UserError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    return mode
 
 
 def check_tokens_per_step(tokens_per_step: int, lengths: Sequence[int], divisor: int = 1) -> None:
@@ -91,43 +93,14 @@ def check_tokens_per_step(tokens_per_step: int, lengths: Sequence[int], divisor:
         )
 
 
-def _budget_rows(rows: dict[int, int], mixture: MixtureSpec) -> dict[int, int]:
-    """Rows to serve per bucket this epoch: all of them, or ``tokens // L`` from a mixture."""
-    if mixture is None or mixture == "natural":
-        return dict(rows)
-    if mixture == "equal":
-        nonempty = [L for L, n in rows.items() if n > 0]
-        total = sum(rows[L] * L for L in nonempty)
-        share = total // max(1, len(nonempty))
-        return {L: (share // L if rows[L] > 0 else 0) for L in rows}
-    if isinstance(mixture, str):
-        raise UserError(f"mixture {mixture!r} is not 'natural', 'equal' or tokens per bucket")
-    unknown = sorted(set(mixture) - set(rows))
-    missing = sorted(L for L in rows if rows[L] > 0 and L not in mixture)
-    if unknown or missing:
-        raise UserError(
-            f"mixture keys {sorted(mixture)} do not match the buckets {sorted(rows)}"
-            + (f": unknown {unknown}" if unknown else "")
-            + (f": missing {missing} (give 0 to leave a bucket out)" if missing else "")
-        )
-    out = {}
-    for L in rows:
-        t = int(mixture.get(L, 0))
-        if t < 0:
-            raise UserError(f"mixture gives bucket {L} {t} tokens; tokens must be >= 0")
-        if t > 0 and rows[L] == 0:
-            raise UserError(f"mixture gives bucket {L} {t} tokens but it has no rows")
-        out[L] = t // L
-    return out
-
-
 @dataclass(frozen=True, eq=False)
 class Plan:
-    """One epoch's global steps; see the module docstring. Build with :func:`build_plan`."""
+    """One plan's global steps (a run, or one pass); see the module docstring. Build with
+    :func:`build_plan`."""
 
     lengths: tuple[int, ...]  # bucket lengths, shortest first (every key of bucket_rows)
     rows: dict[int, int]  # rows in each bucket
-    budget: dict[int, int]  # rows to serve (== rows without a mixture)
+    budget: dict[int, int]  # rows to serve (== rows for one pass without a mixture)
     tokens_per_step: int
     curriculum: Curriculum
     cycles: int
@@ -139,6 +112,7 @@ class Plan:
     step_length: np.ndarray  # int64 [S]
     step_batch: np.ndarray  # int64 [S]: the k-th batch of its bucket this epoch
     step_cycle: np.ndarray  # int64 [S]: the cycle the step belongs to
+    total_tokens: int | None = None  # the run's tokens; None: the plan is one pass
     _orders: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -163,15 +137,28 @@ class Plan:
         got = self._orders.get(L)
         if got is None:
             n, want = self.rows[L], self.budget[L]
-            parts = [np.random.default_rng([self.seed, self.epoch, L]).permutation(n)] if n else []
-            j = 1
-            while n and sum(p.size for p in parts) < want:
-                parts.append(np.random.default_rng([self.seed, self.epoch, L, j]).permutation(n))
-                j += 1
+            passes = -(-want // n) if n else 0
+            parts = [
+                np.random.default_rng([self.seed, self.epoch, L, *([j] if j else [])]).permutation(
+                    n
+                )
+                for j in range(passes)
+            ]
             got = np.concatenate(parts)[:want] if parts else np.zeros(0, np.int64)
             got = got.astype(np.int64, copy=False)
             self._orders[L] = got
         return got
+
+    def passes(self, L: int) -> float:
+        """Served rows of bucket L over its rows: 0.1 sub-samples it, 3.5 repeats it."""
+        return self.batches(L) * self.rows_per_batch(L) / self.rows[L] if self.rows[L] else 0.0
+
+    def length_by_part(self, parts: int = 10) -> np.ndarray:
+        """Mean sequence length of each of ``parts`` equal stretches of the steps (float64;
+        token-weighted, as every step holds the same tokens). Empty when the plan is."""
+        if not len(self):
+            return np.zeros(0)
+        return np.array([c.mean() for c in np.array_split(self.step_length, parts) if c.size])
 
     def global_rows(self, step: int) -> np.ndarray:
         """Row indices (of bucket ``step_length[step]``) of the whole global batch of a step."""
@@ -220,8 +207,15 @@ class Plan:
         lmax = max(self.lengths)
         mean_len = float(self.step_length.mean()) if S else 0.0
         rel = (alpha + beta * mean_len) / (alpha + beta * lmax) if S else 0.0
+        for b in buckets:
+            b["passes"] = self.passes(int(b["length"]))
+        # seconds at the fit (measured at 65,536 tokens per step; a step's cost scales with its
+        # tokens at constant L): a rough wall-clock forecast for a 160M model on one H100
+        scale = self.tokens_per_step / 65536
         return {
             "steps": S,
+            "total_tokens": self.total_tokens,
+            "scope": "one pass over the data" if self.total_tokens is None else "the run",
             "tokens_per_step": self.tokens_per_step,
             "tokens": S * self.tokens_per_step,
             "curriculum": self.curriculum.to_json(),
@@ -231,12 +225,15 @@ class Plan:
             "epoch": self.epoch,
             "oom_probe": self.oom_probe,
             "mixture": self.mixture if isinstance(self.mixture, str | None) else dict(self.mixture),
-            "upsampling": "rows beyond a bucket's size repeat it in further seeded permutations",
+            "upsampling": "rows beyond a bucket's size repeat it in further seeded permutations "
+            "(every row is served before any repeats)",
             "buckets": buckets,
             "rows_left_out": sum(b["rows_left_out"] for b in buckets),
             "mean_seq_len": mean_len,
             "max_seq_len": lmax,
             "relative_step_cost": rel,
+            "mean_seq_len_by_tenth": self.length_by_part(10).tolist(),
+            "predicted_s": scale * float(S * alpha + beta * self.step_length.sum()),
             "cost_model": {
                 "alpha_s": alpha,
                 "beta_s_per_len": beta,
@@ -252,11 +249,13 @@ def build_plan(
     cycles: int = 8,
     seed: int = 0,
     epoch: int = 0,
-    mode: str = "sample",
+    mode: str = "release",
     oom_probe: bool = True,
     mixture: MixtureSpec = None,
+    total_tokens: int | None = None,
 ) -> Plan:
-    """The plan of one epoch; a pure function of its arguments (see the module docstring)."""
+    """The plan of the run of ``total_tokens`` (None: of one pass over the data); a pure
+    function of its arguments (see the module docstring)."""
     rows = {int(L): int(n) for L, n in sorted(bucket_rows.items())}
     if not rows or any(L <= 0 or n < 0 for L, n in rows.items()):
         raise UserError(f"bucket_rows {rows} must map lengths > 0 to row counts >= 0")
@@ -265,10 +264,14 @@ def build_plan(
     cur = resolve_curriculum(curriculum)
     if not isinstance(cycles, int | np.integer) or cycles < 1:
         raise UserError(f"cycles {cycles!r} must be an integer >= 1")
-    if mode not in MODES:
-        raise UserError(f"mode {mode!r} is not one of {', '.join(MODES)}")
-    budget = _budget_rows(rows, mixture)
-    nb = np.array([budget[L] // (tokens_per_step // L) for L in lengths], dtype=np.int64)
+    mode = resolve_mode(mode)
+    budget = budget_rows(rows, mixture)
+    per_batch = np.array([tokens_per_step // L for L in lengths], dtype=np.int64)
+    if total_tokens is None:
+        nb = np.array([budget[L] for L in lengths], dtype=np.int64) // per_batch
+    else:  # the run: steps shared by token shares, served as passes plus a window
+        nb = run_steps(budget, lengths, tokens_per_step, total_tokens)
+        budget = {L: int(n * B) for L, n, B in zip(lengths, nb, per_batch, strict=True)}
     k = len(lengths)
     odds = None if cur.is_shuffle else cur.odds_for(k)
     # [k, cycles]: bucket i's batches in cycle c (exact split)
@@ -278,22 +281,20 @@ def build_plan(
     cyc = np.repeat(np.tile(np.arange(cycles), k), parts.ravel())
     if odds is None:  # natural: a seeded shuffle within each cycle
         order = np.lexsort((rng.random(label.size), cyc))
-    elif mode == "sample":  # Poisson race: segmented cumsum of Exp(1)/odds per (bucket, cycle)
-        gaps = rng.standard_exponential(label.size) / odds[label]
-        t = np.cumsum(gaps)
+    elif mode in LAYOUTS:  # k sub-cycles per cycle, bucket i peaks in the sub-cycle of its rank
+        w = layout_weights(odds, mode)  # [k buckets, k sub-cycles]
+        sub_counts = apportion(parts.ravel(), np.repeat(w, cycles, axis=0))  # [(i, c), j]
+        sub = np.repeat(np.tile(np.arange(k), k * int(cycles)), sub_counts.ravel())
+        order = np.lexsort((rng.random(label.size), sub, cyc))
+    else:  # Poisson race: segmented cumsum of Exp(1) / rate per (bucket, cycle)
+        # release: rate o_i x n_ic (fixed over the cycle, as RandomMix's weights); odds: o_i
+        rate = odds[label] * (parts[label, cyc] if mode == "release" else 1)
+        t = np.cumsum(rng.standard_exponential(label.size) / rate)
         seg_start = np.flatnonzero(np.r_[True, (label[1:] != label[:-1]) | (cyc[1:] != cyc[:-1])])
         seg_len = np.diff(np.r_[seg_start, label.size])
         before = np.r_[0.0, t][seg_start]  # cumsum just before each segment
         t = t - np.repeat(before, seg_len)
         order = np.lexsort((t, cyc))
-    else:  # layout: k sub-cycles per cycle, bucket i peaks in the sub-cycle of its odds rank
-        rank = np.empty(k, np.int64)
-        rank[np.lexsort((np.arange(k), -odds))] = np.arange(k)
-        desc = np.sort(odds)[::-1]
-        w = desc[np.abs(rank[:, None] - np.arange(k)[None, :])]  # [k buckets, k sub-cycles]
-        sub_counts = apportion(parts.ravel(), np.repeat(w, cycles, axis=0))  # [(i, c), j]
-        sub = np.repeat(np.tile(np.arange(k), k * int(cycles)), sub_counts.ravel())
-        order = np.lexsort((rng.random(label.size), sub, cyc))
     step_label = label[order]
     step_cycle = cyc[order]
     if oom_probe and step_label.size:
@@ -321,33 +322,48 @@ def build_plan(
         step_length=np.asarray(lengths, dtype=np.int64)[step_label],
         step_batch=step_batch,
         step_cycle=step_cycle.astype(np.int64),
+        total_tokens=None if total_tokens is None else int(total_tokens),
     )
 
 
 def format_summary(s: Mapping[str, Any]) -> str:
     """A plain-text table of :meth:`Plan.summary` for the CLI and logs."""
+    scope = s.get("scope", "one pass over the data")
+    if s.get("total_tokens") is not None:
+        scope += f" of {s['total_tokens']:,} tokens"
     lines = [
-        f"{s['steps']} steps x {s['tokens_per_step']:,} tokens = {s['tokens']:,} tokens; "
-        f"curriculum {s['curriculum']}, {s['cycles']} cycles, mode {s['mode']}, "
+        f"{s['steps']:,} steps x {s['tokens_per_step']:,} tokens = {s['tokens']:,} tokens "
+        f"({scope}); curriculum {s['curriculum']}, {s['cycles']} cycles, mode {s['mode']}, "
         f"seed {s['seed']}, epoch {s['epoch']}",
         f"{'length':>7} {'rows':>11} {'rows/batch':>10} {'steps':>8} {'share':>6} "
-        f"{'left out':>9} {'repeated':>9}",
+        f"{'passes':>7} {'left out':>9} {'repeated':>9}",
     ]
     for b in s["buckets"]:
         lines.append(
             f"{b['length']:>7} {b['rows']:>11,} {b['rows_per_batch']:>10,} {b['steps']:>8,} "
-            f"{100 * b['step_share']:>5.1f}% {b['rows_left_out']:>9,} {b['repeated_rows']:>9,}"
+            f"{100 * b['step_share']:>5.1f}% {b.get('passes', 0.0):>7.3f} "
+            f"{b['rows_left_out']:>9,} {b['repeated_rows']:>9,}"
         )
     lines.append(
         f"rows left out: {s['rows_left_out']:,} (rows that do not fill a whole global batch, "
-        "or beyond a mixture's budget)"
+        "beyond a mixture's budget, or past a shorter run's window)"
     )
+    tenths = s.get("mean_seq_len_by_tenth") or []
+    if tenths:
+        lines.append(
+            "mean sequence length per tenth of the plan: " + " ".join(f"{x:.0f}" for x in tenths)
+        )
     cm = s["cost_model"]
     lines.append(
         f"mean sequence length (token-weighted): {s['mean_seq_len']:.0f}; predicted step cost "
         f"{s['relative_step_cost']:.3f}x of always-{s['max_seq_len']} (cost ~ alpha + beta*L, "
         f"alpha/beta = {cm['alpha_s'] / cm['beta_s_per_len']:,.0f}; {cm['source']})"
     )
+    if "predicted_s" in s:
+        lines.append(
+            f"predicted time at that fit: {s['predicted_s'] / 3600:,.2f} h (160M model, one H100, "
+            "scaled by tokens per step; measure yours with --measure)"
+        )
     if any(b["repeated_rows"] for b in s["buckets"]):
         lines.append(f"upsampling: {s['upsampling']}")
     return "\n".join(lines)

@@ -24,7 +24,14 @@ import torch
 from ddecomp.errors import UserError
 from ddecomp.loading.base import StepLoader
 from ddecomp.loading.curriculum import Curriculum, resolve_curriculum
-from ddecomp.loading.plan import MixtureSpec, Plan, build_plan, check_tokens_per_step
+from ddecomp.loading.plan import (
+    LEGACY_MODES,
+    MixtureSpec,
+    Plan,
+    build_plan,
+    check_tokens_per_step,
+    resolve_mode,
+)
 from ddecomp.loading.protocols import Batch, BucketData
 from ddecomp.loading.world import WorldSpec
 
@@ -33,6 +40,12 @@ def _mixture_json(m: MixtureSpec) -> str | dict[str, int] | None:
     if m is None or isinstance(m, str):
         return m
     return {str(int(L)): int(t) for L, t in sorted(m.items())}
+
+
+def _run_tokens(total_tokens: object) -> int:
+    if isinstance(total_tokens, bool) or not isinstance(total_tokens, int | np.integer):
+        raise UserError(f"total_tokens {total_tokens!r} must be an integer (tokens of the run)")
+    return int(total_tokens)
 
 
 def make_batch(
@@ -66,6 +79,12 @@ class VSLLoader(StepLoader):
     data-parallel process group or ``DeviceMesh`` (``mesh["dp"]``) instead serves every rank of a
     replica the same batches (:meth:`World.data_parallel`).
     ``tokens_per_step`` must be a multiple of ``max_len * world_size``.
+    ``total_tokens``: the run's tokens. Given, epoch 0's plan is the whole run
+    (``total_tokens // tokens_per_step`` steps, bucket budgets by token share, ``cycles`` spread
+    over the run; :mod:`ddecomp.loading.budget`), so ``len(loader)`` is the run's steps; a later
+    epoch is another run in a new order. None (default): each epoch is one pass over the data.
+    ``mode``: ``release`` (default), ``odds``, ``olmo-layout`` or ``symmetric-layout``
+    (:mod:`ddecomp.loading.plan`).
     """
 
     def __init__(
@@ -77,17 +96,19 @@ class VSLLoader(StepLoader):
         cycles: int = 8,
         seed: int = 0,
         world: WorldSpec = None,
-        mode: str = "sample",
+        mode: str = "release",
         oom_probe: bool = True,
         mixture: MixtureSpec = None,
+        total_tokens: int | None = None,
     ) -> None:
         super().__init__(world)
         self.ds = ds
         check_tokens_per_step(tokens_per_step, list(ds.bucket_rows), self.world.world_size)
         self.tokens_per_step = int(tokens_per_step)
         self.curriculum = resolve_curriculum(curriculum)
-        self.cycles, self.seed, self.mode = cycles, int(seed), mode
+        self.cycles, self.seed, self.mode = cycles, int(seed), resolve_mode(mode)
         self.oom_probe, self.mixture = oom_probe, mixture
+        self.total_tokens = None if total_tokens is None else _run_tokens(total_tokens)
         if len(self.plan) == 0:
             L, n = max(ds.bucket_rows.items(), key=lambda kv: kv[0] * kv[1])
             raise UserError(
@@ -98,7 +119,7 @@ class VSLLoader(StepLoader):
     def _build_plan(self, epoch: int) -> Plan:
         return build_plan(
             self.ds.bucket_rows, self.tokens_per_step, self.curriculum, self.cycles,
-            self.seed, epoch, self.mode, self.oom_probe, self.mixture,
+            self.seed, epoch, self.mode, self.oom_probe, self.mixture, self.total_tokens,
         )  # fmt: skip
 
     @property
@@ -122,9 +143,12 @@ class VSLLoader(StepLoader):
             "mode": self.mode,
             "oom_probe": self.oom_probe,
             "mixture": _mixture_json(self.mixture),
+            "total_tokens": self.total_tokens,
         }
 
     def _canonical(self, key: str, value: Any) -> Any:
+        if key == "mode" and isinstance(value, str):
+            return LEGACY_MODES.get(value, value)
         return resolve_curriculum(value).to_json() if key == "curriculum" else value
 
     def summary(self) -> dict[str, Any]:

@@ -204,12 +204,17 @@ def plot_stats(stats: Mapping[str, Any], path: str | Path) -> None:
 
 
 def plot_plan(
-    step_lengths: np.ndarray, bucket_tokens: dict[int, int], path: str | Path, title: str = ""
+    step_lengths: np.ndarray,
+    bucket_tokens: dict[int, int],
+    path: str | Path,
+    title: str = "",
+    by_tenth: Sequence[float] = (),
 ) -> None:
     """Sequence length per step (top, log2 y) and token share per bucket (bottom), as PNG.
 
     ``step_lengths[i]`` is the row length L of step ``i``; ``bucket_tokens`` maps every bucket
-    L (empty ones included, they show as 0%) to the tokens the plan draws from it.
+    L (empty ones included, they show as 0%) to the tokens the plan draws from it; ``by_tenth``
+    (optional) the mean length of each tenth of the steps, drawn as a staircase on the top panel.
     """
     steps = np.asarray(step_lengths, dtype=np.int64).ravel()
     fig = Figure(figsize=(10, 7.5), layout="constrained")
@@ -231,6 +236,13 @@ def plot_plan(
             run = np.convolve(np.log2(steps.astype(np.float64)), np.ones(w) / w, mode="valid")
             mean = f"running geometric mean ({w} steps)"
             ax_steps.plot(x[w - 1 :], np.exp2(run), color=_TOKENS_COLOR, lw=1.5, label=mean)
+            ax_steps.legend(fontsize=_SMALL, loc="lower right")
+        if len(by_tenth):
+            edges = np.linspace(0, steps.size, len(by_tenth) + 1)
+            ax_steps.stairs(
+                by_tenth, edges - 0.5, baseline=None, color="black", lw=1.2,
+                label="mean length per tenth",
+            )  # fmt: skip
             ax_steps.legend(fontsize=_SMALL, loc="lower right")
         ax_steps.set_xlim(-0.5, steps.size - 0.5)
     else:

@@ -1,7 +1,8 @@
 """The pieces :func:`ddecomp.training.loop.train` assembles: loader per method, AdamW, LR schedule.
 
 - Loader: the same objects users put in their own loops (``examples/plain_loop.py``). All four
-  methods get ``tokens_per_step`` global tokens per step and this process's rank / world size.
+  methods get ``tokens_per_step`` global tokens per step and this process's rank / world size;
+  DD's plan covers the run (``total_tokens = tokens``), the baselines go pass after pass.
 - AdamW (betas 0.9 / 0.95, eps 1e-8; fused on CUDA), weight decay on matrices only (norm gains
   are not decayed: decay would pull them towards 0, not towards their identity value 1).
 - Schedule: linear warmup from ``lr / warmup`` to ``lr`` over ``warmup`` steps, then one cosine
@@ -38,10 +39,12 @@ def build_loader(cfg: TrainConfig, ds: TrainData, max_len: int, world: World) ->
         from ddecomp.loading.vsl import VSLLoader
 
         # A --max-len below the dataset's splits the longer rows into rows of max_len (one
-        # token of overlap, every target kept once); nothing is dropped.
+        # token of overlap, every target kept once); nothing is dropped. The plan is the run: its
+        # steps are cfg.steps, so the curriculum's cycles and the cosine schedule end together
+        # (docs/method.md section 3.5).
         return VSLLoader(
             rebucket(ds, max_len), tokens_per_step=tps, curriculum=cfg.curriculum,
-            cycles=cfg.cycles, seed=seed, world=world,
+            cycles=cfg.cycles, seed=seed, world=world, mode=cfg.mode, total_tokens=cfg.tokens,
         )  # fmt: skip
     if cfg.method == "pack":
         from ddecomp.loading.pack import PackedLoader

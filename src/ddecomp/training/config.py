@@ -85,6 +85,7 @@ RESUME_FIXED = (
     "max_len",
     "curriculum",
     "cycles",
+    "mode",
     "lr",
     "min_lr_ratio",
     "warmup",
@@ -105,7 +106,8 @@ class TrainConfig:
     method: dd | concat | concat-dm | pack. size: tiny | small | 160m | 410m | 1b.
     tokens: training tokens in total; tokens_per_step: tokens per optimizer step.
     max_len: longest sequence in tokens (None: the dataset's); the baselines' chunk/bin length.
-    curriculum, cycles: DD's curriculum (see ddecomp.loading.curriculum) and its number of cycles.
+    curriculum, cycles: DD's curriculum (see ddecomp.loading.curriculum) and its number of cycles,
+    spread over the whole run; mode: how the plan realises the odds (ddecomp.loading.plan.MODES).
     lr: peak learning rate; min_lr_ratio: final LR as a fraction of it; warmup: steps.
     eval_every / checkpoint_every: steps between evaluations / checkpoints (0: only at the end).
     checkpoints: False writes none, not even at the end (no resume; for benchmarks, where a 410m
@@ -127,6 +129,7 @@ class TrainConfig:
     max_len: int | None = None
     curriculum: str = "grow-p2"
     cycles: int = 8
+    mode: str = "release"
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup: int = 50
