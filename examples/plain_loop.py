@@ -46,10 +46,17 @@ def main() -> None:
     ds = open_sources(args.data, shares=shares)
     if not dist.is_initialized() or dist.get_rank() == 0:
         print(ds)
-    # rank / world size come from torch.distributed when it is initialized
+    # rank / world size come from torch.distributed when it is initialized; total_tokens plans the
+    # whole run (the curriculum's 8 cycles end with the LR schedule), repeating rows only after a
+    # full pass over their bucket
     loader = ddecomp.VSLLoader(
-        ds, tokens_per_step=args.tokens_per_step, curriculum="grow-p2", cycles=8
+        ds,
+        tokens_per_step=args.tokens_per_step,
+        curriculum="grow-p2",
+        cycles=8,
+        total_tokens=args.steps * args.tokens_per_step,
     )
+    assert len(loader) == args.steps
     torch.manual_seed(0)
     model: torch.nn.Module = GPT(model_config("tiny", ds.vocab_size)).to(device)
     if dist.is_initialized():
@@ -61,27 +68,22 @@ def main() -> None:
         lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / args.steps))),
     )
 
-    step, epoch = 0, 0
-    while step < args.steps:
-        loader.set_epoch(epoch)  # a new seeded order every epoch
-        for batch in loader:
-            x = batch["input_ids"].to(device)
-            y = batch["labels"].to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            if step % 10 == 0 and (not dist.is_initialized() or dist.get_rank() == 0):
-                print(
-                    f"step {step} len {batch['seq_len']} rows {x.shape[0]} loss {loss.item():.3f}"
-                )
-            if step == args.steps:
-                break
-        epoch += 1
+    step = 0
+    for batch in loader:  # the whole run
+        x = batch["input_ids"].to(device)
+        y = batch["labels"].to(device)
+        logits = model(x)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        if step % 10 == 0 and (not dist.is_initialized() or dist.get_rank() == 0):
+            print(f"step {step} len {batch['seq_len']} rows {x.shape[0]} loss {loss.item():.3f}")
+        if step == args.steps:
+            break
     state = {"model": model.state_dict(), "loader": loader.state_dict()}  # resume from here
     if not dist.is_initialized() or dist.get_rank() == 0:
         print(
