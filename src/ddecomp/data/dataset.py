@@ -40,20 +40,20 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ddecomp.data.layout import (
     MANIFEST,
     SPLITS,
-    TAIL_KINDS,
     check_files,
     check_manifest,
     load_manifest,
     read_npy,
-    tail_policy,
 )
 from ddecomp.data.tailrows import (
     PAD_START,
+    TAIL_KINDS,
     PackedRows,
     TailIndex,
     check_rows,
     fill_packed,
     row_pointers,
+    tail_policy,
 )
 from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import DataError, UserError
@@ -125,6 +125,11 @@ class Dataset:
         self.bucket_lengths: list[int] = [L_ for L_, n in self.bucket_rows.items() if n]
         self._doc_bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._windows: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def tail_index(self) -> TailIndex | None:
+        """This split's packed tail rows (``--tails pack``), else None."""
+        return self._tail
 
     def _load_tails(self, length: int) -> TailIndex:
         """This split's tail rows over every shard, checked as :func:`check_rows` says."""

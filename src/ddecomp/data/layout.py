@@ -9,13 +9,12 @@ A prepared dataset is one directory::
     DIR/shards/00000.split.npy        uint8 [n_docs]: 0 = train, 1 = held-out validation
     DIR/shards/00000.train.L00256.npy int64 row start offsets of bucket L = 256 (rows are
                                       tokens[s : s + L + 1]; no token is copied into a bucket)
-    DIR/shards/00000.train.tail.starts.npy   with ``--tails pack`` only: the packed tail rows'
-    DIR/shards/00000.train.tail.targets.npy  pieces (:mod:`ddecomp.preparing.tails`), int64
+    DIR/shards/00000.train.tail.starts.npy   ``--tails pack`` only: the tail rows' pieces
+    DIR/shards/00000.train.tail.targets.npy  (int64; :mod:`ddecomp.data.tailrows`)
     DIR/shards/00000.done.json        the shard's record; its presence marks the shard finished
 
-The tail policy is the manifest's ``tails`` (``{"policy": "drop"}`` or ``{"policy": "pack",
-"length": T}``); a manifest without it (written before the option existed) is read as ``drop``,
-so the format version did not change: every older dataset reads as it did.
+The manifest's ``tails`` is ``{"policy": "drop"}`` or ``{"policy": "pack", "length": T}``; one
+without it (older) reads as ``drop``, so the format version is unchanged.
 
 Every file is written through :mod:`ddecomp.io` (temporary name + rename, sha256 computed as the
 bytes are written). The manifest's ``fingerprint`` is the sha256 of its canonical JSON
@@ -42,7 +41,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ddecomp.decompose import MAX_LEN_LIMIT, TAIL_POLICIES, is_power_of_two
+from ddecomp.data.tailrows import TAIL_KINDS, check_shard_tails, check_tail_bucket, check_tails
+from ddecomp.decompose import MAX_LEN_LIMIT, is_power_of_two
 from ddecomp.errors import DataError, UserError
 from ddecomp.io import canonical_sha256, read_json
 
@@ -56,7 +56,6 @@ TOKEN_DTYPES = ("uint16", "uint32")
 _VOLATILE_KEYS = ("fingerprint", "created", "elapsed_s", "prepare")
 # A shard's three fixed files, by their key in the shard record's "files".
 _SHARD_FILES = {"tokens": "tokens.bin", "docs": "docs.npy", "split": "split.npy"}
-TAIL_KINDS = ("starts", "targets")  # the two files of a split's packed tail rows
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COUNT_LIMIT = 1 << 62  # any count or size above this is a forgery, not a dataset
 
@@ -72,21 +71,6 @@ def shard_file(shard: str, kind: str) -> str:
 
 def bucket_file(shard: str, split: str, L: int) -> str:
     return f"{SHARD_DIR}/{shard}.{split}.L{L:05d}.npy"
-
-
-def tail_file(shard: str, split: str, kind: str) -> str:
-    """``shards/NNNNN.{split}.tail.{kind}.npy``, kind in :data:`TAIL_KINDS`."""
-    assert kind in TAIL_KINDS, kind
-    return f"{SHARD_DIR}/{shard}.{split}.tail.{kind}.npy"
-
-
-def tail_policy(man: Mapping[str, Any]) -> tuple[str, int | None]:
-    """``(policy, tail row length)`` of a checked manifest: ``("drop", None)`` when it has no
-    ``tails`` (a dataset prepared before ``--tails`` existed dropped them)."""
-    tails = man.get("tails")
-    if tails is None or tails["policy"] == "drop":
-        return "drop", None
-    return "pack", int(tails["length"])
 
 
 def shard_files(shard: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -252,17 +236,13 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
         if not _SHA256.fullmatch(f.get(tok, "sha256", "tokenizer", str)):
             f.fail("tokenizer.sha256", "is not a sha256 hex digest")
     f.mapping(man, "convention")
-    tail_len = _check_tails(f, man, min_len)
+    tail_len = check_tails(f, man, min_len)
     splits = f.mapping(man, "splits")
     f.keys(splits, SPLITS, "splits")
     for name in SPLITS:
         rec = f.mapping(splits, name, "splits")
         _check_split(f, rec, f"splits.{name}", min_len, max_len)
-        if tail_len is not None:
-            tb = f.mapping(rec, "tail_bucket", f"splits.{name}")
-            for key in ("rows", "pieces", "targets", "padding"):
-                f.integer(tb, key, f"splits.{name}.tail_bucket")
-            f.integer(tb, "length", f"splits.{name}.tail_bucket", lo=tail_len, hi=tail_len)
+        check_tail_bucket(f, rec, f"splits.{name}", tail_len)
     skipped = f.mapping(f.mapping(f.mapping(man, "dropped"), "ingest", "dropped"), "skipped",
                         "dropped.ingest")  # fmt: skip
     for key in skipped:
@@ -298,35 +278,7 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
                            f"[{min_len}, {max_len}])")  # fmt: skip
                 rec = f.record(buckets[split], key, b_at, bucket_file(shard_name(i), split, L))
                 f.integer(rec, "rows", f"{b_at}.{key}")
-        if tail_len is None:
-            if "tails" in sh:
-                f.fail(f"{at}.tails", "is present but the manifest's tails policy is drop")
-            continue
-        tails = f.mapping(sh, "tails", at)
-        f.keys(tails, SPLITS, f"{at}.tails")
-        for split in SPLITS:
-            t_at = f"{at}.tails.{split}"
-            t = f.mapping(tails, split, f"{at}.tails")
-            for key in ("rows", "pieces", "padding", "entries"):
-                f.integer(t, key, t_at)
-            for kind in TAIL_KINDS:
-                f.record(t, kind, t_at, tail_file(shard_name(i), split, kind))
-
-
-def _check_tails(f: _Fields, man: Mapping[str, Any], min_len: int) -> int | None:
-    """The tail row length of a ``pack`` manifest; None for ``drop`` (or no ``tails``)."""
-    if "tails" not in man:
-        return None
-    tails = f.mapping(man, "tails")
-    policy = f.get(tails, "policy", "tails", str)
-    if policy not in TAIL_POLICIES:
-        f.fail("tails.policy", f"= {policy!r} is not one of {', '.join(TAIL_POLICIES)}")
-    if policy == "drop":
-        return None
-    length = f.integer(tails, "length", "tails", lo=1, hi=min_len)
-    if not is_power_of_two(length):
-        f.fail("tails.length", f"= {length} is not a power of two")
-    return length
+        check_shard_tails(f, sh, at, shard_name(i), tail_len)
 
 
 def _check_split(f: _Fields, rec: dict[str, Any], at: str, min_len: int, max_len: int) -> None:

@@ -15,13 +15,33 @@ row's last segment; a row's segment starts give the document mask (``cu_seqlens`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
+from ddecomp.decompose import TAIL_POLICIES, is_power_of_two
+
 PAD_START = -1  # the start of a padding piece: no token, labels ignored
 IGNORE_LABEL = -100  # = ddecomp.loading.protocols.IGNORE_INDEX (tested equal; no import upward)
+TAIL_KINDS = ("starts", "targets")  # the two files of a split's packed tail rows
+SHARD_DIR = "shards"  # = ddecomp.data.layout.SHARD_DIR (layout imports this module)
+
+
+def tail_file(shard: str, split: str, kind: str) -> str:
+    """``shards/NNNNN.{split}.tail.{kind}.npy``, kind in :data:`TAIL_KINDS`."""
+    assert kind in TAIL_KINDS, kind
+    return f"{SHARD_DIR}/{shard}.{split}.tail.{kind}.npy"
+
+
+def tail_policy(man: Mapping[str, Any]) -> tuple[str, int | None]:
+    """``(policy, tail row length)`` of a checked manifest: ``("drop", None)`` when it has no
+    ``tails`` (a dataset prepared before ``--tails`` existed dropped them)."""
+    tails = man.get("tails")
+    if tails is None or tails["policy"] == "drop":
+        return "drop", None
+    return "pack", int(tails["length"])
 
 
 @dataclass(frozen=True)
@@ -110,3 +130,54 @@ def fill_packed(
         out[i, -1] = pad_id
         segs.append(np.asarray(starts, dtype=np.int64))
     return segs
+
+
+# ---- the manifest's tail fields (called by ddecomp.data.layout.check_manifest) -----------------
+class Fields(Protocol):
+    """The typed reads of :class:`ddecomp.data.layout._Fields` that the checks below use."""
+
+    def fail(self, at: str, problem: str) -> NoReturn: ...
+    def get(self, node: Mapping[str, Any], key: str, at: str, kind: type) -> Any: ...
+    def mapping(self, node: Mapping[str, Any], key: str, at: str = "") -> dict[str, Any]: ...
+    def integer(
+        self, node: Mapping[str, Any], key: str, at: str = "", lo: int = 0, hi: int = 1 << 62
+    ) -> int: ...
+    def record(self, node: Mapping[str, Any], key: str, at: str, path: str) -> dict[str, Any]: ...
+
+
+def check_tails(f: Fields, man: Mapping[str, Any], min_len: int) -> int | None:
+    """The tail row length of a ``pack`` manifest, else None (no ``tails``: ``drop``)."""
+    tails = f.mapping(man, "tails") if "tails" in man else {"policy": "drop"}
+    policy = f.get(tails, "policy", "tails", str)
+    if policy not in TAIL_POLICIES:
+        f.fail("tails.policy", f"= {policy!r} is not one of {', '.join(TAIL_POLICIES)}")
+    length = None if policy == "drop" else f.integer(tails, "length", "tails", lo=1, hi=min_len)
+    if length is not None and not is_power_of_two(length):
+        f.fail("tails.length", f"= {length} is not a power of two")
+    return length
+
+
+def check_tail_bucket(f: Fields, rec: Mapping[str, Any], at: str, length: int | None) -> None:
+    """A split's ``tail_bucket`` summary (``pack`` only)."""
+    if length is None:
+        return
+    tb = f.mapping(rec, "tail_bucket", at)
+    for key in ("rows", "pieces", "targets", "padding"):
+        f.integer(tb, key, f"{at}.tail_bucket")
+    f.integer(tb, "length", f"{at}.tail_bucket", lo=length, hi=length)
+
+
+def check_shard_tails(
+    f: Fields, sh: Mapping[str, Any], at: str, shard: str, length: int | None
+) -> None:
+    """A shard's ``tails`` records: present exactly when the policy is ``pack``."""
+    if length is None:
+        if "tails" in sh:
+            f.fail(f"{at}.tails", "is present but the manifest's tails policy is drop")
+        return
+    for split in ("train", "val"):
+        t = f.mapping(f.mapping(sh, "tails", at), split, f"{at}.tails")
+        for key in ("rows", "pieces", "padding", "entries"):
+            f.integer(t, key, f"{at}.tails.{split}")
+        for kind in TAIL_KINDS:
+            f.record(t, kind, f"{at}.tails.{split}", tail_file(shard, split, kind))

@@ -31,8 +31,8 @@ from ddecomp.data.layout import (
     bucket_file,
     shard_files,
     shard_name,
-    tail_file,
 )
+from ddecomp.data.tailrows import tail_file
 from ddecomp.decompose import Decomposition, decompose_corpus
 from ddecomp.io import (
     read_json,

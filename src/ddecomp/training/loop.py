@@ -252,7 +252,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
         y = batch["labels"].to(device, non_blocking=True)
         B, L = x.shape
         mask, pos, pairs = None, None, causal_pairs(L, B)
-        if cfg.doc_masked:
+        if cfg.doc_masked or "cu_seqlens" in batch:  # pack, concat-dm, DD's tail rows
             mask = make_doc_mask(batch["cu_seqlens"], B, L, device)
             pos = batch["position_ids"].to(device, non_blocking=True).contiguous()
             pairs = doc_mask_pairs(batch["cu_seqlens"].numpy(), L, B * L)
