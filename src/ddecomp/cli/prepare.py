@@ -178,6 +178,14 @@ def summary_line(man: dict[str, Any], out: Path) -> str:
     tr = man["splits"]["train"]
     d = tr["dropped"]
     skipped = sum(man["dropped"]["ingest"].get("skipped", {}).values())
+    tb = tr.get("tail_bucket")
+    if tb is not None:  # --tails pack: nothing dropped, the tail rows' padding instead
+        return (
+            f"{out}: {tot['documents']:,} documents, {tot['tokens']:,} tokens; train buckets hold "
+            f"{tr['kept_targets']:,} targets (every target), {tb['targets']:,} of them in "
+            f"{tb['rows']:,} tail rows of {tb['length']} with {tb['padding']:,} padding positions; "
+            f"{skipped:,} input records skipped. Next: ddecomp stats {out}"
+        )
     return (
         f"{out}: {tot['documents']:,} documents, {tot['tokens']:,} tokens; train buckets hold "
         f"{tr['kept_targets']:,} targets; dropped: {d['document_shorter_than_min']['tokens']:,} "

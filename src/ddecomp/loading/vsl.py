@@ -112,6 +112,15 @@ class VSLLoader(StepLoader):
         """Bucket lengths with at least one step this epoch (one batch shape each)."""
         return tuple(sorted({int(L) for L in self.plan.step_length.tolist()}))
 
+    @property
+    def masked_lengths(self) -> tuple[int, ...]:
+        """Step lengths whose batches may carry a document mask (tail rows, ``--tails pack``):
+        a compiled model is warmed up for them with and without a mask."""
+        packed = set(getattr(self.ds, "packed_from", {}))
+        for src in getattr(self.ds, "datasets", ()):  # a blend: its sources' tail buckets
+            packed |= set(getattr(src, "packed_from", {}))
+        return tuple(L for L in self.step_lengths if L in packed)
+
     def make_step(self, epoch: int, step: int, shared: bool = False) -> Batch:
         plan = self.plan_for(epoch)
         return make_batch(self.ds, plan, step, self.rank_rows(plan, step), shared)
