@@ -73,3 +73,14 @@ def test_tail_record_must_match_policy(tmp_path: Path) -> None:
     (root / MANIFEST).write_text(json.dumps(man))
     with pytest.raises(DataError, match="tails"):
         open_dataset(root)
+
+
+def test_version_must_match_the_policy(tmp_path: Path) -> None:
+    root = _dataset(tmp_path)
+    man = json.loads((root / MANIFEST).read_text())
+    assert man["version"] == 2  # an older ddecomp refuses it instead of dropping the tail rows
+    man["version"] = 1
+    man["fingerprint"] = fingerprint(man)
+    (root / MANIFEST).write_text(json.dumps(man))
+    with pytest.raises(DataError, match="version"):
+        open_dataset(root)

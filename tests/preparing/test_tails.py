@@ -90,6 +90,7 @@ def test_drop_still_drops_and_pack_keeps_what_drop_dropped(tmp_path: Path) -> No
     pack = _prepare(tmp_path / "p", lengths, tails="pack")
     man = json.loads((drop / MANIFEST).read_text())
     assert man["tails"] == {"policy": "drop"}
+    assert man["version"] == 1  # as before --tails: every ddecomp reads it
     tr = man["splits"]["train"]
     dropped = tr["targets"] - tr["kept_targets"]
     assert dropped > 0

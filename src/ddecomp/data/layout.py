@@ -13,8 +13,8 @@ A prepared dataset is one directory::
     DIR/shards/00000.train.tail.targets.npy  (int64; :mod:`ddecomp.data.tailrows`)
     DIR/shards/00000.done.json        the shard's record; its presence marks the shard finished
 
-The manifest's ``tails`` is ``{"policy": "drop"}`` or ``{"policy": "pack", "length": T}``; one
-without it (older) reads as ``drop``, so the format version is unchanged.
+The manifest's ``tails`` is ``{"policy": "drop"}`` (format version 1, as before: one without
+``tails`` reads as ``drop``) or ``{"policy": "pack", "length": T}`` (version 2).
 
 Every file is written through :mod:`ddecomp.io` (temporary name + rename, sha256 computed as the
 bytes are written). The manifest's ``fingerprint`` is the sha256 of its canonical JSON
@@ -48,6 +48,10 @@ from ddecomp.io import canonical_sha256, read_json
 
 FORMAT_NAME = "ddecomp"
 FORMAT_VERSION = 1
+# A dataset with packed tail rows is version 2: an older ddecomp refuses it with its "format version
+# 2 is not supported" line instead of training on its plain rows only; --tails drop stays 1.
+TAILS_FORMAT_VERSION = 2
+READ_VERSIONS = (FORMAT_VERSION, TAILS_FORMAT_VERSION)
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 SHARD_DIR = "shards"
@@ -131,10 +135,11 @@ def load_manifest(root: Path) -> dict[str, Any]:
             f"{path}: version is {_describe(ver)}, expected the integer {FORMAT_VERSION}; the "
             "manifest is damaged, prepare the data again"
         )
-    if ver != FORMAT_VERSION:
+    if ver not in READ_VERSIONS:
         raise UserError(
-            f"{path}: format version {ver} is not supported by this ddecomp "
-            f"(reads version {FORMAT_VERSION}); prepare the data again or use a matching ddecomp"
+            f"{path}: format version {ver} is not supported by this ddecomp (reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}); prepare the data again or use a matching "
+            "ddecomp"
         )
     return man
 
@@ -237,6 +242,9 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
             f.fail("tokenizer.sha256", "is not a sha256 hex digest")
     f.mapping(man, "convention")
     tail_len = check_tails(f, man, min_len)
+    if man["version"] != (FORMAT_VERSION if tail_len is None else TAILS_FORMAT_VERSION):
+        f.fail("version", f"= {man['version']} does not match the tails policy (pack: version "
+               f"{TAILS_FORMAT_VERSION}, drop: {FORMAT_VERSION})")  # fmt: skip
     splits = f.mapping(man, "splits")
     f.keys(splits, SPLITS, "splits")
     for name in SPLITS:

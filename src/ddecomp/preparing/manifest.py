@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ddecomp.data.layout import FORMAT_NAME, FORMAT_VERSION, SPLITS, fingerprint
+from ddecomp.data.layout import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SPLITS,
+    TAILS_FORMAT_VERSION,
+    fingerprint,
+)
 from ddecomp.decompose import CONVENTION
 from ddecomp.io import canonical_sha256
 from ddecomp.version import __version__
@@ -73,7 +79,7 @@ def build_manifest(
         assert in_rows + in_tails == tot["kept_targets"], s
     man: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": TAILS_FORMAT_VERSION if pack else FORMAT_VERSION,
         "convention": CONVENTION,
         "tokenizer": tokenizer,
         "dtype": dtype,
