@@ -16,6 +16,12 @@ Example (min 8, max 2048): ``n = 2201`` tokens -> ``m = 2200 = 2048 + 128 + 16 +
 document lengths, one per bucket, so per-document cost is a few nanoseconds (no Python loop per
 document). Row starts come out sorted, i.e. in document order.
 
+Tails: :attr:`Decomposition.tail_starts` / :attr:`Decomposition.tail_targets` name every piece
+below ``min`` (the whole of a short document, or the tail of a kept one: the bits of ``r`` below
+``min``, which sit at the document's end) in the same convention (row ``tokens[s : s + l + 1]``),
+so ``prepare --tails pack`` can keep them (:mod:`ddecomp.preparing.tails`); ``--tails drop``
+ignores them. A document of one token has no target and no piece.
+
 Long documents: ``long_docs="split"`` (default) cuts them into ``max`` pieces as above.
 ``"spread"`` follows the paper's reference release: while at least ``2 * max`` targets remain, a
 piece of random length ``2^k`` (``min <= 2^k <= max``) is cut with probability proportional to
@@ -25,13 +31,14 @@ remainder (``max <= rest < 2 * max``) is split as above. It is seeded through th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ddecomp.errors import UserError
 
 LONG_DOC_POLICIES: tuple[str, ...] = ("split", "spread")
+TAIL_POLICIES: tuple[str, ...] = ("drop", "pack")
 MAX_LEN_LIMIT = 1 << 20
 
 CONVENTION = {
@@ -70,6 +77,23 @@ def check_long_docs(long_docs: str) -> None:
         raise UserError(f"--long-docs {long_docs!r} is not one of {', '.join(LONG_DOC_POLICIES)}")
 
 
+def check_tails(tails: str, tail_len: int | None, min_len: int) -> None:
+    """Raise :class:`UserError` unless ``tails`` is a policy of :data:`TAIL_POLICIES` and
+    ``tail_len`` (``pack`` only; None means ``min_len``) is a power of two ``<= min_len``."""
+    if tails not in TAIL_POLICIES:
+        raise UserError(f"--tails {tails!r} is not one of {', '.join(TAIL_POLICIES)}")
+    if tail_len is None:
+        return
+    if tails != "pack":
+        raise UserError(f"--tail-len {tail_len} needs --tails pack (tails are dropped)")
+    if not isinstance(tail_len, int | np.integer) or not is_power_of_two(int(tail_len)):
+        raise UserError(f"--tail-len {tail_len} is not a power of two; use e.g. 64 or 256")
+    if tail_len > min_len:
+        raise UserError(
+            f"--tail-len {tail_len} is above --min-len {min_len}; use {min_len} or less"
+        )
+
+
 def bucket_lengths_for(min_len: int, max_len: int) -> list[int]:
     """All bucket lengths ``min_len, 2*min_len, ..., max_len``."""
     return [1 << k for k in range(min_len.bit_length() - 1, max_len.bit_length())]
@@ -104,6 +128,9 @@ class Decomposition:
     ``buckets[L]`` holds the start offsets (int64, ascending) of the rows of ``L`` targets, i.e.
     ``tokens[s : s + L + 1]``. Drops are in tokens: a document shorter than ``min + 1`` tokens loses
     all ``n`` of its tokens; a kept document loses ``m - sum(L)`` tail tokens (the tail's targets).
+    What those drops are, as pieces: ``tail_starts`` (int64, ascending) and ``tail_targets``
+    (``1 <= l < min``), piece ``i`` being the row ``tokens[s : s + l + 1]``; their targets add up to
+    the tail tokens plus the short documents' targets.
     """
 
     buckets: dict[int, np.ndarray]
@@ -111,6 +138,8 @@ class Decomposition:
     short_document_tokens: int
     tail_tokens: int
     kept_targets: int
+    tail_starts: np.ndarray = field(default_factory=lambda: _empty())
+    tail_targets: np.ndarray = field(default_factory=lambda: _empty())
 
 
 def _empty() -> np.ndarray:
@@ -204,6 +233,9 @@ def decompose_corpus(
             extra = ps[pl == L_]
             if extra.size:
                 buckets[L_] = np.sort(np.concatenate([buckets[L_], extra]), kind="stable")
+    # The tail: the bits of r below min, at the end of the document (after every kept piece).
+    low = r - kept_r
+    has_tail = low > 0
     short_tokens = int(lengths[short].sum())
     tail = int((r - kept_r)[~short].sum())
     kept = int(lengths.sum()) - lengths.size - tail - (short_tokens - int(short.sum()))
@@ -213,4 +245,6 @@ def decompose_corpus(
         short_document_tokens=short_tokens,
         tail_tokens=tail,
         kept_targets=kept,
+        tail_starts=(base + kept_r)[has_tail].astype(np.int64, copy=False),
+        tail_targets=low[has_tail].astype(np.int64, copy=False),
     )

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ddecomp.decompose import LONG_DOC_POLICIES
+from ddecomp.decompose import LONG_DOC_POLICIES, TAIL_POLICIES
 from ddecomp.errors import UserError
 from ddecomp.preparing.config import DEFAULT_VOCAB, PrepareConfig, TokensConfig, default_workers
 from ddecomp.preparing.pipeline import prepare, prepare_tokens
@@ -79,7 +79,25 @@ def register(sub: Any) -> None:
         "like the paper's reference release",
     )
     dec.add_argument(
-        "--seed", type=int, default=0, help="seed for spread and the val split (default 0)"
+        "--tails",
+        choices=TAIL_POLICIES,
+        default="drop",
+        help="pieces below min (short documents, tails): drop them (default, as the paper's "
+        "release) or pack them into tail rows with a document mask, so every target is trained",
+    )
+    dec.add_argument(
+        "--tail-len",
+        type=int,
+        default=None,
+        metavar="T",
+        help="with --tails pack: length of the tail rows, a power of two <= --min-len "
+        "(default: --min-len)",
+    )
+    dec.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed for spread, tail packing and the val split (default 0)",
     )
     dec.add_argument(
         "--val-fraction",
@@ -124,6 +142,7 @@ def run_prepare(args: argparse.Namespace) -> int:
                 tokens=args.from_tokens, out=args.out, eos_id=args.eos_id, dtype=args.dtype,
                 vocab_size=args.vocab_size, min_len=args.min_len, max_len=args.max_len,
                 long_docs=args.long_docs, seed=args.seed, val_fraction=args.val_fraction,
+                tails=args.tails, tail_len=args.tail_len,
                 shard_size=_shard(args), workers=args.workers, overwrite=args.overwrite,
                 quiet=args.quiet,
             )
@@ -137,6 +156,7 @@ def run_prepare(args: argparse.Namespace) -> int:
             vocab_size=DEFAULT_VOCAB if args.vocab_size is None else args.vocab_size,
             min_len=args.min_len, max_len=args.max_len,
             long_docs=args.long_docs, seed=args.seed, val_fraction=args.val_fraction,
+                tails=args.tails, tail_len=args.tail_len,
             shard_size=_shard(args), workers=args.workers, strict=args.strict,
             overwrite=args.overwrite, quiet=args.quiet,
         )  # fmt: skip
@@ -158,6 +178,14 @@ def summary_line(man: dict[str, Any], out: Path) -> str:
     tr = man["splits"]["train"]
     d = tr["dropped"]
     skipped = sum(man["dropped"]["ingest"].get("skipped", {}).values())
+    tb = tr.get("tail_bucket")
+    if tb is not None:  # --tails pack: nothing dropped, the tail rows' padding instead
+        return (
+            f"{out}: {tot['documents']:,} documents, {tot['tokens']:,} tokens; train buckets hold "
+            f"{tr['kept_targets']:,} targets (every target), {tb['targets']:,} of them in "
+            f"{tb['rows']:,} tail rows of {tb['length']} with {tb['padding']:,} padding positions; "
+            f"{skipped:,} input records skipped. Next: ddecomp stats {out}"
+        )
     return (
         f"{out}: {tot['documents']:,} documents, {tot['tokens']:,} tokens; train buckets hold "
         f"{tr['kept_targets']:,} targets; dropped: {d['document_shorter_than_min']['tokens']:,} "

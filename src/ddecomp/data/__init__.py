@@ -2,12 +2,14 @@
 
 ::
 
-    layout ─> dataset ─> blend      (names and manifest; memory-mapped buckets; several as one)
+    tailrows ─> layout ─> dataset ─> blend   (tail rows; names and manifest; memory-mapped
+                                             buckets; several datasets as one)
                 │
                 ├─> verify           (sizes, sha256, invariants against the manifest)
                 └─> stats            (bucket shares, drops, lengths, attention cost)
 
 - :mod:`.layout`: file names, format version, manifest reading, the fingerprint.
+- :mod:`.tailrows`: packed tail rows (``--tails pack``): their files, checks and gather.
 - :mod:`.dataset`: :func:`open_dataset` -> :class:`Dataset`, read-only memmaps, ``rows(L, idx)``.
 - :mod:`.blend`: :class:`Blend`, several datasets as one at per-source repetition factors.
 - :mod:`.verify`: ``ddecomp verify``.

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ddecomp.data.dataset import Dataset, check_out, open_dataset
+from ddecomp.data.tailrows import PackedRows
 from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import UserError
 
@@ -87,7 +88,7 @@ class Blend:
         self.seed, self.split = int(seed), split
         first = self.datasets[0]
         self.eos_id, self.bos_id, self.vocab_size = first.eos_id, first.bos_id, first.vocab_size
-        self.min_len = min(ds.min_len for ds in self.datasets)
+        self.min_len = min(min(ds.bucket_rows) for ds in self.datasets)  # tail rows may be shorter
         self.max_len = max(ds.max_len for ds in self.datasets)
         self.dtype = np.result_type(*(ds.dtype for ds in self.datasets))
         # per bucket: rows each source puts in the blend (whole copies, then the window)
@@ -294,6 +295,28 @@ class _EpochBlend:
             sel = np.flatnonzero(src == s)
             out[sel] = self.blend.datasets[s].rows(L, row[sel])
         return out
+
+    def fill(
+        self, L: int, indices: Sequence[int] | np.ndarray, out: np.ndarray
+    ) -> PackedRows | None:
+        """As :meth:`~ddecomp.data.dataset.Dataset.fill`: every source fills its rows."""
+        src, row = self.blend.source_rows(L, np.asarray(indices, dtype=np.int64), self.epoch)
+        check_out(out, (src.size, L + 1), self.blend.vocab_size)
+        parts: list[tuple[np.ndarray, PackedRows | None, np.ndarray]] = []
+        for s in np.unique(src).tolist():
+            sel = np.flatnonzero(src == s)
+            tmp = np.empty((sel.size, L + 1), dtype=out.dtype)
+            parts.append((sel, self.blend.datasets[s].fill(L, row[sel], tmp), tmp))
+            out[sel] = tmp
+        if all(p is None for _, p, _ in parts):
+            return None
+        labels = np.empty((src.size, L), dtype=np.int64)
+        segments = [np.zeros(0, dtype=np.int64)] * src.size
+        for sel, p, tmp in parts:
+            labels[sel] = tmp[:, 1:] if p is None else p.labels
+            for j, i in enumerate(sel.tolist()):
+                segments[i] = segments[i] if p is None else p.segments[j]
+        return PackedRows(labels, segments)
 
 
 def _targets(ds: Dataset) -> int:

@@ -12,6 +12,13 @@ random rows of an 80M-token array, in tokens/s: at L = 256 1.8G, against 0.4G fo
 ``tokens[starts[:, None] + arange]`` (which first builds an int64 index as large as the data) and
 0.5G for one slice copy per row; at L = 8192 3.6G against 1.1G and 2.6G.
 
+Tail rows (``prepare --tails pack``, :mod:`ddecomp.data.tailrows`) join the bucket of their
+length ``T`` after its plain rows (``packed_from[T]`` is the first), so plans, curricula, blends
+and resume see one more set of rows of length ``T`` (the shortest bucket when ``T < min_len``:
+the buckets then run ``T..max_len``). Their labels are not ``row[1:]``: read them with
+:meth:`Dataset.fill`, which also returns the segment starts the document mask needs;
+:meth:`Dataset.rows` refuses them.
+
 What opening trusts, and what it checks first (cheap: no token is read; ``verify`` is the full
 check): the manifest's fields and file names (:func:`~ddecomp.data.layout.check_manifest`), each
 file's presence, size and place inside the directory (one ``lstat`` each), the bucket files'
@@ -37,6 +44,16 @@ from ddecomp.data.layout import (
     check_manifest,
     load_manifest,
     read_npy,
+)
+from ddecomp.data.tailrows import (
+    PAD_START,
+    TAIL_KINDS,
+    PackedRows,
+    TailIndex,
+    check_rows,
+    fill_packed,
+    row_pointers,
+    tail_policy,
 )
 from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import DataError, UserError
@@ -79,7 +96,11 @@ class Dataset:
             bases.append(bases[-1] + n)
         self.token_base = np.asarray(bases, dtype=np.int64)
         self._starts: dict[int, np.ndarray] = {}
-        for L in bucket_lengths_for(self.min_len, self.max_len):
+        policy, tail_len = tail_policy(manifest)
+        self.tails: str = policy
+        self._tail = None if tail_len is None else self._load_tails(tail_len)
+        low = self.min_len if tail_len is None else min(tail_len, self.min_len)
+        for L in bucket_lengths_for(low, self.max_len):
             parts = []
             for i, sh in enumerate(shards):
                 rec = sh["buckets"][split].get(str(L))
@@ -96,9 +117,45 @@ class Dataset:
             ).astype(np.int64, copy=False)
             self._starts[L].flags.writeable = False
         self.bucket_rows: dict[int, int] = {L_: int(a.size) for L_, a in self._starts.items()}
+        self.packed_from: dict[int, int] = {}  # bucket -> its first packed tail row
+        if self._tail is not None:
+            T = self._tail.length
+            self.packed_from[T] = self.bucket_rows[T]
+            self.bucket_rows[T] += self._tail.rows
         self.bucket_lengths: list[int] = [L_ for L_, n in self.bucket_rows.items() if n]
         self._doc_bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._windows: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def tail_index(self) -> TailIndex | None:
+        """This split's packed tail rows (``--tails pack``), else None."""
+        return self._tail
+
+    def _load_tails(self, length: int) -> TailIndex:
+        """This split's tail rows over every shard, checked as :func:`check_rows` says."""
+        s_parts, t_parts = [], []
+        for i, sh in enumerate(self.manifest["shards"]):
+            rec = sh["tails"][self.split]
+            n = int(self.token_base[i + 1] - self.token_base[i])
+            starts, targets = (
+                read_npy(self.root / rec[k]["path"], "int64", rec["entries"]) for k in TAIL_KINDS
+            )
+            problem = check_rows(starts, targets, length)
+            real = starts != PAD_START
+            if problem is None and bool((starts[real] + targets[real] + 1 > n).any()):
+                problem = f"a piece lies outside its shard's {n} tokens"
+            if problem is None and int(real.sum()) != rec["pieces"]:
+                problem = f"{int(real.sum())} pieces, the manifest says {rec['pieces']}"
+            if problem is None and targets.sum() != rec["rows"] * length:
+                problem = f"{int(targets.sum()) // length} rows, the manifest says {rec['rows']}"
+            if problem is not None:
+                raise DataError(f"{self.root / rec['starts']['path']}: {problem}")
+            s_parts.append(np.where(real, starts + self.token_base[i], PAD_START))
+            t_parts.append(targets)
+        z = np.zeros(0, dtype=np.int64)
+        starts = np.concatenate(s_parts) if s_parts else z
+        targets = np.concatenate(t_parts) if t_parts else z
+        return TailIndex(length, starts, targets, row_pointers(targets, length))
 
     def __reduce__(self) -> tuple[Any, tuple[str, str, str]]:
         # Pickled (e.g. into spawned loader workers) by path: reopening maps the same files,
@@ -138,16 +195,58 @@ class Dataset:
         every id below ``vocab_size`` (:func:`check_out`); it is filled and returned (the dtype
         conversion happens during the one copy).
         """
+        idx = self._indices(L, indices)
+        if L in self.packed_from and idx.size and int(idx.max()) >= self.packed_from[L]:
+            raise UserError(
+                f"row {int(idx.max())} of bucket {L} is a packed tail row (rows from "
+                f"{self.packed_from[L]} on): its labels are not row[1:]; read it with fill()"
+            )
+        if out is None:
+            out = np.empty((idx.size, L + 1), dtype=self.dtype)
+        check_out(out, (idx.size, L + 1), self.vocab_size)
+        self._gather(self._starts[L][idx], L + 1, out)
+        return out
+
+    def _indices(self, L: int, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)
         n = self.num_rows(L)
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
             raise IndexError(f"row index out of range for bucket {L} with {n} rows")
-        starts = self._starts[L][idx]
-        if out is None:
-            out = np.empty((idx.size, L + 1), dtype=self.dtype)
+        return idx
+
+    def fill(
+        self, L: int, indices: Sequence[int] | np.ndarray, out: np.ndarray
+    ) -> PackedRows | None:
+        """Rows ``indices`` of bucket ``L`` into ``out [n, L + 1]``, packed tail rows included.
+
+        None when every row is plain (train on ``out[:, :-1]`` / ``out[:, 1:]``, as
+        :meth:`rows`); else the labels of all the rows and their segment starts (a packed row
+        holds its inputs in ``out[:, :-1]``, see :mod:`ddecomp.data.tailrows`).
+        """
+        idx = self._indices(L, indices)
         check_out(out, (idx.size, L + 1), self.vocab_size)
-        self._gather(starts, L + 1, out)
-        return out
+        first = self.packed_from.get(L)
+        if first is None or idx.size == 0 or int(idx.max()) < first:
+            self._gather(self._starts[L][idx], L + 1, out)
+            return None
+        assert self._tail is not None
+        packed = idx >= first
+        plain = np.flatnonzero(~packed)
+        labels = np.empty((idx.size, L), dtype=np.int64)
+        if plain.size:
+            tmp = np.empty((plain.size, L + 1), dtype=out.dtype)
+            self._gather(self._starts[L][idx[plain]], L + 1, tmp)
+            out[plain] = tmp
+            labels[plain] = tmp[:, 1:]
+        sel = np.flatnonzero(packed)
+        sub_out = np.empty((sel.size, L + 1), dtype=out.dtype)
+        sub_lab = np.empty((sel.size, L), dtype=np.int64)
+        segs = fill_packed(self._tail, idx[sel] - first, self.tokens, sub_out, sub_lab, self.eos_id)
+        out[sel], labels[sel] = sub_out, sub_lab
+        segments = [np.zeros(0, dtype=np.int64)] * idx.size
+        for i, sg in zip(sel.tolist(), segs, strict=True):
+            segments[i] = sg
+        return PackedRows(labels, segments)
 
     def windows(self, starts: np.ndarray, width: int, out: np.ndarray) -> np.ndarray:
         """Tokens ``[s, s + width)`` of each global offset ``s`` in ``starts`` into ``out``

@@ -9,7 +9,12 @@ A prepared dataset is one directory::
     DIR/shards/00000.split.npy        uint8 [n_docs]: 0 = train, 1 = held-out validation
     DIR/shards/00000.train.L00256.npy int64 row start offsets of bucket L = 256 (rows are
                                       tokens[s : s + L + 1]; no token is copied into a bucket)
+    DIR/shards/00000.train.tail.starts.npy   ``--tails pack`` only: the tail rows' pieces
+    DIR/shards/00000.train.tail.targets.npy  (int64; :mod:`ddecomp.data.tailrows`)
     DIR/shards/00000.done.json        the shard's record; its presence marks the shard finished
+
+The manifest's ``tails`` is ``{"policy": "drop"}`` (format version 1, as before: one without
+``tails`` reads as ``drop``) or ``{"policy": "pack", "length": T}`` (version 2).
 
 Every file is written through :mod:`ddecomp.io` (temporary name + rename, sha256 computed as the
 bytes are written). The manifest's ``fingerprint`` is the sha256 of its canonical JSON
@@ -36,12 +41,17 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from ddecomp.data.tailrows import TAIL_KINDS, check_shard_tails, check_tail_bucket, check_tails
 from ddecomp.decompose import MAX_LEN_LIMIT, is_power_of_two
 from ddecomp.errors import DataError, UserError
 from ddecomp.io import canonical_sha256, read_json
 
 FORMAT_NAME = "ddecomp"
 FORMAT_VERSION = 1
+# A dataset with packed tail rows is version 2: an older ddecomp refuses it with its "format version
+# 2 is not supported" line instead of training on its plain rows only; --tails drop stays 1.
+TAILS_FORMAT_VERSION = 2
+READ_VERSIONS = (FORMAT_VERSION, TAILS_FORMAT_VERSION)
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 SHARD_DIR = "shards"
@@ -69,10 +79,14 @@ def bucket_file(shard: str, split: str, L: int) -> str:
 
 def shard_files(shard: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every file record (``path``, ``bytes``, ``sha256``) of a shard record, as the manifest and
-    ``NNNNN.done.json`` hold it: tokens, document index, split, then each split's buckets."""
+    ``NNNNN.done.json`` hold it: tokens, document index, split, each split's buckets, then (with
+    ``--tails pack``) each split's tail files."""
     files = [shard["files"][kind] for kind in _SHARD_FILES]
     for split in SPLITS:
         files.extend(shard["buckets"][split].values())
+    for split in SPLITS:
+        if "tails" in shard:
+            files.extend(shard["tails"][split][kind] for kind in TAIL_KINDS)
     return files
 
 
@@ -121,10 +135,11 @@ def load_manifest(root: Path) -> dict[str, Any]:
             f"{path}: version is {_describe(ver)}, expected the integer {FORMAT_VERSION}; the "
             "manifest is damaged, prepare the data again"
         )
-    if ver != FORMAT_VERSION:
+    if ver not in READ_VERSIONS:
         raise UserError(
-            f"{path}: format version {ver} is not supported by this ddecomp "
-            f"(reads version {FORMAT_VERSION}); prepare the data again or use a matching ddecomp"
+            f"{path}: format version {ver} is not supported by this ddecomp (reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}); prepare the data again or use a matching "
+            "ddecomp"
         )
     return man
 
@@ -226,10 +241,16 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
         if not _SHA256.fullmatch(f.get(tok, "sha256", "tokenizer", str)):
             f.fail("tokenizer.sha256", "is not a sha256 hex digest")
     f.mapping(man, "convention")
+    tail_len = check_tails(f, man, min_len)
+    if man["version"] != (FORMAT_VERSION if tail_len is None else TAILS_FORMAT_VERSION):
+        f.fail("version", f"= {man['version']} does not match the tails policy (pack: version "
+               f"{TAILS_FORMAT_VERSION}, drop: {FORMAT_VERSION})")  # fmt: skip
     splits = f.mapping(man, "splits")
     f.keys(splits, SPLITS, "splits")
     for name in SPLITS:
-        _check_split(f, f.mapping(splits, name, "splits"), f"splits.{name}", min_len, max_len)
+        rec = f.mapping(splits, name, "splits")
+        _check_split(f, rec, f"splits.{name}", min_len, max_len)
+        check_tail_bucket(f, rec, f"splits.{name}", tail_len)
     skipped = f.mapping(f.mapping(f.mapping(man, "dropped"), "ingest", "dropped"), "skipped",
                         "dropped.ingest")  # fmt: skip
     for key in skipped:
@@ -265,6 +286,7 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
                            f"[{min_len}, {max_len}])")  # fmt: skip
                 rec = f.record(buckets[split], key, b_at, bucket_file(shard_name(i), split, L))
                 f.integer(rec, "rows", f"{b_at}.{key}")
+        check_shard_tails(f, sh, at, shard_name(i), tail_len)
 
 
 def _check_split(f: _Fields, rec: dict[str, Any], at: str, min_len: int, max_len: int) -> None:

@@ -24,6 +24,13 @@ FLOPs are). For a set of sequences::
   maximal run of input positions that lies in one chunk and one document is its own sequence.
   Paper, at 8192 on RefinedWeb: C&C+DM 930, DD (min 256) 1344, C&C 4096.
 
+With ``prepare --tails pack`` the tail rows are one more bucket, ``tail`` (``{L, rows, targets,
+padding, share, step_share, context}``): its query-key pairs are those of its pieces (the document
+mask keeps each piece to itself), ``step_share`` is its share of the epoch's steps (every step
+holds the same tokens, so it is the share of positions, padding included), and its targets join
+DD's in the mean context. The drop reasons are then zero; ``dropped.padding`` counts the tail
+rows' padding positions (compute spent on no target, not data lost).
+
 The predicted attention-FLOP ratio per trained target is the ratio of mean contexts,
 ``DD / C&C = (sum_DD L(L+1)/2 / targets_DD) / (sum_CC L(L+1)/2 / targets_CC)``: attention
 FLOPs of a sequence are proportional to its query-key pairs, and both runs are compared per
@@ -167,7 +174,8 @@ def _dropped(manifest: Mapping[str, Any], split: str, num_tokens: int) -> dict[s
 def compute_stats(ds: Dataset) -> dict[str, Any]:
     """All statistics of one opened split as a JSON-serialisable dict (see the module docstring).
 
-    Keys: ``split``, ``root``, ``fingerprint``, ``min_len``, ``max_len``, ``long_docs`` (what
+    Keys: ``split``, ``root``, ``tails`` (the policy), ``tail`` (None unless ``pack``),
+    ``fingerprint``, ``min_len``, ``max_len``, ``long_docs`` (what
     happened above ``max_len``: ``split`` or ``spread``; None if unrecorded), ``num_documents``,
     ``num_tokens``, ``kept_targets``, ``buckets`` (list of ``{L, rows, tokens, share}`` for every
     L from min to max; ``tokens = rows * L`` trained targets, ``share`` of ``kept_targets``),
@@ -179,7 +187,20 @@ def compute_stats(ds: Dataset) -> dict[str, Any]:
     assert lengths.size == 0 or int(lengths.min()) >= 1, "documents have at least one token"
     num_tokens = int(lengths.sum())
     rows = {L: int(ds.bucket_rows.get(L, 0)) for L in bucket_lengths_for(ds.min_len, ds.max_len)}
+    tail = ds.tail_index
+    if tail is not None and tail.length in rows:
+        rows[tail.length] -= tail.rows  # the plain rows; the packed ones are the tail bucket
     dd_pairs, kept = dd_context(rows)
+    positions = kept
+    tail_stats: dict[str, Any] | None = None
+    if tail is not None:
+        data = tail.targets[tail.starts >= 0]
+        t_targets, t_pairs = int(data.sum()), causal_pairs(data)
+        positions += tail.rows * tail.length
+        tail_stats = {"L": tail.length, "rows": tail.rows, "pieces": int(data.size),
+                      "targets": t_targets, "padding": tail.rows * tail.length - t_targets,
+                      "context": _ratio(t_pairs, t_targets)}  # fmt: skip
+        dd_pairs, kept = dd_pairs + t_pairs, kept + t_targets
     recorded = int(ds.manifest["splits"][ds.split]["kept_targets"])
     if kept != recorded:
         raise DataError(
@@ -189,7 +210,11 @@ def compute_stats(ds: Dataset) -> dict[str, Any]:
     buckets = [
         {"L": L, "rows": n, "tokens": n * L, "share": _ratio(n * L, kept)} for L, n in rows.items()
     ]
+    if tail_stats is not None:
+        tail_stats["share"] = _ratio(tail_stats["targets"], kept)
+        tail_stats["step_share"] = _ratio(tail_stats["rows"] * tail_stats["L"], positions)
     dropped = _dropped(ds.manifest, ds.split, num_tokens)
+    dropped["padding"] = 0 if tail_stats is None else tail_stats["padding"]
     if kept + dropped["tokens"] + dropped["context_only_tokens"] != num_tokens:
         raise DataError(
             f"{ds.root}: split {ds.split}: {kept} targets + {dropped['tokens']} dropped + "
@@ -212,6 +237,8 @@ def compute_stats(ds: Dataset) -> dict[str, Any]:
         "num_tokens": num_tokens,
         "kept_targets": kept,
         "buckets": buckets,
+        "tails": ds.tails,
+        "tail": tail_stats,
         "dropped": dropped,
         "doc_length": length_summary(lengths),
         "doc_length_hist": length_histogram(lengths),
@@ -249,6 +276,15 @@ def format_stats(stats: Mapping[str, Any]) -> str:
             f"{b['L']:>9} {b['rows']:>12,} {b['tokens']:>15,} {_num(_pct(b['share']), '.1f'):>6}%"
         )
     rows = sum(b["rows"] for b in stats["buckets"])
+    t = stats.get("tail")
+    if t is not None:
+        rows += t["rows"]
+        lines.append(
+            f"{'tail ' + str(t['L']):>9} {t['rows']:>12,} {t['targets']:>15,} "
+            f"{_num(_pct(t['share']), '.1f'):>6}%  ({t['pieces']:,} pieces, padding "
+            f"{t['padding']:,} = {_num(_pct(_ratio(t['padding'], t['targets'])), '.2f')}% of the "
+            f"tail's targets; {_num(_pct(t['step_share']), '.1f')}% of the steps)"
+        )
     lines.append(f"{'total':>9} {rows:>12,} {kept:>15,} {'100.0' if kept else 'n/a':>6}%")
     lines += ["", f"{'dropped':<34} {'tokens':>15} {'% of tokens':>12}"]
     dropped = stats["dropped"]
@@ -257,6 +293,8 @@ def format_stats(stats: Mapping[str, Any]) -> str:
     lines.append(
         f"{'total':<34} {dropped['tokens']:>15,} {_num(_pct(dropped['share']), '.2f'):>11}%"
     )
+    if dropped.get("padding"):
+        lines.append(f"{'padding in tail rows (positions)':<34} {dropped['padding']:>15,}")
     c = dropped["context_only_tokens"]
     lines.append(
         f"(not a target: first token of each kept document {c:,},"

@@ -13,6 +13,10 @@ file and what is wrong):
    entry (0 or 1) per document; every token id is below the tokenizer's ``vocab_size``; every
    row ``[s, s + L]`` lies inside one document of the bucket's split; rows of a split, sorted by
    start, never share a target (``start[i+1] >= start[i] + L[i]``); row counts match the records;
+   with ``--tails pack``, tail rows hold exactly their length (:func:`~ddecomp.data.tailrows.
+   check_rows`), each piece lies in one document of its split, and the pieces and the rows
+   together never share a target: every target is trained at most once, and the totals below
+   make it exactly once;
 4. totals: per split, documents, tokens and bucket rows add up to what the manifest says, the
    buckets' tokens to ``kept_targets``, and every dropped token is accounted
    (``targets = kept + tail + short-document targets``); the corpus totals add up the splits.
@@ -39,6 +43,7 @@ from ddecomp.data.layout import (
     shard_files,
     stat_inside,
 )
+from ddecomp.data.tailrows import PAD_START, check_rows, tail_file, tail_policy
 from ddecomp.errors import DataError
 from ddecomp.io import sha256_file
 
@@ -98,6 +103,11 @@ def _check_shard(root: Path, man: dict[str, Any], sh: dict[str, Any]) -> dict[st
                 )
             all_s.append(starts)
             all_l.append(np.full(starts.size, L, dtype=np.int64))
+        tail_len = tail_policy(man)[1]
+        if tail_len is not None:
+            ts, tl = _tail_pieces(root, sh, sname, tail_len, fence, split, code)
+            all_s.append(ts)
+            all_l.append(tl)
         kept = 0
         if all_s:
             s = np.concatenate(all_s)
@@ -112,6 +122,38 @@ def _check_shard(root: Path, man: dict[str, Any], sh: dict[str, Any]) -> dict[st
         sel = split == code
         out[sname] = [int(sel.sum()), int(lengths[sel].sum()), kept]
     return out
+
+
+def _tail_pieces(
+    root: Path, sh: dict[str, Any], sname: str, length: int, fence: np.ndarray,
+    split: np.ndarray, code: int,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """A split's tail pieces (padding left out), checked: whole rows, inside one document."""
+    rec = sh["tails"][sname]
+    path = root / tail_file(sh["name"], sname, "starts")
+    starts, targets = (read_npy(root / rec[k]["path"], "int64", rec["entries"])
+                       for k in ("starts", "targets"))  # fmt: skip
+    problem = check_rows(starts, targets, length)
+    real = starts != PAD_START
+    s, t = starts[real], targets[real]
+    if problem is None and (s.size, int(targets.sum())) != (rec["pieces"], rec["rows"] * length):
+        problem = f"{s.size} pieces in {int(targets.sum()) // length} rows, the manifest says "
+        problem += f"{rec['pieces']} in {rec['rows']}"
+    pad = int(targets[~real].sum())
+    if problem is None and pad != rec["padding"]:
+        problem = f"{pad} padding positions, the manifest says {rec['padding']}"
+    if problem is None and s.size:
+        doc = np.searchsorted(fence, s, side="right") - 1
+        bad = (doc >= sh["documents"]) | (s + t + 1 > fence[np.minimum(doc + 1, fence.size - 1)])
+        if not bad.any():
+            bad = split[doc] != code
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            problem = f"piece {i} (start {int(s[i])}, {int(t[i])} targets) is not inside one "
+            problem += f"{sname} document"
+    if problem is not None:
+        raise DataError(f"{path}: {problem}")
+    return s, t
 
 
 def _check_totals(root: Path, man: dict[str, Any], got: dict[str, list[int]]) -> None:
@@ -129,9 +171,20 @@ def _check_totals(root: Path, man: dict[str, Any], got: dict[str, list[int]]) ->
                 f"{where}: {sname} buckets hold {kept} targets, manifest says {tot['kept_targets']}"
             )
         rows: dict[str, int] = {}
+        tail = {"rows": 0, "pieces": 0, "padding": 0}
         for sh in man["shards"]:
             for key, rec in sh["buckets"][sname].items():
                 rows[key] = rows.get(key, 0) + rec["rows"]
+            for key in tail if "tails" in sh else ():
+                tail[key] += sh["tails"][sname][key]
+        if "tail_bucket" in tot:
+            tb = tot["tail_bucket"]
+            in_rows = sum(b["tokens"] for b in tot["buckets"].values())
+            want = {**tail, "targets": tot["kept_targets"] - in_rows}
+            got_tail = {k: tb[k] for k in want}
+            if got_tail != want or tb["rows"] * tb["length"] != tb["targets"] + tb["padding"]:
+                raise DataError(f"{where}: splits.{sname}.tail_bucket {got_tail} differs from "
+                                f"the shards' tail rows {want}")  # fmt: skip
         summary = {k: (b["rows"], b["tokens"]) for k, b in tot["buckets"].items()}
         if summary != {k: (n, n * int(k)) for k, n in rows.items() if n}:
             raise DataError(f"{where}: splits.{sname}.buckets differs from the shards' buckets")

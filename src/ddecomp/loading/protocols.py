@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, NotRequired, Protocol, TypedDict, runtime_chec
 
 import numpy as np
 
+from ddecomp.data.tailrows import PackedRows
+
 if TYPE_CHECKING:
     import torch
 
@@ -32,11 +34,17 @@ IGNORE_INDEX = -100
 
 @runtime_checkable
 class RowSource(Protocol):
-    """Rows of one epoch: ``rows(L, idx, out)`` -> ``[len(idx), L + 1]`` token ids."""
+    """Rows of one epoch: ``rows(L, idx, out)`` -> ``[len(idx), L + 1]`` token ids of plain
+    rows; ``fill(L, idx, out)`` any rows, packed tail rows included (their labels and segment
+    starts come back as a :class:`~ddecomp.data.tailrows.PackedRows`, else None)."""
 
     def rows(
         self, L: int, indices: Sequence[int] | np.ndarray, out: np.ndarray | None = None
     ) -> np.ndarray: ...
+
+    def fill(
+        self, L: int, indices: Sequence[int] | np.ndarray, out: np.ndarray
+    ) -> PackedRows | None: ...
 
 
 @runtime_checkable

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ddecomp.data.tailrows import PackedRows
 from ddecomp.decompose import is_power_of_two
 from ddecomp.errors import UserError
 from ddecomp.loading.protocols import BucketData, RowSource
@@ -108,6 +109,34 @@ class _EpochRows:
                 m = lens == Lb
                 out[sel[m]] = self._pieces(int(Lb), rows[m], piece[m], out.dtype)
         return out
+
+    def fill(
+        self, L: int, indices: Sequence[int] | np.ndarray, out: np.ndarray
+    ) -> PackedRows | None:
+        """As :meth:`~ddecomp.data.dataset.Dataset.fill`. Pieces of longer rows are plain rows;
+        packed tail rows can only be the bucket's own rows (a tail length is at most the minimum),
+        so those go to the source's ``fill``."""
+        v, M = self.view, self.view.max_len
+        if L != M or not v._long:
+            return self.src.fill(L, indices, out)
+        idx = np.asarray(indices, dtype=np.int64)
+        own = np.flatnonzero(idx < v._own)
+        cut = np.flatnonzero(idx >= v._own)
+        packed = None
+        if own.size:
+            tmp = np.empty((own.size, M + 1), dtype=out.dtype)
+            packed = self.src.fill(M, idx[own], tmp)
+            out[own] = tmp
+        if cut.size:
+            out[cut] = self.rows(M, idx[cut], out=np.empty((cut.size, M + 1), dtype=out.dtype))
+        if packed is None:
+            return None
+        labels = out[:, 1:].astype(np.int64)
+        labels[own] = packed.labels
+        segments = [np.zeros(0, dtype=np.int64)] * idx.size
+        for j, i in enumerate(own.tolist()):
+            segments[i] = packed.segments[j]
+        return PackedRows(labels, segments)
 
     def _pieces(self, L: int, rows: np.ndarray, piece: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """Pieces ``piece`` (``M + 1`` tokens each) of rows ``rows`` of bucket ``L``."""

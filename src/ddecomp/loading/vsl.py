@@ -7,6 +7,9 @@ global step ``s`` every rank reads its contiguous slice of the step's global bat
 buffer ``[tokens_per_step // (L * world_size), L + 1]``; ``input_ids`` and ``labels`` are the
 views ``buf[:, :-1]`` and ``buf[:, 1:]`` (no further copy; they are not contiguous, use
 ``.reshape`` / ``.to(device)`` rather than ``.view``). Tokens per rank and step are constant.
+A step of a dataset prepared with ``--tails pack`` that holds packed tail rows gets their own
+``labels`` (padding ignored) and ``cu_seqlens`` / ``max_seqlen`` / ``position_ids``, so the
+trainer masks attention to each piece as it does for the ``pack`` baseline.
 
 Epochs, workers (exact step order whatever their timing) and the resumable state (global
 steps, so another world size whose batch divides continues the same order: elastic resume) are
@@ -23,6 +26,7 @@ import torch
 
 from ddecomp.errors import UserError
 from ddecomp.loading.base import StepLoader
+from ddecomp.loading.concat import segments_to_batch
 from ddecomp.loading.curriculum import Curriculum, resolve_curriculum
 from ddecomp.loading.plan import (
     LEGACY_MODES,
@@ -57,14 +61,18 @@ def make_batch(
     buf = torch.empty((idx.size, L + 1), dtype=torch.int64)
     if shared:  # in a worker: allocate in shared memory so the hand-over to the main is no copy
         buf.share_memory_()
-    ds.for_epoch(plan.epoch).rows(L, idx, out=buf.numpy())
-    return {
+    packed = ds.for_epoch(plan.epoch).fill(L, idx, out=buf.numpy())
+    batch: Batch = {
         "input_ids": buf[:, :-1],
         "labels": buf[:, 1:],
         "seq_len": L,
         "step": step,
         "epoch": plan.epoch,
     }
+    if packed is not None:  # tail rows (prepare --tails pack): their labels and document mask
+        batch["labels"] = torch.from_numpy(packed.labels)
+        batch.update(segments_to_batch(packed.segments, L))
+    return batch
 
 
 class VSLLoader(StepLoader):
@@ -126,6 +134,15 @@ class VSLLoader(StepLoader):
     def step_lengths(self) -> tuple[int, ...]:
         """Bucket lengths with at least one step this epoch (one batch shape each)."""
         return tuple(sorted({int(L) for L in self.plan.step_length.tolist()}))
+
+    @property
+    def masked_lengths(self) -> tuple[int, ...]:
+        """Step lengths whose batches may carry a document mask (tail rows, ``--tails pack``):
+        a compiled model is warmed up for them with and without a mask."""
+        packed = set(getattr(self.ds, "packed_from", {}))
+        for src in getattr(self.ds, "datasets", ()):  # a blend: its sources' tail buckets
+            packed |= set(getattr(src, "packed_from", {}))
+        return tuple(L for L in self.step_lengths if L in packed)
 
     def make_step(self, epoch: int, step: int, shared: bool = False) -> Batch:
         plan = self.plan_for(epoch)

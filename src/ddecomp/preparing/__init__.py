@@ -20,6 +20,7 @@ One ``prepare`` run, module by module::
 - :mod:`.pipeline`: :func:`prepare` and :func:`prepare_tokens`, data checks, resume.
 - :mod:`.pool`: shard jobs and the process pool that runs them.
 - :mod:`.shards`: one shard's document index, split, decomposition and files.
+- :mod:`.tails`: ``--tails pack``: the pieces below ``min`` packed (seeded BFD) into tail rows.
 - :mod:`.outdir`: claiming the output directory (refuse another run's arguments, resume ours).
 - :mod:`.manifest`: totals, drops by reason and the fingerprint, assembled from shard records.
 - :mod:`.progress`: a bar on a terminal, plain lines elsewhere.

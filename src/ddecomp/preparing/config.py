@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddecomp.decompose import check_lengths, check_long_docs
+from ddecomp.decompose import check_lengths, check_long_docs, check_tails
 from ddecomp.errors import UserError
 from ddecomp.preparing.shards import IndexParams
 
@@ -50,10 +50,13 @@ class RunSettings:
     val_fraction: float
     shard_size: int | None
     workers: int
+    tails: str
+    tail_len: int | None
 
     def _check_run(self) -> None:
         check_lengths(self.min_len, self.max_len)
         check_long_docs(self.long_docs)
+        check_tails(self.tails, self.tail_len, self.min_len)
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserError(f"--val-fraction {self.val_fraction} must be in [0, 1)")
         if self.workers < 1:
@@ -64,7 +67,10 @@ class RunSettings:
             raise UserError(f"--seed {self.seed} must be >= 0")
 
     def index_params(self) -> IndexParams:
-        return IndexParams(self.min_len, self.max_len, self.long_docs, self.seed, self.val_fraction)
+        return IndexParams(
+            self.min_len, self.max_len, self.long_docs, self.seed, self.val_fraction, self.tails,
+            self.tail_len,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,9 @@ class PrepareConfig(RunSettings):
     """Arguments of ``ddecomp prepare``; validated on construction.
 
     Lengths are in tokens (targets per row). ``shard_size`` is bytes of text per shard; ``None``
-    picks :func:`auto_shard_size` from the input's size.
+    picks :func:`auto_shard_size` from the input's size. ``tails``: ``drop`` (the paper's
+    release: pieces below ``min_len`` are not trained) or ``pack`` (packed into tail rows of
+    ``tail_len``, default ``min_len``: every target trained; :mod:`ddecomp.preparing.tails`).
     """
 
     out: Path
@@ -92,6 +100,8 @@ class PrepareConfig(RunSettings):
     strict: bool = False
     overwrite: bool = False
     quiet: bool = False
+    tails: str = "drop"
+    tail_len: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -127,6 +137,8 @@ class TokensConfig(RunSettings):
     workers: int = 1
     overwrite: bool = False
     quiet: bool = True
+    tails: str = "drop"
+    tail_len: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))

@@ -2,20 +2,28 @@
 
 Every token of the input is accounted for per split: ``tokens = documents + targets``;
 ``targets = kept_targets + tail + (short-document tokens - short documents)``, and the buckets'
-tokens (rows x L) add up to ``kept_targets`` exactly (asserted here, checked again by ``verify``).
+tokens (rows x L), plus with ``--tails pack`` the tail bucket's data targets, add up to
+``kept_targets`` exactly (asserted here, checked again by ``verify``). With ``pack`` the two drop
+reasons are zero and each split's ``tail_bucket`` records rows, pieces, targets and padding.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ddecomp.data.layout import FORMAT_NAME, FORMAT_VERSION, SPLITS, fingerprint
+from ddecomp.data.layout import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SPLITS,
+    TAILS_FORMAT_VERSION,
+    fingerprint,
+)
 from ddecomp.decompose import CONVENTION
 from ddecomp.io import canonical_sha256
 from ddecomp.version import __version__
 
 
-def _sum_split(records: list[dict[str, Any]], split: str) -> dict[str, Any]:
+def _sum_split(records: list[dict[str, Any]], split: str, tail_len: int | None) -> dict[str, Any]:
     keys = (
         "documents",
         "tokens",
@@ -25,13 +33,15 @@ def _sum_split(records: list[dict[str, Any]], split: str) -> dict[str, Any]:
         "kept_targets",
     )
     tot = {k: sum(r["splits"][split][k] for r in records) for k in keys}
+    tail = {k: sum(r["splits"][split].get(f"tail_{k}", 0) for r in records)
+            for k in ("rows", "pieces", "targets", "padding")}  # fmt: skip
     buckets: dict[str, dict[str, int]] = {}
     for r in records:
         for L, b in r["buckets"][split].items():
             e = buckets.setdefault(L, {"rows": 0, "tokens": 0})
             e["rows"] += b["rows"]
             e["tokens"] += b["rows"] * int(L)
-    return {
+    out = {
         "documents": tot["documents"],
         "tokens": tot["tokens"],
         "targets": tot["tokens"] - tot["documents"],
@@ -45,6 +55,9 @@ def _sum_split(records: list[dict[str, Any]], split: str) -> dict[str, Any]:
             "tail_below_min": {"tokens": tot["tail_tokens"]},
         },
     }
+    if tail_len is not None:
+        out["tail_bucket"] = {"length": tail_len, **tail}
+    return out
 
 
 def build_manifest(
@@ -57,18 +70,23 @@ def build_manifest(
     identity: dict[str, Any],
     elapsed: float,
 ) -> dict[str, Any]:
-    splits = {s: _sum_split(records, s) for s in SPLITS}
+    pack = cfg.tails == "pack"
+    tail_len = cfg.index_params().tail_length if pack else None
+    splits = {s: _sum_split(records, s, tail_len) for s in SPLITS}
     for s, tot in splits.items():
-        assert sum(b["tokens"] for b in tot["buckets"].values()) == tot["kept_targets"], s
+        in_tails = tot["tail_bucket"]["targets"] if pack else 0
+        in_rows = sum(b["tokens"] for b in tot["buckets"].values())
+        assert in_rows + in_tails == tot["kept_targets"], s
     man: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": TAILS_FORMAT_VERSION if pack else FORMAT_VERSION,
         "convention": CONVENTION,
         "tokenizer": tokenizer,
         "dtype": dtype,
         "min_len": cfg.min_len,
         "max_len": cfg.max_len,
         "long_docs": cfg.long_docs,
+        "tails": {"policy": "pack", "length": tail_len} if pack else {"policy": "drop"},
         "seed": cfg.seed,
         "val_fraction": cfg.val_fraction,
         "inputs": inputs,
@@ -81,7 +99,11 @@ def build_manifest(
             "kept_targets": sum(t["kept_targets"] for t in splits.values()),
         },
         "shards": [
-            {k: r[k] for k in ("index", "name", "documents", "tokens", "files", "buckets")}
+            {
+                k: r[k]
+                for k in ("index", "name", "documents", "tokens", "files", "buckets", "tails")
+                if k in r
+            }
             for r in records
         ],
         "created_by": f"ddecomp {__version__}",

@@ -251,6 +251,7 @@ def _index_identity(cfg: RunSettings, total: int) -> dict[str, Any]:
         "min_len": cfg.min_len,
         "max_len": cfg.max_len,
         "long_docs": cfg.long_docs,
+        "tails": [cfg.tails, cfg.tail_len],
         "seed": cfg.seed,
         "val_fraction": cfg.val_fraction,
         "shard_size": cfg.shard_size or auto_shard_size(total),

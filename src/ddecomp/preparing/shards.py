@@ -9,7 +9,9 @@ followed by atomic writes:
    ``default_rng([seed, shard, 1])``, so the split depends only on the data and the seed;
 3. :func:`~ddecomp.decompose.decompose_corpus` per split (``spread`` draws from
    ``default_rng([seed, shard, 2])``);
-4. files written with their sha256 computed on the fly, then ``NNNNN.done.json`` last.
+4. with ``--tails pack``, the pieces below ``min`` of each split packed into tail rows
+   (:mod:`ddecomp.preparing.tails`, ties seeded by ``default_rng([seed, shard, 3, split])``);
+5. files written with their sha256 computed on the fly, then ``NNNNN.done.json`` last.
 
 Shard boundaries depend only on the input and ``--shard-size``, never on ``--workers``, so any
 number of workers gives byte-identical files and the same manifest fingerprint.
@@ -23,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from ddecomp.data.layout import SHARD_DIR, SPLITS, bucket_file, shard_files, shard_name
+from ddecomp.data.layout import (
+    SHARD_DIR,
+    SPLITS,
+    bucket_file,
+    shard_files,
+    shard_name,
+)
+from ddecomp.data.tailrows import tail_file
 from ddecomp.decompose import Decomposition, decompose_corpus
 from ddecomp.io import (
     read_json,
@@ -32,6 +41,7 @@ from ddecomp.io import (
     write_json_atomic,
     write_npy_atomic,
 )
+from ddecomp.preparing.tails import pack_tails
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,12 @@ class IndexParams:
     long_docs: str
     seed: int
     val_fraction: float
+    tails: str = "drop"
+    tail_len: int | None = None  # pack: the tail rows' length (None: min_len)
+
+    @property
+    def tail_length(self) -> int:
+        return self.min_len if self.tail_len is None else self.tail_len
 
 
 def document_fences(tokens: np.ndarray, eos_id: int) -> tuple[np.ndarray, int]:
@@ -82,6 +98,30 @@ def build_index(
             starts[sel], lengths[sel], p.min_len, p.max_len, p.long_docs, rng
         )
     return split, out
+
+
+def _write_tails(
+    root: Path, name: str, index: int, code: int, d: Decomposition, p: IndexParams,
+    rec: dict[str, Any],
+) -> None:  # fmt: skip
+    """Pack split ``code``'s tail pieces and move their targets from dropped to kept."""
+    sname = SPLITS[code]
+    rng = np.random.default_rng([p.seed, index, 3, code])
+    t = pack_tails(d.tail_starts, d.tail_targets, p.tail_length, rng)
+    files = {
+        kind: write_npy_atomic(root, tail_file(name, sname, kind), arr)
+        for kind, arr in (("starts", t.starts), ("targets", t.targets))
+    }
+    rec.setdefault("tails", {})[sname] = {
+        "rows": t.rows, "pieces": t.pieces, "padding": t.padding,
+        "entries": int(t.starts.size), **files,
+    }  # fmt: skip
+    s = rec["splits"][sname]
+    assert t.data_targets == s["tail_tokens"] + s["short_document_tokens"] - s["short_documents"]
+    s["kept_targets"] += t.data_targets
+    s.update(short_documents=0, short_document_tokens=0, tail_tokens=0)
+    s.update(tail_rows=t.rows, tail_pieces=t.pieces, tail_targets=t.data_targets,
+             tail_padding=t.padding)  # fmt: skip
 
 
 def done_path(root: Path, index: int) -> Path:
@@ -150,6 +190,8 @@ def write_shard(
             "tail_tokens": d.tail_tokens,
             "kept_targets": d.kept_targets,
         }
+        if p.tails == "pack":
+            _write_tails(root, name, index, code, d, p, rec)
     if extra:
         rec.update(extra)
     write_json_atomic(done_path(root, index), rec)

@@ -146,7 +146,9 @@ def _length_hist(ax: Axes, stats: Mapping[str, Any]) -> None:
     ax.set_xlim(1, max(float(edges[-1]), 2.0 * hi))
     ax.xaxis.set_major_locator(LogLocator(base=2, numticks=30))
     # A document needs min+1 tokens (min targets) to keep anything; shade what is dropped whole.
-    ax.axvspan(1, lo + 1, color="0.85", zorder=0, label=f"dropped whole (< {lo + 1} tokens)")
+    # With --tails pack they are kept, packed into tail rows.
+    fate = "packed in tail rows" if stats.get("tail") else "dropped whole"
+    ax.axvspan(1, lo + 1, color="0.85", zorder=0, label=f"{fate} (< {lo + 1} tokens)")
     for L in bucket_lengths_for(lo, hi)[1:-1]:
         ax.axvline(L + 1, color="0.5", linestyle=":", linewidth=1)
     ax.axvline(lo + 1, color="black", linestyle="--", linewidth=1.2, label=f"min {_fmt_len(lo)}")
@@ -190,8 +192,19 @@ def plot_stats(stats: Mapping[str, Any], path: str | Path) -> None:
     share_title = f"Token share per bucket ({stats['kept_targets']:,} trained targets"
     if dropped["share"] is not None:
         share_title += f"; dropped {100 * dropped['share']:.1f}% of tokens"
+    tail = stats.get("tail")
+    lengths, tokens = [b["L"] for b in buckets], [b["tokens"] for b in buckets]
+    if tail:  # --tails pack: the tail rows' targets join their length's bar, told apart here
+        share_title += (
+            f";\ntail rows of {_fmt_len(tail['L'])}: {tail['targets']:,} targets in the "
+            f"{_fmt_len(tail['L'])} bar, {tail['padding']:,} padding positions, "
+            f"{100 * (tail['step_share'] or 0):.1f}% of steps"
+        )
+        if tail["L"] not in lengths:
+            lengths, tokens = [tail["L"], *lengths], [0, *tokens]
+        tokens[lengths.index(tail["L"])] += tail["targets"]
     share_title += ")"
-    _share_bars(ax_share, [b["L"] for b in buckets], [b["tokens"] for b in buckets], share_title)
+    _share_bars(ax_share, lengths, tokens, share_title)
     head = _plain(f"{stats['root']} [{stats['split']}]")
     if ctx["dd"] is not None and ratio is not None:
         head += (

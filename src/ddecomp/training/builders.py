@@ -99,7 +99,8 @@ def warm_shapes(
     DD has one shape per bucket with steps (``loader.step_lengths``), the baselines one; a forward
     and backward on random tokens per shape triggers the compilation; the gradients are discarded.
     Inputs are contiguous, as the training loop makes them (a compiled graph guards on strides).
-    Doc-masked methods warm with one document per row (the mask's values do not change shapes).
+    Doc-masked methods warm with one document per row (the mask's values do not change shapes);
+    DD's lengths with tail rows (``masked_lengths``) warm both ways.
     """
     import torch._dynamo
 
@@ -110,18 +111,26 @@ def warm_shapes(
     dyn = torch._dynamo.config
     dyn.cache_size_limit = max(dyn.cache_size_limit, 2 * len(lengths) + 4)
     g = torch.Generator().manual_seed(cfg.seed)
+    masked = set(getattr(loader, "masked_lengths", ()))  # DD's tail rows (--tails pack)
     # micro-batches: one shape per distinct slice height (a shorter last slice is another shape)
-    shapes = sorted({(r.stop - r.start, L) for L in lengths
-                     for r in row_slices(per_rank // L, L, cfg.micro_batch_tokens)})  # fmt: skip
+    shapes = sorted(
+        {
+            (r.stop - r.start, L)
+            for L in lengths
+            for r in row_slices(per_rank // L, L, cfg.micro_batch_tokens)
+        }
+    )
     dyn.cache_size_limit = max(dyn.cache_size_limit, 2 * len(shapes) + 4)
     for B, L in shapes:
         x = torch.randint(0, vocab, (B, L), generator=g).to(device)
-        mask, pos = None, None
-        if cfg.doc_masked:
-            mask = make_doc_mask(torch.arange(0, B * L + 1, L, dtype=torch.int32), B, L, device)
-            pos = torch.arange(L, device=device).repeat(B, 1)
-        with autocast_for(device):
-            model(x, pos, mask).float().mean().backward()
+        for doc_masked in {cfg.doc_masked, L in masked}:
+            mask, pos = None, None
+            if doc_masked:
+                cu = torch.arange(0, B * L + 1, L, dtype=torch.int32)
+                mask = make_doc_mask(cu, B, L, device)
+                pos = torch.arange(L, device=device).repeat(B, 1)
+            with autocast_for(device):
+                model(x, pos, mask).float().mean().backward()
     for p in model.parameters():
         p.grad = None
     return time.perf_counter() - t

@@ -28,8 +28,10 @@ import numpy as np
 import torch
 
 from ddecomp.errors import UserError
-from ddecomp.loading.protocols import BucketData
+from ddecomp.loading.concat import segments_to_batch
+from ddecomp.loading.protocols import IGNORE_INDEX, BucketData
 from ddecomp.loading.world import World
+from ddecomp.training.attention import make_doc_mask
 from ddecomp.training.distributed import all_sum
 from ddecomp.training.model import GPT, token_losses
 from ddecomp.training.step import autocast_for
@@ -117,12 +119,21 @@ def evaluate(
         bsz = max(1, cfg.batch_tokens // L)
         total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, target count
         for i in range(0, len(mine), bsz):
-            batch = torch.from_numpy(source.rows(L, mine[i : i + bsz]).astype(np.int64)).to(device)
+            idx = mine[i : i + bsz]
+            buf = np.empty((idx.size, L + 1), dtype=np.int64)
+            packed = source.fill(L, idx, buf)  # tail rows (--tails pack): masked per piece
+            batch = torch.from_numpy(buf).to(device)
+            pos, mask, labels = None, None, batch[:, 1:]
+            if packed is not None:
+                seg = segments_to_batch(packed.segments, L)
+                mask = make_doc_mask(seg["cu_seqlens"], idx.size, L, device)
+                pos = seg["position_ids"].to(device)
+                labels = torch.from_numpy(packed.labels).to(device)
             with autocast_for(device):
-                logits = model(batch[:, :-1])
-            tl = token_losses(logits, batch[:, 1:]).double()  # [b, L]
+                logits = model(batch[:, :-1], pos, mask)
+            tl = token_losses(logits, labels).double()  # [b, L]
             total[0] += tl.sum()
-            total[1] += tl.numel()
+            total[1] += int((labels != IGNORE_INDEX).sum())
             if L == longest:
                 pos_sum += tl.sum(dim=0)
         all_sum(total, world)

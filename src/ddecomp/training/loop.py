@@ -151,7 +151,7 @@ def _micro_batches(
     out: list[MicroBatch] = []
     for r in slices:
         mask = None
-        if cfg.doc_masked:
+        if cfg.doc_masked or "cu_seqlens" in batch:  # pack, concat-dm, DD's tail rows
             cu = batch["cu_seqlens"]
             cu = cu if len(slices) == 1 else slice_cu_seqlens(cu, r, L)
             mask = make_doc_mask(cu, r.stop - r.start, L, device)
@@ -277,7 +277,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
         x, y, pos = to_device(batch)
         B, L = x.shape
         pairs = causal_pairs(L, B)
-        if cfg.doc_masked:
+        if cfg.doc_masked or "cu_seqlens" in batch:  # pack, concat-dm, DD's tail rows
             pairs = doc_mask_pairs(batch["cu_seqlens"].numpy(), L, B * L)
         micro = _micro_batches(batch, x, y, pos, cfg, device)
         targets = int((batch["labels"] != IGNORE_INDEX).sum())  # on the host: no device sync
