@@ -12,68 +12,94 @@ import json
 from typing import Any
 
 from ddecomp.cli.blend_args import add_source_arguments
+from ddecomp.data.layout import SPLITS
 from ddecomp.errors import UserError
 from ddecomp.loading.curriculum import CURRICULA
 from ddecomp.loading.plan import MODES, build_plan, check_tokens_per_step, format_summary
-from ddecomp.training.config import SIZES
+from ddecomp.training.config import SIZES, TrainConfig
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "plan",
+        allow_abbrev=False,
         help="show the steps of a variable-sequence-length epoch",
         description="Build the epoch plan of a prepared dataset (no data is read): steps per "
         "bucket, rows left out, token-weighted mean sequence length and the predicted step "
-        "cost relative to always using the longest length.",
+        "cost relative to always using the longest length. Step 0 is the OOM probe: one batch "
+        "of the longest bucket moved to the front, so a run that would run out of memory does "
+        "so at once (nothing added or lost).",
     )
+    d = TrainConfig(data="", out="")
     add_source_arguments(p)
     p.add_argument(
         "--tokens-per-step",
         type=int,
-        required=True,
+        default=d.tokens_per_step,
         metavar="N",
-        help="tokens per optimizer step over all ranks; a multiple of max length x world size",
+        help="tokens per optimizer step over all ranks; a multiple of max length x world size "
+        f"(default {d.tokens_per_step:,}, as `ddecomp train`)",
     )
     p.add_argument(
         "--curriculum",
-        default="grow-p2",
+        default=d.curriculum,
         metavar="NAME|ODDS",
         help=f"one of {', '.join(CURRICULA)} or comma-separated odds, one per bucket, "
-        "shortest first (default grow-p2)",
+        f"shortest first (default {d.curriculum})",
     )
-    p.add_argument("--cycles", type=int, default=8, help="curriculum cycles (default 8)")
-    p.add_argument("--mode", choices=MODES, default="sample", help="sample (default) | layout")
+    p.add_argument(
+        "--cycles",
+        type=int,
+        default=d.cycles,
+        help=f"curriculum cycles, a count (default {d.cycles})",
+    )
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="sample",
+        help="how a cycle orders its steps: sample (default; the paper's Algorithm 1: each step "
+        "draws a bucket with probability proportional to its odds) or layout (OLMo-core's: a "
+        "cycle is cut into one sub-cycle per bucket, each bucket's steps peaking in the "
+        "sub-cycle of its odds rank)",
+    )
     p.add_argument(
         "--mixture",
         default=None,
         metavar="natural|equal",
         help="tokens per bucket: natural (default: every row once) or equal tokens per bucket",
     )
-    p.add_argument("--seed", type=int, default=0, help="data-order seed (default 0)")
-    p.add_argument("--epoch", type=int, default=0, help="epoch to plan (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help=f"data-order seed, an integer (default {d.seed})"
+    )
+    p.add_argument("--epoch", type=int, default=0, help="epoch to plan, 0-based (default 0)")
     p.add_argument(
         "--world-size",
         type=int,
         default=1,
         help="data-parallel ranks, to check that the batch divides (default 1)",
     )
-    p.add_argument("--split", default="train", help="train (default) | val")
+    p.add_argument("--split", choices=SPLITS, default="train", help="split (default train)")
     m = p.add_argument_group(
         "measured step costs (optional; needs torch)",
         "Time one training step per bucket length on this machine with the reference GPT, at "
-        "--tokens-per-step, and price the epoch with those costs instead of the H100 line fit.",
+        "--tokens-per-step, and price the epoch with those costs instead of the H100 line fit "
+        "(when both are printed, the measured one is the estimate for this machine).",
     )
     m.add_argument(
         "--measure",
         metavar="SIZE",
         choices=SIZES,
-        help=f"model size to time: {', '.join(SIZES)}",
+        help=f"model size to time: {', '.join(SIZES)} (default: none, use the H100 line fit)",
     )
     m.add_argument("--device", default="auto", help="auto (default) | cpu | cuda | cuda:N")
-    m.add_argument("--iters", type=int, default=3, help="timed steps per length (default 3)")
+    m.add_argument(
+        "--iters", type=int, default=3, help="timed steps per length, a count (default 3)"
+    )
     m.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--plot", metavar="FILE.png", help="write the per-step length plot here")
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="write the per-step length plot here (default: no plot)"
+    )
     p.set_defaults(func=run)
 
 

@@ -176,7 +176,11 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     )
 
     t0 = time.perf_counter()
-    files = discover_inputs(cfg.inputs) if cfg.inputs else default_corpus_files()
+    files = (
+        discover_inputs(cfg.inputs, cfg.suffixes, cfg.glob)
+        if cfg.inputs
+        else default_corpus_files()
+    )
     stamps = _stamps(files)
     inputs = _describe_files(files, not cfg.inputs, stamps)
     identity = {

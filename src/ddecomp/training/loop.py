@@ -175,7 +175,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
     raw = GPT(mcfg).to(device)
     opt = build_optimizer(raw, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, cosine_schedule(cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+        opt, cosine_schedule(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
     )
     step, elapsed, epoch, resumed = 0, 0.0, 0, False
     if latest is not None:
