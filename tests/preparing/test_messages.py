@@ -25,7 +25,7 @@ def test_json_and_field_skips_read_cleanly(
     assert docs == ["ok"]
     assert {k: v for k, v in stats.skipped.items() if v} == {"invalid_json": 1, "missing_field": 1}
     text = caplog.text
-    assert "Unterminated string starting at (column 9)" in text
+    assert "a.jsonl:2: skipped (invalid_json): Invalid control character at (column 23)" in text
     assert " at at " not in text
     assert "no field 'text' (fields: body); name the text's field with --text-field" in text
 
