@@ -169,7 +169,11 @@ def _measure(args: argparse.Namespace, vocab_size: int, s: dict[str, Any]) -> di
         compile=args.compile,
     )
     device = resolve_device(args.device, World.detect())
-    got = measure_step_costs(cfg, vocab_size, [*steps, lmax], device, warmup=1, iters=args.iters)
+    # Two untimed steps per length: the first length measured also pays the process's own
+    # warm-up (thread pool, allocator, optimizer state), which one step did not absorb.
+    got = measure_step_costs(
+        cfg, vocab_size, [*steps, lmax], device, warmup=_MEASURE_WARMUP, iters=args.iters
+    )
     costs = {L: c["median_s"] for L, c in got.items()}
     price = price_plan(steps, costs, lmax)
     return {
@@ -184,10 +188,13 @@ def _measure(args: argparse.Namespace, vocab_size: int, s: dict[str, Any]) -> di
     }
 
 
+_MEASURE_WARMUP = 2
+
+
 def _format_measured(m: dict[str, Any]) -> str:
     lines = [
         f"measured step cost ({m['size']} model, {m['device']}, {m['tokens_per_device_step']:,} "
-        f"tokens per device step; median of {m['iters']} after 1 untimed):",
+        f"tokens per device step; median of {m['iters']} after {_MEASURE_WARMUP} untimed):",
         f"{'length':>7} {'s/step':>9} {'steps':>8}",
     ]
     for L, t in sorted(m["median_s"].items()):
@@ -195,5 +202,9 @@ def _format_measured(m: dict[str, Any]) -> str:
     lines.append(
         f"epoch at these costs: DD {m['dd_s']:,.1f} s vs {m['epoch_steps']:,} steps at "
         f"{m['max_seq_len']} (concat-and-chunk) {m['baseline_s']:,.1f} s: {m['ratio']:.3f}x"
+    )
+    lines.append(
+        "use this measured ratio for this machine and model; the predicted step cost above "
+        "is the H100 160m line fit"
     )
     return "\n".join(lines)

@@ -213,10 +213,18 @@ def summary_line(man: dict[str, Any], out: Path) -> str:
     tr = man["splits"]["train"]
     d = tr["dropped"]
     skipped = sum(man["dropped"]["ingest"].get("skipped", {}).values())
+    va = man["splits"]["val"]
+    val = f", validation buckets {va['kept_targets']:,}" if va["documents"] else ""
+    short = d["document_shorter_than_min"]
     return (
-        f"{out}: {tot['documents']:,} documents, {tot['tokens']:,} tokens; train buckets hold "
-        f"{tr['kept_targets']:,} targets; dropped: {d['document_shorter_than_min']['tokens']:,} "
-        f"tokens in {d['document_shorter_than_min']['documents']:,} documents shorter than min, "
-        f"{d['tail_below_min']['tokens']:,} tail tokens below min, {skipped:,} input records "
-        f"skipped. Next: ddecomp stats {out}"
+        f"{out}: {_n(tot['documents'], 'document')}, {tot['tokens']:,} tokens; train buckets "
+        f"hold {tr['kept_targets']:,} targets{val}; dropped: {short['tokens']:,} tokens in "
+        f"{_n(short['documents'], 'document')} shorter than min, "
+        f"{d['tail_below_min']['tokens']:,} tail tokens below min, "
+        f"{_n(skipped, 'input record')} skipped. Next: ddecomp stats {out}"
     )
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 document``, ``2 documents``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"

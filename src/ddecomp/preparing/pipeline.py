@@ -67,14 +67,10 @@ def _finish(cfg: Config, man: dict[str, Any]) -> dict[str, Any]:
     write_json_atomic(cfg.out / MANIFEST, man)
     tot = man["totals"]
     log.info(
-        "prepared %s: %d documents, %d tokens, %d kept targets in %d shards (%.1f s)",
-        cfg.out,
-        tot["documents"],
-        tot["tokens"],
-        tot["kept_targets"],
-        tot["shards"],
-        man["prepare"]["elapsed_s"],
-    )
+        "prepared %s in %.1f s (%s shard%s)",
+        cfg.out, man["prepare"]["elapsed_s"], f"{tot['shards']:,}",
+        "" if tot["shards"] == 1 else "s",
+    )  # fmt: skip
     return man
 
 
