@@ -131,7 +131,11 @@ def run(args: argparse.Namespace) -> int:
         from ddecomp.reporting.plots import plot_plan
 
         name = "blend" if isinstance(ds, Blend) else ds.root.name
-        title = f"{name}: {plan.curriculum.describe()}, {plan.cycles} cycles"
+        title = (
+            f"{name}: {args.tokens_per_step:,} tokens per step, {plan.curriculum.describe()}, "
+            f"{plan.cycles} cycles ({args.mode}); step 0 is the OOM probe (the longest length "
+            "first)"
+        )
         bucket_tokens = {b["length"]: b["tokens"] for b in s["buckets"]}
         plot_plan(plan.step_length, bucket_tokens, args.plot, title)
     if args.measure:

@@ -241,7 +241,7 @@ def plot_plan(
         ax_steps.set_yticks(ticks, [_fmt_len(t) for t in ticks])
         ax_steps.set_ylim(ticks[0] / 1.3, ticks[-1] * 1.3)
     steps_title = f"Sequence length per step ({steps.size:,} steps)"
-    _panel(ax_steps, steps_title, "optimizer step", "sequence length L")
+    _panel(ax_steps, steps_title, "optimizer step", "sequence length L (tokens)")
     _share_bars(
         ax_share,
         lengths,
