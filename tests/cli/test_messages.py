@@ -74,3 +74,16 @@ def test_an_interrupted_command_says_how_to_resume(
     monkeypatch.setattr(prep, "run_prepare", interrupted)
     assert main(["prepare", "--out", "x"]) == 130
     assert "interrupted; rerun the same command to resume" in capsys.readouterr().err
+
+
+def test_the_plan_explains_its_oom_probe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.training._corpus import TPS, make_dataset
+
+    data = make_dataset(tmp_path / "ds", n_tokens=60_000)
+    # No --tokens-per-step: plan now defaults it as train does (16,384, a multiple of 128).
+    assert main(["plan", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "step 0 is the OOM probe" in out
+    assert main(["plan", str(data), "--tokens-per-step", str(TPS)]) == 0

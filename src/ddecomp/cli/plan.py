@@ -146,6 +146,11 @@ def run(args: argparse.Namespace) -> int:
         if "blend" in s:
             print(format_blend(s["blend"]))
         print(format_summary(s))
+        if s.get("oom_probe"):
+            print(
+                "step 0 is the OOM probe: one batch of the longest bucket moved to the front "
+                "(nothing added or lost), so a run that would run out of memory fails at once"
+            )
         if args.measure:
             print(_format_measured(s["measured"]))
         if args.plot:

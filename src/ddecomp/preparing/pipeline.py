@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -228,7 +229,10 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         source = f"trained byte-level BPE (vocab {cfg.vocab_size})"
     else:
         log.info("training a byte-level BPE tokenizer (vocab %d) on the input", cfg.vocab_size)
-        tok = train_bpe(docs(IngestStats(), log_skips=False), cfg.vocab_size)
+        tok = train_bpe(
+            docs(IngestStats(), log_skips=False), cfg.vocab_size,
+            progress=not cfg.quiet and sys.stderr.isatty(),
+        )  # fmt: skip
         source = f"trained byte-level BPE (vocab {cfg.vocab_size})"
     sha = save_tokenizer(tok, tok_path)
     eos_id, eos_tok, bos_id, bos_tok = resolve_special(tok, cfg.eos_token, cfg.bos)
