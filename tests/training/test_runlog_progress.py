@@ -35,6 +35,8 @@ def test_progress_off_a_terminal_is_plain_lines(
 ) -> None:
     train(cfg_for(data, tmp_path / "run", progress=True, eval_every=8))
     err = capsys.readouterr().err  # captured: not a terminal, as a log file is not
+    train(cfg_for(data, tmp_path / "quiet", progress=False))
+    assert "dd: step 16/16, loss " in capsys.readouterr().err  # --no-progress: lines, no bar
     assert "\r" not in err
     lines = [x for x in err.splitlines() if x.startswith("dd: step ")]
     assert lines  # vacuity guard: progress was written at all

@@ -126,6 +126,7 @@ class TrainConfig:
     checkpoints: False writes none, not even at the end (no resume; for benchmarks, where a 410m
     checkpoint would write 6.6 GB per run).
     eval_tokens: held-out tokens per context length per evaluation.
+    progress: a progress bar when stderr is a terminal (else, and when False, plain lines).
     stop_after: stop (with a checkpoint) after this many steps, as a preemption would; the
     schedule still spans the whole run. resume: continue RUN from its latest checkpoint.
     """

@@ -128,9 +128,9 @@ class RunLog:
             write_json_atomic(self.run / "config.json", config)
 
     def open_progress(self, step: int, total: int) -> None:
-        """A bar on a terminal; elsewhere (a log file, a pipe) plain lines, about 20 per run, so
-        a log never holds ``\\r`` frames. ``progress=False`` keeps only the plain lines' absence
-        of a bar: nothing is written per step then."""
+        """A bar on a terminal; elsewhere (a log file, a pipe), or with ``progress=False``
+        (``--no-progress`` / ``--quiet``), plain lines on stderr, about 20 per run, so a log
+        never holds ``\\r`` frames (as ``prepare --quiet`` does)."""
         if not self.main:
             return
         self._total, self._first = total, step
@@ -141,7 +141,7 @@ class RunLog:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, initial=step, desc=self.cfg.method, unit="step")
-        elif self.cfg.progress:
+        else:
             self._every = max(1, total // 20)
 
     def note(self, msg: str) -> None:
