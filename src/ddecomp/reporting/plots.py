@@ -299,7 +299,15 @@ def plot_runs(runs: Sequence[Run], path: str | Path) -> None:
     if not any(r.evals for r in runs):
         for a in (ax[0, 2], ax[1, 1], ax[1, 2]):
             _nothing(a, "no evaluation: prepare the data\nwith --val-fraction")
-    elif all(len(r.evals) < 2 for r in runs):
+    else:
+        if runs[0].evals:  # what "time to the baseline's loss" in the table is measured against
+            target = float(runs[0].evals[-1]["val_loss_mean"])
+            ax[1, 2].axhline(target, color="0.4", ls="--", lw=1)
+            ax[1, 2].annotate(
+                f"{runs[0].name}'s final {target:.3f}", (0.99, target), ha="right", va="bottom",
+                xycoords=("axes fraction", "data"), fontsize=_SMALL, color="0.3",
+            )  # fmt: skip
+    if any(r.evals for r in runs) and all(len(r.evals) < 2 for r in runs):
         # One point per run says nothing about time to a loss; say what would.
         _nothing(ax[1, 2], "one evaluation per run (at its end):\ntrain with --eval-every N")
     ax[0, 0].xaxis.set_major_formatter(EngFormatter())  # 200k, not 200000 running into 300000
