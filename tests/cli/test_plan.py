@@ -105,9 +105,14 @@ def test_plan_of_several_datasets_plans_their_blend(data_dir, tmp_path, capsys):
     assert main([*argv, "--factors", "1"]) == 2
     assert "1 blend factors for 2 datasets; give one per dataset" in capsys.readouterr().err
     with pytest.raises(SystemExit) as both:
-        main([*argv, "--factors", "1,1", "--shares", "1,1"])
+        main([*argv, "--factors", "1,1", "--shares", "0.5,0.5"])
     assert both.value.code == 2
     assert "argument --shares: not allowed with argument --factors" in capsys.readouterr().err
+    # Shares that do not sum to 1 were silently renormalised (issue 12 item 7): a typo, refused.
+    with pytest.raises(SystemExit) as typo:
+        main([*argv, "--shares", "0.7,0.4"])
+    assert typo.value.code == 2
+    assert "'0.7,0.4' sums to 1.1, not 1" in capsys.readouterr().err
 
 
 def test_plan_tokens_plans_the_run(data_dir, tmp_path, capsys):

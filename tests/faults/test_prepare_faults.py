@@ -212,8 +212,8 @@ def test_input_edited_during_the_run_is_never_finalised(
     tok = _tokens_file(tmp_path / "t.bin")
     run_shards = pipeline._run_shards
 
-    def edit_midway(*args: Any) -> Any:
-        records = run_shards(*args)
+    def edit_midway(*args: Any, **kwargs: Any) -> Any:
+        records = run_shards(*args, **kwargs)
         st = tok.stat()
         os.utime(tok, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
         return records

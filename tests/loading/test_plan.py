@@ -110,7 +110,7 @@ def test_natural_is_a_shuffle_in_proportion_to_tokens():
 def test_refuses_tokens_per_step_the_max_length_does_not_divide():
     with pytest.raises(
         UserError,
-        match=r"not a multiple of max length 8192 = 8192; use a multiple "
+        match=r"not a multiple of max length 8192; use a multiple "
         r"of 8192, e.g. 8192, 16384, 32768",
     ):
         build_plan(ROWS, 10000, "grow-p2")

@@ -57,15 +57,10 @@ def test_discover_errors(tmp_path: Path) -> None:
         discover_inputs([tmp_path / "empty"])
     with pytest.raises(UserError, match="no input files"):
         discover_inputs([])
-    assert set(SUPPORTED_SUFFIXES) == {
-        ".jsonl",
-        ".jsonl.gz",
-        ".jsonl.zst",
-        ".parquet",
-        ".txt",
-        ".md",
-        ".rst",
-    }
+    assert {".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet", ".txt", ".md", ".rst"} <= set(
+        SUPPORTED_SUFFIXES
+    )
+    assert {".py", ".c", ".rs", ".go", ".java", ".ts"} <= set(SUPPORTED_SUFFIXES)
 
 
 def test_default_corpus_is_the_stdlib_without_site_packages() -> None:
@@ -201,3 +196,42 @@ def test_a_backend_error_while_reading_a_url_is_one_line_not_a_skip(tmp_path: Pa
     code = main(["prepare", f"flaky://{root}", "--out", str(tmp_path / "out"), "--quiet"])
     assert code == 2
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def _code_tree(root: Path) -> None:
+    (root / "pkg" / "sub").mkdir(parents=True)
+    (root / "pkg" / "a.py").write_text("def a():\n    return 1\n")
+    (root / "pkg" / "sub" / "b.py").write_text("import os\n")
+    (root / "pkg" / "c.c").write_text("int main(void) { return 0; }\n")
+    (root / "pkg" / "README.md").write_text("# readme\n")
+    (root / "pkg" / "data.bin").write_bytes(b"\x00\x01")
+
+
+def test_source_files_are_documents_one_per_file(tmp_path: Path) -> None:
+    # Issue 12 item 6: a directory of .py files was passed over whole (1 document from 116 files).
+    _code_tree(tmp_path)
+    files = discover_inputs([tmp_path / "pkg"])
+    names = sorted(Path(f).name for f in files)
+    assert names == ["README.md", "a.py", "b.py", "c.c"]  # data.bin passed over
+    stats = IngestStats()
+    docs = list(iter_documents(files, stats=stats))
+    assert len(docs) == 4
+    assert stats.documents == 4
+    assert "def a():\n    return 1\n" in docs
+
+
+def test_suffix_and_glob_choose_the_files(tmp_path: Path) -> None:
+    _code_tree(tmp_path)
+    pkg = tmp_path / "pkg"
+    only_py = discover_inputs([pkg], suffixes=[".py"])
+    assert sorted(Path(f).name for f in only_py) == ["a.py", "b.py"]
+    assert sorted(Path(f).name for f in discover_inputs([pkg], suffixes=["C", "md"])) == [
+        "README.md",
+        "c.c",
+    ]  # case and the leading dot do not matter
+    assert [Path(f).name for f in discover_inputs([pkg], glob="sub/*")] == ["b.py"]
+    assert sorted(Path(f).name for f in discover_inputs([pkg], glob="*.py")) == ["a.py", "b.py"]
+    with pytest.raises(UserError, match=r"--suffix '\.bin' is not a format"):
+        discover_inputs([pkg], suffixes=[".bin"])
+    with pytest.raises(UserError, match="selected by --suffix/--glob"):
+        discover_inputs([pkg], glob="nothing/*")

@@ -123,3 +123,37 @@ def test_gpu_bench_smoke_runs_end_to_end_on_cpu(
     assert len([n for n in steps.values() if n]) > 1  # vacuity guard: a real mix of lengths
     priced = sum(n * cost[L] for L, n in steps.items()) / (sum(steps.values()) * cost[128])
     assert dd["epoch_ideal_vs_concat_ideal"] == pytest.approx(priced, rel=1e-9)
+
+
+def test_runs_evaluated_only_at_the_end_get_no_time_to_loss(tmp_path: Path) -> None:
+    # Issue 12 item 1: with one final evaluation, "time to the baseline's loss" was each run's
+    # own length and printed as a ratio. Now it is absent and the table says why.
+    data = make_dataset(tmp_path / "ds", n_tokens=60_000)
+    for m in ("concat", "dd"):
+        train(cfg_for(data, tmp_path / m, method=m, tokens=4 * TPS, warmup=1))
+    runs = [load_run(tmp_path / m) for m in ("concat", "dd")]
+    assert [len(r.evals) for r in runs] == [1, 1]  # vacuity guard: evaluated, once
+    rows = compare(runs)
+    assert [r["time_to_base_val_ratio"] for r in rows] == [None, None]
+    assert all("evaluated only at its end" in r["time_to_base_val_note"] for r in rows)
+    table = format_table(rows)
+    assert "note: no time to the baseline's loss for dd: it was evaluated only at its end" in table
+    png = tmp_path / "c.png"
+    r = run_python("-m", "ddecomp", "compare", *(str(tmp_path / m) for m in ("concat", "dd")),
+                   "--plot", str(png))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "--eval-every" in r.stdout
+    assert "Warning" not in r.stderr  # no matplotlib warning leaks (an empty legend was one)
+
+
+def test_a_run_without_validation_compares_without_warnings(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "ds", n_tokens=60_000, val_fraction=0.0)
+    train(cfg_for(data, tmp_path / "r", tokens=2 * TPS, warmup=1))
+    rows = compare([load_run(tmp_path / "r")])
+    assert rows[0]["val_loss"] is None
+    assert "has no evaluation" in rows[0]["time_to_base_val_note"]
+    r = run_python("-m", "ddecomp", "compare", str(tmp_path / "r"), "--plot",
+                   str(tmp_path / "c.png"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # the empty panels' legends used to warn here
+    assert "has no evaluation" in r.stdout

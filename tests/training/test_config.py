@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from ddecomp.errors import UserError
 from ddecomp.training.config import TrainConfig
 from tests.test_architecture import import_graph
 
@@ -29,3 +32,21 @@ def test_blend_weights_are_held_and_checked_where_the_data_is_opened() -> None:
     cfg = TrainConfig(data=("a", "b"), out="run", shares=(1.0,))
     assert cfg.data_dirs == ("a", "b")
     assert cfg.shares == (1.0,)
+
+
+def test_the_default_warmup_fits_every_run_length() -> None:
+    # Issue 12 item 2: a fixed default of 50 refused every run of 50 steps or fewer.
+    for steps in (1, 2, 9, 10, 50, 51, 64, 499, 500, 10_000):
+        cfg = TrainConfig(data="d", out="r", tokens=steps * 16384, tokens_per_step=16384)
+        assert cfg.warmup is not None
+        assert 0 <= cfg.warmup < steps, steps
+        assert cfg.warmup == min(50, steps // 10), steps
+    assert TrainConfig(data="d", out="r", tokens=64 * 16384).warmup == 6  # the README's runs
+
+
+def test_an_explicit_warmup_that_does_not_fit_is_still_an_error() -> None:
+    with pytest.raises(
+        UserError, match=r"--warmup 50 steps must be in \[0, 1\).*default \(0 here\)"
+    ):
+        TrainConfig(data="d", out="r", tokens=16384, tokens_per_step=16384, warmup=50)
+    assert TrainConfig(data="d", out="r", tokens=16384 * 4, warmup=3).warmup == 3

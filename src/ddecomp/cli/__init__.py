@@ -22,11 +22,17 @@ from ddecomp.version import __version__
 # Subcommand modules, in the order `ddecomp --help` lists them.
 _COMMANDS = ("prepare", "inspect", "plan", "train", "compare")
 _SIGPIPE_EXIT = 128 + 13  # 13 = SIGPIPE on POSIX
+# What an interrupted command's user does next (commands not named here simply start again).
+_RESUME_HINT = {
+    "prepare": "; rerun the same command to resume (finished shards are kept)",
+    "train": "; rerun the same command with --resume to continue from the latest checkpoint",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ddecomp",
+        allow_abbrev=False,  # `--tokens` must never be read as `--tokens-per-step`
         description="Dataset Decomposition: prepare power-of-two buckets, plan variable-length "
         "curricula, train and compare.",
     )
@@ -57,7 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ddecomp {args.command}: {e}", file=sys.stderr)
         return DataError.exit_code
     except KeyboardInterrupt:
-        print(f"ddecomp {args.command}: interrupted", file=sys.stderr)
+        print(
+            f"ddecomp {args.command}: interrupted{_RESUME_HINT.get(args.command, '')}",
+            file=sys.stderr,
+        )
         return 130
     return code
 

@@ -15,6 +15,18 @@ def floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def shares(text: str) -> tuple[float, ...]:
+    """``--shares``: numbers that sum to 1 (an argparse type). The library's
+    :meth:`~ddecomp.data.blend.Blend.from_shares` normalises any positive weights; on the command
+    line a sum other than 1 is more likely a typo (``0.7,0.4``) than a wish, so it is refused."""
+    got = floats(text)
+    total = sum(got)
+    if not abs(total - 1.0) <= 1e-6:  # `not <=`: NaN is refused too
+        msg = f"{text!r} sums to {total:g}, not 1; give each DIR's share of the tokens"
+        raise argparse.ArgumentTypeError(msg)
+    return got
+
+
 def add_source_arguments(p: Any) -> None:
     """``DIR [DIR ...]`` and either ``--factors`` or ``--shares`` (argparse refuses both).
 
@@ -36,8 +48,8 @@ def add_source_arguments(p: Any) -> None:
     )
     weights.add_argument(
         "--shares",
-        type=floats,
+        type=shares,
         metavar="S,S,...",
-        help="blend: each DIR's share of the training tokens, e.g. 0.7,0.3; the limiting DIR is "
-        "used once, the others sub-sampled",
+        help="blend: each DIR's share of the training tokens, summing to 1, e.g. 0.7,0.3; the "
+        "limiting DIR is used once, the others sub-sampled (default: none, use --factors)",
     )

@@ -14,12 +14,15 @@ from typing import Any
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "compare",
+        allow_abbrev=False,
         help="compare training runs: time per token, losses, time to the baseline's val loss",
         description="Compare runs written by `ddecomp train` on the same data and model size. "
         "The first RUN is the baseline.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (first: baseline)")
-    p.add_argument("--plot", metavar="FILE.png", help="write the six-panel figure here")
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="write the six-panel figure here (default: no figure)"
+    )
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     p.set_defaults(func=run)
 

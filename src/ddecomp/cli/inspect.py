@@ -12,6 +12,7 @@ from ddecomp.data.layout import SPLITS
 def register(sub: Any) -> None:
     v = sub.add_parser(
         "verify",
+        allow_abbrev=False,
         help="check files and invariants of a prepared dataset",
         description="Check every file's size and sha256 against the manifest and the format's "
         "invariants (rows inside one document, power-of-two lengths in range, counts). Exit 0 "
@@ -21,6 +22,7 @@ def register(sub: Any) -> None:
     v.set_defaults(func=run_verify)
     s = sub.add_parser(
         "stats",
+        allow_abbrev=False,
         help="bucket shares, drops, length percentiles, attention cost vs concat-and-chunk",
         description="Per bucket rows, tokens (targets) and share; tokens dropped by reason; "
         "document length percentiles (tokens); mean attention context of DD vs "
@@ -29,7 +31,9 @@ def register(sub: Any) -> None:
     s.add_argument("data", metavar="DIR", help="prepared dataset")
     s.add_argument("--split", choices=SPLITS, default="train", help="split (default train)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    s.add_argument("--plot", metavar="FILE.png", help="write the length/share figure here")
+    s.add_argument(
+        "--plot", metavar="FILE.png", help="write the length/share figure here (default: no figure)"
+    )
     s.set_defaults(func=run_stats)
 
 

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from ddecomp.cli.blend_args import add_source_arguments
+from ddecomp.data.layout import SPLITS
 from ddecomp.errors import UserError
 from ddecomp.loading.curriculum import CURRICULA
 from ddecomp.loading.plan import (
@@ -24,25 +25,29 @@ from ddecomp.loading.plan import (
     check_tokens_per_step,
     format_summary,
 )
-from ddecomp.training.config import SIZES
+from ddecomp.training.config import SIZES, TrainConfig
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "plan",
+        allow_abbrev=False,
         help="show the steps of a variable-sequence-length run (or of one pass)",
         description="Build the plan of a training run on a prepared dataset (no data is read): "
         "steps per bucket, passes over each bucket, rows left out, token-weighted mean sequence "
         "length per tenth of the run and the predicted step cost relative to always using the "
-        "longest length.",
+        "longest length. Step 0 is the OOM probe: one batch of the longest bucket moved to the "
+        "front, so a run that would run out of memory does so at once (nothing added or lost).",
     )
+    d = TrainConfig(data="", out="")
     add_source_arguments(p)
     p.add_argument(
         "--tokens-per-step",
         type=int,
-        required=True,
+        default=d.tokens_per_step,
         metavar="N",
-        help="tokens per optimizer step over all ranks; a multiple of max length x world size",
+        help="tokens per optimizer step over all ranks; a multiple of max length x world size "
+        f"(default {d.tokens_per_step:,}, as `ddecomp train`)",
     )
     p.add_argument(
         "--tokens",
@@ -54,18 +59,26 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--curriculum",
-        default="grow-p2",
+        default=d.curriculum,
         metavar="NAME|ODDS",
         help=f"one of {', '.join(CURRICULA)} or comma-separated odds, one per bucket, "
-        "shortest first (default grow-p2)",
+        f"shortest first (default {d.curriculum})",
     )
-    p.add_argument("--cycles", type=int, default=8, help="curriculum cycles (default 8)")
+    p.add_argument(
+        "--cycles",
+        type=int,
+        default=d.cycles,
+        help=f"curriculum cycles, a count (default {d.cycles})",
+    )
     p.add_argument(
         "--mode",
         choices=[*MODES, *LEGACY_MODES],
         default="release",
-        help="release (default: the reference release's weighting, odds x batches) | odds "
-        "(odds alone; old name sample) | olmo-layout | symmetric-layout (old name layout)",
+        help="how a cycle realises the odds: release (default; the reference release's "
+        "weighting: each bucket drawn with weight odds x its batches in the cycle, so uniform is "
+        "a plain random mix) | odds (odds alone among the buckets not yet exhausted; old name "
+        "sample) | olmo-layout (OLMo-core's deterministic layout: one sub-cycle per bucket, "
+        "weights peaking in the bucket's own) | symmetric-layout (old name layout)",
     )
     p.add_argument(
         "--mixture",
@@ -73,31 +86,38 @@ def register(sub: Any) -> None:
         metavar="natural|equal",
         help="tokens per bucket: natural (default: every row once) or equal tokens per bucket",
     )
-    p.add_argument("--seed", type=int, default=0, help="data-order seed (default 0)")
-    p.add_argument("--epoch", type=int, default=0, help="epoch to plan (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help=f"data-order seed, an integer (default {d.seed})"
+    )
+    p.add_argument("--epoch", type=int, default=0, help="epoch to plan, 0-based (default 0)")
     p.add_argument(
         "--world-size",
         type=int,
         default=1,
         help="data-parallel ranks, to check that the batch divides (default 1)",
     )
-    p.add_argument("--split", default="train", help="train (default) | val")
+    p.add_argument("--split", choices=SPLITS, default="train", help="split (default train)")
     m = p.add_argument_group(
         "measured step costs (optional; needs torch)",
         "Time one training step per bucket length on this machine with the reference GPT, at "
-        "--tokens-per-step, and price the epoch with those costs instead of the H100 line fit.",
+        "--tokens-per-step, and price the epoch with those costs instead of the H100 line fit "
+        "(when both are printed, the measured one is the estimate for this machine).",
     )
     m.add_argument(
         "--measure",
         metavar="SIZE",
         choices=SIZES,
-        help=f"model size to time: {', '.join(SIZES)}",
+        help=f"model size to time: {', '.join(SIZES)} (default: none, use the H100 line fit)",
     )
     m.add_argument("--device", default="auto", help="auto (default) | cpu | cuda | cuda:N")
-    m.add_argument("--iters", type=int, default=3, help="timed steps per length (default 3)")
+    m.add_argument(
+        "--iters", type=int, default=3, help="timed steps per length, a count (default 3)"
+    )
     m.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--plot", metavar="FILE.png", help="write the per-step length plot here")
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="write the per-step length plot here (default: no plot)"
+    )
     p.set_defaults(func=run)
 
 
@@ -131,7 +151,11 @@ def run(args: argparse.Namespace) -> int:
 
         name = "blend" if isinstance(ds, Blend) else ds.root.name
         scope = "one pass" if args.tokens is None else f"run of {args.tokens:,} tokens"
-        title = f"{name}: {plan.curriculum.describe()}, {plan.cycles} cycles, {scope}"
+        title = (
+            f"{name}: {args.tokens_per_step:,} tokens per step, {plan.curriculum.describe()}, "
+            f"{plan.cycles} cycles ({args.mode}), {scope}; step 0 is the OOM probe (the longest "
+            "length first)"
+        )
         bucket_tokens = {b["length"]: b["tokens"] for b in s["buckets"]}
         plot_plan(plan.step_length, bucket_tokens, args.plot, title, s["mean_seq_len_by_tenth"])
     if args.measure:
@@ -142,6 +166,11 @@ def run(args: argparse.Namespace) -> int:
         if "blend" in s:
             print(format_blend(s["blend"]))
         print(format_summary(s))
+        if s.get("oom_probe"):
+            print(
+                "step 0 is the OOM probe: one batch of the longest bucket moved to the front "
+                "(nothing added or lost), so a run that would run out of memory fails at once"
+            )
         if args.measure:
             print(_format_measured(s["measured"]))
         if args.plot:
@@ -169,7 +198,11 @@ def _measure(args: argparse.Namespace, vocab_size: int, s: dict[str, Any]) -> di
         compile=args.compile,
     )
     device = resolve_device(args.device, World.detect())
-    got = measure_step_costs(cfg, vocab_size, [*steps, lmax], device, warmup=1, iters=args.iters)
+    # Two untimed steps per length: the first length measured also pays the process's own
+    # warm-up (thread pool, allocator, optimizer state), which one step did not absorb.
+    got = measure_step_costs(
+        cfg, vocab_size, [*steps, lmax], device, warmup=_MEASURE_WARMUP, iters=args.iters
+    )
     costs = {L: c["median_s"] for L, c in got.items()}
     price = price_plan(steps, costs, lmax)
     return {
@@ -184,10 +217,13 @@ def _measure(args: argparse.Namespace, vocab_size: int, s: dict[str, Any]) -> di
     }
 
 
+_MEASURE_WARMUP = 2
+
+
 def _format_measured(m: dict[str, Any]) -> str:
     lines = [
         f"measured step cost ({m['size']} model, {m['device']}, {m['tokens_per_device_step']:,} "
-        f"tokens per device step; median of {m['iters']} after 1 untimed):",
+        f"tokens per device step; median of {m['iters']} after {_MEASURE_WARMUP} untimed):",
         f"{'length':>7} {'s/step':>9} {'steps':>8}",
     ]
     for L, t in sorted(m["median_s"].items()):
@@ -195,5 +231,9 @@ def _format_measured(m: dict[str, Any]) -> str:
     lines.append(
         f"epoch at these costs: DD {m['dd_s']:,.1f} s vs {m['epoch_steps']:,} steps at "
         f"{m['max_seq_len']} (concat-and-chunk) {m['baseline_s']:,.1f} s: {m['ratio']:.3f}x"
+    )
+    lines.append(
+        "use this measured ratio for this machine and model; the predicted step cost above "
+        "is the H100 160m line fit"
     )
     return "\n".join(lines)

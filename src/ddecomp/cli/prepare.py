@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,11 @@ _TOKEN_DTYPES = ("uint16", "uint32", "int32", "int64", "uint64")
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "prepare",
+        allow_abbrev=False,
         help="tokenize and decompose a corpus into power-of-two buckets",
         description="Read documents (files or directories of .jsonl, .jsonl.gz, .jsonl.zst, "
-        ".parquet, .txt, .md, .rst, local or URLs such as s3://bucket/prefix/ through fsspec; "
+        ".parquet, .txt, .md, .rst and source code such as .py, .c, .rs: one document per file; "
+        "local or URLs such as s3://bucket/prefix/ through fsspec; "
         "with no INPUT the built-in default corpus, the Python "
         "standard library's sources), tokenize them with EOS appended, decompose every document "
         "into power-of-two pieces and write the dataset to DIR. Rerunning with the same "
@@ -31,16 +34,39 @@ def register(sub: Any) -> None:
         nargs="*",
         metavar="INPUT",
         help="files or directories, or URLs (s3://, gs://, hf://, file://; the scheme's fsspec "
-        "backend, e.g. s3fs, must be installed)",
+        "backend, e.g. s3fs, must be installed); default: the Python standard library's sources",
     )
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="output directory (required)"
+    )
+    p.add_argument(
+        "--suffix",
+        type=_suffixes,
+        default=(),
+        metavar=".EXT,.EXT,...",
+        help="read only files with these suffixes from INPUT directories, e.g. .py,.c "
+        "(default: every supported suffix)",
+    )
+    p.add_argument(
+        "--glob",
+        default=None,
+        metavar="PATTERN",
+        help="read only files of INPUT directories whose path below the directory (or name) "
+        "matches this fnmatch pattern, e.g. 'src/*.py' (default: all)",
+    )
     src = p.add_argument_group("already-tokenized input")
     src.add_argument(
         "--from-tokens",
         metavar="FILE",
-        help="flat token file (raw integers or .npy) with an EOS id after each document",
+        help="flat token file (raw integers or .npy) with an EOS id after each document "
+        "(default: none, read text INPUT)",
     )
-    src.add_argument("--eos-id", type=int, metavar="N", help="EOS id in --from-tokens input")
+    src.add_argument(
+        "--eos-id",
+        type=int,
+        metavar="N",
+        help="the token id that ends every document (required with --from-tokens; no default)",
+    )
     src.add_argument(
         "--dtype",
         choices=_TOKEN_DTYPES,
@@ -51,25 +77,33 @@ def register(sub: Any) -> None:
     tok.add_argument(
         "--tokenizer",
         metavar="PATH|NAME",
-        help="tokenizer.json, a local HF tokenizer directory, or a hub name; default: train a "
-        "byte-level BPE on the input and save it in DIR",
+        help="tokenizer.json, a local HF tokenizer directory, or a hub name (default: train a "
+        "byte-level BPE on the input and save it in DIR)",
     )
     tok.add_argument(
         "--vocab-size", type=int, default=None,
-        help=f"BPE size to train (default {DEFAULT_VOCAB}); with --from-tokens, the vocabulary "
-        "size (every id must be below it; default: the largest id + 1)",
+        help=f"BPE vocabulary to train, in tokens (default {DEFAULT_VOCAB}); with --from-tokens, "
+        "the vocabulary size (every id must be below it; default: the largest id + 1)",
     )  # fmt: skip
-    tok.add_argument("--eos-token", help="end-of-text token (default: the tokenizer's own)")
+    tok.add_argument(
+        "--eos-token", help="end-of-text token, a string (default: the tokenizer's own)"
+    )
     tok.add_argument("--bos", action="store_true", help="also prepend a BOS token to documents")
     tok.add_argument(
         "--text-field", default="text", help="JSON field / parquet column (default text)"
     )
     dec = p.add_argument_group("decomposition")
     dec.add_argument(
-        "--min-len", type=int, default=256, help="shortest piece in targets (default 256)"
+        "--min-len",
+        type=int,
+        default=256,
+        help="shortest piece in targets (= tokens per training sequence; default 256)",
     )
     dec.add_argument(
-        "--max-len", type=int, default=8192, help="longest piece in targets (default 8192)"
+        "--max-len",
+        type=int,
+        default=8192,
+        help="longest piece in targets (= tokens per training sequence; default 8192)",
     )
     dec.add_argument(
         "--long-docs",
@@ -90,7 +124,7 @@ def register(sub: Any) -> None:
         type=int,
         default=None,
         metavar="T",
-        help="with --tails pack: length of the tail rows, a power of two <= --min-len "
+        help="with --tails pack: targets per tail row, in tokens, a power of two <= --min-len "
         "(default: --min-len)",
     )
     dec.add_argument(
@@ -103,7 +137,8 @@ def register(sub: Any) -> None:
         "--val-fraction",
         type=float,
         default=0.0,
-        help="fraction of documents held out for validation, by document (default 0)",
+        help="fraction of documents held out for validation, by document, in [0, 1) "
+        "(default 0: no validation split; `ddecomp train` then cannot evaluate)",
     )
     run = p.add_argument_group("run")
     run.add_argument(
@@ -124,7 +159,14 @@ def register(sub: Any) -> None:
     run.add_argument(
         "--overwrite", action="store_true", help="replace a dataset prepared differently"
     )
-    run.add_argument("--quiet", action="store_true", help="plain log lines, no progress bar")
+    run.add_argument(
+        "--quiet",
+        "--no-progress",
+        dest="quiet",
+        action="store_true",
+        help="plain log lines instead of a progress bar (the default when stderr is not a "
+        "terminal)",
+    )
     p.set_defaults(func=run_prepare)
 
 
@@ -152,7 +194,8 @@ def run_prepare(args: argparse.Namespace) -> int:
             raise UserError("--eos-id/--dtype apply only to --from-tokens input")
         cfg = PrepareConfig(
             out=args.out, inputs=tuple(args.inputs), tokenizer=args.tokenizer,
-            text_field=args.text_field, eos_token=args.eos_token, bos=args.bos,
+            suffixes=args.suffix, glob=args.glob, text_field=args.text_field,
+            eos_token=args.eos_token, bos=args.bos,
             vocab_size=DEFAULT_VOCAB if args.vocab_size is None else args.vocab_size,
             min_len=args.min_len, max_len=args.max_len,
             long_docs=args.long_docs, seed=args.seed, val_fraction=args.val_fraction,
@@ -162,7 +205,19 @@ def run_prepare(args: argparse.Namespace) -> int:
         )  # fmt: skip
         man = prepare(cfg)
     print(summary_line(man, args.out))
+    if args.val_fraction > 0 and not man["splits"]["val"]["documents"]:
+        print(
+            f"ddecomp prepare: warning: --val-fraction {args.val_fraction} held out no document "
+            f"of {man['totals']['documents']:,}: the validation split is empty; raise "
+            "--val-fraction or add documents",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _suffixes(text: str) -> tuple[str, ...]:
+    """``--suffix .py,.c``: the comma-separated suffixes (checked where the files are found)."""
+    return tuple(s for s in (x.strip() for x in text.split(",")) if s)
 
 
 def _shard(args: argparse.Namespace) -> int | None:
@@ -178,18 +233,26 @@ def summary_line(man: dict[str, Any], out: Path) -> str:
     tr = man["splits"]["train"]
     d = tr["dropped"]
     skipped = sum(man["dropped"]["ingest"].get("skipped", {}).values())
+    va = man["splits"]["val"]
+    val = f", validation buckets {va['kept_targets']:,}" if va["documents"] else ""
     tb = tr.get("tail_bucket")
     if tb is not None:  # --tails pack: nothing dropped, the tail rows' padding instead
         return (
-            f"{out}: {tot['documents']:,} documents, {tot['tokens']:,} tokens; train buckets hold "
-            f"{tr['kept_targets']:,} targets (every target), {tb['targets']:,} of them in "
-            f"{tb['rows']:,} tail rows of {tb['length']} with {tb['padding']:,} padding positions; "
-            f"{skipped:,} input records skipped. Next: ddecomp stats {out}"
+            f"{out}: {_n(tot['documents'], 'document')}, {tot['tokens']:,} tokens; train buckets "
+            f"hold {tr['kept_targets']:,} targets (every target){val}, {tb['targets']:,} of them "
+            f"in {_n(tb['rows'], 'tail row')} of {tb['length']} with {tb['padding']:,} padding "
+            f"positions; {_n(skipped, 'input record')} skipped. Next: ddecomp stats {out}"
         )
+    short = d["document_shorter_than_min"]
     return (
-        f"{out}: {tot['documents']:,} documents, {tot['tokens']:,} tokens; train buckets hold "
-        f"{tr['kept_targets']:,} targets; dropped: {d['document_shorter_than_min']['tokens']:,} "
-        f"tokens in {d['document_shorter_than_min']['documents']:,} documents shorter than min, "
-        f"{d['tail_below_min']['tokens']:,} tail tokens below min, {skipped:,} input records "
-        f"skipped. Next: ddecomp stats {out}"
+        f"{out}: {_n(tot['documents'], 'document')}, {tot['tokens']:,} tokens; train buckets "
+        f"hold {tr['kept_targets']:,} targets{val}; dropped: {short['tokens']:,} tokens in "
+        f"{_n(short['documents'], 'document')} shorter than min, "
+        f"{d['tail_below_min']['tokens']:,} tail tokens below min, "
+        f"{_n(skipped, 'input record')} skipped. Next: ddecomp stats {out}"
     )
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 document``, ``2 documents``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"

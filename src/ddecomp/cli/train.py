@@ -14,13 +14,22 @@ import json
 from typing import Any
 
 from ddecomp.cli.blend_args import add_source_arguments
+from ddecomp.loading.curriculum import CURRICULA
 from ddecomp.loading.plan import LEGACY_MODES, MODES
-from ddecomp.training.config import METHODS, SIZES, TrainConfig
+from ddecomp.training.config import (
+    METHODS,
+    SIZES,
+    WARMUP_CAP,
+    WARMUP_FRACTION,
+    TrainConfig,
+    default_warmup,
+)
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "train",
+        allow_abbrev=False,
         help="train the reference GPT with DD or a baseline loader",
         description="Train the reference GPT on a prepared dataset. Token counts are global "
         "(all ranks); tokens per step are the same for every method, so runs of equal --tokens "
@@ -28,9 +37,13 @@ def register(sub: Any) -> None:
     )
     d = TrainConfig(data="", out="")
     add_source_arguments(p)
-    p.add_argument("--method", choices=METHODS, default=d.method, help="data pipeline (default dd)")
-    p.add_argument("--out", required=True, metavar="RUN", help="run directory (created)")
-    p.add_argument("--size", choices=list(SIZES), default=d.size, help="model size (default tiny)")
+    p.add_argument(
+        "--method", choices=METHODS, default=d.method, help=f"data pipeline (default {d.method})"
+    )
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory (created; required)")
+    p.add_argument(
+        "--size", choices=list(SIZES), default=d.size, help=f"model size (default {d.size})"
+    )
     p.add_argument(
         "--tokens",
         type=int,
@@ -47,29 +60,66 @@ def register(sub: Any) -> None:
         "--max-len",
         type=int,
         default=None,
-        help="longest sequence, tokens (default: the dataset's); the baselines' chunk length",
+        help="longest sequence in targets (tokens per sequence; default: the dataset's "
+        "--max-len); the baselines' chunk length",
     )
     p.add_argument(
         "--curriculum",
         default=d.curriculum,
-        help="DD curriculum: natural|uniform|grow-p2|grow-linear|shrink-p2 or odds '32,16,...'",
+        metavar="NAME|ODDS",
+        help=f"DD's curriculum: {', '.join(CURRICULA)} or comma-separated odds, one per bucket, "
+        f"shortest first (default {d.curriculum}; ignored by the baselines)",
     )
     p.add_argument(
-        "--cycles", type=int, default=d.cycles, help=f"curriculum cycles (default {d.cycles})"
+        "--cycles",
+        type=int,
+        default=d.cycles,
+        help=f"curriculum cycles per run, a count (default {d.cycles})",
+    )
+    opt = p.add_argument_group("optimizer (AdamW, linear warmup then one cosine decay)")
+    opt.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    opt.add_argument(
+        "--min-lr-ratio",
+        type=float,
+        default=d.min_lr_ratio,
+        help=f"final learning rate as a fraction of --lr (default {d.min_lr_ratio})",
+    )
+    opt.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help=f"warmup steps (default: {WARMUP_FRACTION * 100:.0f}%% of the run's steps, at most "
+        f"{WARMUP_CAP}; e.g. {default_warmup(64)} for 64 steps)",
+    )
+    opt.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        help=f"AdamW weight decay, a coefficient (default {d.weight_decay})",
+    )
+    opt.add_argument(
+        "--grad-clip",
+        type=float,
+        default=d.grad_clip,
+        help=f"gradient-norm clip, an L2 norm (default {d.grad_clip})",
     )
     p.add_argument(
         "--mode",
         choices=[*MODES, *LEGACY_MODES],
         default=d.mode,
-        help="how DD's plan realises the odds: release (default: the reference release's "
-        "weighting), odds, olmo-layout, symmetric-layout",
+        help="how DD's plan realises the odds: release (default; the reference release's "
+        "weighting, odds x batches, so uniform is a plain random mix) | odds (odds alone; old "
+        "name sample) | olmo-layout | symmetric-layout (old name layout); see ddecomp plan --help",
     )
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     p.add_argument(
-        "--warmup", type=int, default=d.warmup, help=f"warmup steps (default {d.warmup})"
+        "--seed",
+        type=int,
+        default=d.seed,
+        help=f"seed of the initial weights and the data order, an integer (default {d.seed})",
     )
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of weights and data order")
-    p.add_argument("--device", default=d.device, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--device", default=d.device, help="auto (default: cuda when present), cpu, cuda, cuda:N"
+    )
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the model (warms each shape)"
     )
@@ -77,7 +127,8 @@ def register(sub: Any) -> None:
         "--eval-every",
         type=int,
         default=d.eval_every,
-        help="steps between held-out evaluations (default 0: only at the end)",
+        help="steps between held-out evaluations (default 0: only at the end; compare's "
+        "time to the baseline's loss needs evaluations during the run)",
     )
     p.add_argument(
         "--eval-tokens",
@@ -92,6 +143,12 @@ def register(sub: Any) -> None:
         help="steps between checkpoints (default 0: only at the end)",
     )
     p.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=d.keep_checkpoints,
+        help=f"checkpoints kept on disk, the latest (default {d.keep_checkpoints})",
+    )
+    p.add_argument(
         "--no-checkpoints",
         action="store_true",
         help="write no checkpoint, not even at the end (the run cannot be resumed)",
@@ -101,12 +158,18 @@ def register(sub: Any) -> None:
         "--stop-after",
         type=int,
         default=None,
-        help="stop with a checkpoint after this many steps (the schedule spans the full run)",
+        help="stop with a checkpoint after this many steps (default: run to the end; the "
+        "schedule spans the full run)",
     )
     p.add_argument(
         "--deterministic", action="store_true", help="deterministic kernels (exact resume)"
     )
-    p.add_argument("--num-workers", type=int, default=0, help="loader worker processes")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=d.num_workers,
+        help=f"loader worker processes (default {d.num_workers}: load in the training process)",
+    )
     p.add_argument(
         "--micro-batch-tokens",
         type=int,
@@ -114,7 +177,14 @@ def register(sub: Any) -> None:
         help="split each rank's step into forward/backward passes of at most this many tokens "
         "(at least --max-len; same gradients; default: no split)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        "--quiet",
+        dest="no_progress",
+        action="store_true",
+        help="plain log lines instead of a progress bar (the default when stderr is not a "
+        "terminal)",
+    )
     p.set_defaults(func=run)
 
 

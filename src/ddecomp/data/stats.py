@@ -255,8 +255,9 @@ def compute_stats(ds: Dataset) -> dict[str, Any]:
     }
 
 
-def _num(v: float | int | None, spec: str = ",.0f") -> str:
-    return "n/a" if v is None else format(v, spec)
+def _num(v: float | int | None, spec: str = ",.0f", unit: str = "") -> str:
+    """``v`` formatted with its unit (``%``, ``x``); a missing value is ``n/a``, unit-less."""
+    return "n/a" if v is None else format(v, spec) + unit
 
 
 def format_stats(stats: Mapping[str, Any]) -> str:
@@ -266,14 +267,15 @@ def format_stats(stats: Mapping[str, Any]) -> str:
     lines = [
         f"dataset {stats['root']}  split {stats['split']}  fingerprint {stats['fingerprint'][:16]}",
         f"documents {stats['num_documents']:,}  tokens {n_tok:,}  trained targets {kept:,}"
-        f" ({_num(_ratio(100 * kept, n_tok), '.1f')}% of tokens)"
+        f" ({_num(_ratio(100 * kept, n_tok), '.1f', '%')} of tokens)"
         f"  lengths {stats['min_len']}..{stats['max_len']}",
         "",
         f"{'bucket L':>9} {'rows':>12} {'tokens':>15} {'share':>7}",
     ]
     for b in stats["buckets"]:
         lines.append(
-            f"{b['L']:>9} {b['rows']:>12,} {b['tokens']:>15,} {_num(_pct(b['share']), '.1f'):>6}%"
+            f"{b['L']:>9} {b['rows']:>12,} {b['tokens']:>15,} "
+            f"{_num(_pct(b['share']), '.1f', '%'):>7}"
         )
     rows = sum(b["rows"] for b in stats["buckets"])
     t = stats.get("tail")
@@ -281,24 +283,26 @@ def format_stats(stats: Mapping[str, Any]) -> str:
         rows += t["rows"]
         lines.append(
             f"{'tail ' + str(t['L']):>9} {t['rows']:>12,} {t['targets']:>15,} "
-            f"{_num(_pct(t['share']), '.1f'):>6}%  ({t['pieces']:,} pieces, padding "
-            f"{t['padding']:,} = {_num(_pct(_ratio(t['padding'], t['targets'])), '.2f')}% of the "
-            f"tail's targets; {_num(_pct(t['step_share']), '.1f')}% of the steps)"
+            f"{_num(_pct(t['share']), '.1f', '%'):>7}  ({t['pieces']:,} pieces, padding "
+            f"{t['padding']:,} = {_num(_pct(_ratio(t['padding'], t['targets'])), '.2f', '%')} of "
+            f"the tail's targets; {_num(_pct(t['step_share']), '.1f', '%')} of the steps)"
         )
-    lines.append(f"{'total':>9} {rows:>12,} {kept:>15,} {'100.0' if kept else 'n/a':>6}%")
+    lines.append(f"{'total':>9} {rows:>12,} {kept:>15,} {'100.0%' if kept else 'n/a':>7}")
     lines += ["", f"{'dropped':<34} {'tokens':>15} {'% of tokens':>12}"]
     dropped = stats["dropped"]
     for r in dropped["reasons"]:
-        lines.append(f"{r['label']:<34} {r['tokens']:>15,} {_num(_pct(r['share']), '.2f'):>11}%")
+        lines.append(
+            f"{r['label']:<34} {r['tokens']:>15,} {_num(_pct(r['share']), '.2f', '%'):>12}"
+        )
     lines.append(
-        f"{'total':<34} {dropped['tokens']:>15,} {_num(_pct(dropped['share']), '.2f'):>11}%"
+        f"{'total':<34} {dropped['tokens']:>15,} {_num(_pct(dropped['share']), '.2f', '%'):>12}"
     )
     if dropped.get("padding"):
         lines.append(f"{'padding in tail rows (positions)':<34} {dropped['padding']:>15,}")
     c = dropped["context_only_tokens"]
     lines.append(
         f"(not a target: first token of each kept document {c:,},"
-        f" {_num(_pct(_ratio(c, n_tok)), '.2f')}%)"
+        f" {_num(_pct(_ratio(c, n_tok)), '.2f', '%')})"
     )
     for reason, n in dropped["ingest"].items():
         if n:
@@ -324,8 +328,8 @@ def format_stats(stats: Mapping[str, Any]) -> str:
     ):
         lines.append(f"  {label:<34} {_num(v, ',.1f'):>10}")
     lines += [
-        f"predicted attention FLOPs per target: DD / C&C {_num(ratio['dd_vs_cc'], '.3f')}x"
-        f"  (DD / C&C+doc mask {_num(ratio['dd_vs_cc_doc_mask'], '.3f')}x)",
+        f"predicted attention FLOPs per target: DD / C&C {_num(ratio['dd_vs_cc'], '.3f', 'x')}"
+        f"  (DD / C&C+doc mask {_num(ratio['dd_vs_cc_doc_mask'], '.3f', 'x')})",
     ]
     return "\n".join(lines)
 

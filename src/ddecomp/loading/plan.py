@@ -86,9 +86,11 @@ def check_tokens_per_step(tokens_per_step: int, lengths: Sequence[int], divisor:
         base = int(np.lcm.reduce([*lengths, unit]))
         lo = max(1, tokens_per_step // base)
         ok = ", ".join(str(base * m) for m in (lo, lo + 1, 2 * lo + 2))
-        what = f"max length {max(lengths)}" + (f" x world size {divisor}" if divisor > 1 else "")
+        what = f"max length {max(lengths)}" + (
+            f" x world size {divisor} = {unit}" if divisor > 1 else ""
+        )
         raise UserError(
-            f"tokens_per_step {tokens_per_step} is not a multiple of {what} = {unit}; "
+            f"tokens_per_step {tokens_per_step} is not a multiple of {what}; "
             f"use a multiple of {base}, e.g. {ok}"
         )
 

@@ -85,6 +85,8 @@ class PrepareConfig(RunSettings):
 
     out: Path
     inputs: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()  # only these suffixes in INPUT directories (--suffix)
+    glob: str | None = None  # only paths matching this in INPUT directories (--glob)
     tokenizer: str | None = None
     text_field: str = "text"
     eos_token: str | None = None
@@ -106,6 +108,11 @@ class PrepareConfig(RunSettings):
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
         self._check_run()
+        if (self.suffixes or self.glob) and not self.inputs:
+            raise UserError(
+                "--suffix/--glob select files inside INPUT directories; give the INPUT "
+                "directories (the default corpus is fixed)"
+            )
         if self.vocab_size < MIN_TRAIN_VOCAB:
             raise UserError(
                 f"--vocab-size {self.vocab_size} is too small: a byte-level BPE needs at least "

@@ -225,7 +225,9 @@ def _jsonl_documents(
                 try:
                     obj = json.loads(s)
                 except json.JSONDecodeError as e:
-                    skip("invalid_json", where, f"{e.msg} at column {e.colno}")
+                    skip(
+                        "invalid_json", where, f"{e.msg} (column {e.colno})"
+                    )  # msg may end in "at"
                     continue
                 except (ValueError, RecursionError) as e:
                     # Valid JSON that Python will not build: an integer over the 4300-digit
@@ -237,7 +239,11 @@ def _jsonl_documents(
                     continue
                 if text_field not in obj:
                     keys = ", ".join(sorted(obj)[:10]) or "(none)"
-                    skip("missing_field", where, f"no field {text_field!r} (fields: {keys})")
+                    skip(
+                        "missing_field", where,
+                        f"no field {text_field!r} (fields: {keys}); name the text's field "
+                        "with --text-field",
+                    )  # fmt: skip
                     continue
                 text = obj[text_field]
                 if not isinstance(text, str):

@@ -8,15 +8,20 @@ it next to ddecomp). A URL is never turned into a ``Path`` (that would fold ``s3
 the main process, so an object store is read once, front to back, like a local file.
 
 Discovery (:func:`discover_inputs`) is the same for both: files as given, in the given order;
-directories (or URL prefixes) expanded recursively in sorted order, keeping supported suffixes;
-a file reached twice read once. :func:`default_corpus_files` is the built-in corpus.
+directories (or URL prefixes) expanded recursively in sorted order, keeping supported suffixes
+(or only the ``suffixes`` asked for, and only paths matching ``glob``); a file reached twice
+read once. :func:`default_corpus_files` is the built-in corpus.
+
+Source code is text: common source suffixes (:data:`SOURCE_SUFFIXES`) are read one document
+per file, like ``.txt``, so a directory of code is a corpus as it stands.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeGuard
 
@@ -24,8 +29,18 @@ from ddecomp.errors import UserError
 
 logger = logging.getLogger("ddecomp.preparing.ingest")  # discovery notes belong to the ingest log
 
-SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet", ".txt", ".md", ".rst")
-_TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py")  # .py only reaches here from the default corpus
+# Source files read whole, one document each (lower-case; matched case-insensitively).
+SOURCE_SUFFIXES = (
+    ".py", ".pyi", ".c", ".h", ".cc", ".cpp", ".cxx", ".hpp", ".hh", ".cu", ".java", ".kt",
+    ".scala", ".go", ".rs", ".swift", ".cs", ".js", ".mjs", ".ts", ".tsx", ".jsx", ".rb",
+    ".php", ".pl", ".lua", ".r", ".jl", ".hs", ".ml", ".ex", ".erl", ".clj", ".sh", ".bash",
+    ".sql", ".tex", ".html", ".css", ".toml", ".yaml", ".yml", ".ini", ".cfg",
+)  # fmt: skip
+_PROSE_SUFFIXES = (".txt", ".md", ".rst")
+_TEXT_SUFFIXES = _PROSE_SUFFIXES + SOURCE_SUFFIXES
+SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet", *_TEXT_SUFFIXES)
+# How messages name them: the full list is long.
+SUPPORTED_TEXT = ".jsonl(.gz|.zst), .parquet, .txt, .md, .rst, source code (.py, .c, .rs, ...)"
 
 InputFile = Path | str  # a local path, or a URL (a str with "://")
 
@@ -52,7 +67,35 @@ def suffix_kind(f: InputFile) -> str | None:
 
 
 def _is_supported(f: InputFile) -> bool:
-    return suffix_kind(f) is not None and not input_name(f).lower().endswith(".py")
+    return suffix_kind(f) is not None
+
+
+def check_suffixes(suffixes: Sequence[str]) -> tuple[str, ...]:
+    """``--suffix`` values, normalised (lower case, leading dot); each must be a readable format."""
+    out = []
+    for raw in suffixes:
+        s = raw.strip().lower()
+        s = s if s.startswith(".") else f".{s}"
+        if s not in SUPPORTED_SUFFIXES:
+            raise UserError(
+                f"--suffix {raw!r} is not a format ddecomp reads; use some of: "
+                f"{', '.join(SUPPORTED_SUFFIXES)}"
+            )
+        out.append(s)
+    return tuple(out)
+
+
+def _selector(suffixes: Sequence[str], glob: str | None) -> Callable[[str, str], bool]:
+    """``keep(name, relative_path)``: supported, one of ``suffixes`` (if any), matching ``glob``
+    (``fnmatch`` on the path relative to the directory given, ``/``-separated; if any)."""
+
+    def keep(name: str, rel: str) -> bool:
+        low = name.lower()
+        if suffix_kind(name) is None or (suffixes and not low.endswith(tuple(suffixes))):
+            return False
+        return glob is None or fnmatch.fnmatchcase(rel, glob) or fnmatch.fnmatchcase(name, glob)
+
+    return keep
 
 
 def _filesystem(url: str) -> tuple[Any, str]:
@@ -98,12 +141,17 @@ def input_stamp(f: InputFile) -> tuple[int, int | str]:
     return st.st_size, st.st_mtime_ns
 
 
-def _discover_url(url: str, supported: str) -> list[InputFile]:
+def _discover_url(url: str, supported: str, keep: Callable[[str, str], bool]) -> list[InputFile]:
     fs, path = _filesystem(url)
     try:
         if fs.isdir(path):
             found = sorted(fs.find(path, withdirs=False))
-            return [fs.unstrip_protocol(p) for p in found if _is_supported(p)]
+            base = path.rstrip("/") + "/"
+            return [
+                fs.unstrip_protocol(p)
+                for p in found
+                if keep(p.rsplit("/", 1)[-1], p[len(base) :] if p.startswith(base) else p)
+            ]
         exists = fs.isfile(path)
     except Exception as e:  # a backend's network or credential error, whatever its type
         raise UserError(
@@ -117,30 +165,36 @@ def _discover_url(url: str, supported: str) -> list[InputFile]:
     return [url]
 
 
-def discover_inputs(paths: Sequence[str | Path]) -> list[InputFile]:
+def discover_inputs(
+    paths: Sequence[str | Path], suffixes: Sequence[str] = (), glob: str | None = None
+) -> list[InputFile]:
     """The input files: files as given (in the given order), directories expanded recursively.
 
-    A directory (or URL prefix) contributes its supported files in sorted path order; other
+    A directory (or URL prefix) contributes its supported files in sorted path order, narrowed
+    to ``suffixes`` and ``glob`` when given (files named directly are always read); other
     files in a local directory are passed over (counted in an info log line). A file reached
     twice (named and inside a named directory) is read once, at its first position, with a
     warning.
     """
     files: list[InputFile] = []
     seen: set[InputFile] = set()
-    supported = ", ".join(SUPPORTED_SUFFIXES)
+    supported = SUPPORTED_TEXT
+    keep = _selector(check_suffixes(suffixes), glob)
     for raw in paths:
         chosen: list[InputFile]
         if is_url(raw):
-            chosen = _discover_url(raw, supported)
+            chosen = _discover_url(raw, supported, keep)
         else:
             path = Path(raw)
             if path.is_dir():
                 found = sorted(p for p in path.rglob("*") if p.is_file())
-                chosen = [p for p in found if _is_supported(p)]
+                chosen = [p for p in found if keep(p.name, p.relative_to(path).as_posix())]
                 if len(chosen) < len(found):
                     logger.info(
-                        "%s: %d files without a supported suffix passed over (supported: %s)",
-                        path, len(found) - len(chosen), supported,
+                        "%s: %d files passed over (not a supported suffix%s; supported: %s)",
+                        path, len(found) - len(chosen),
+                        ", or not selected by --suffix/--glob" if suffixes or glob else "",
+                        supported,
                     )  # fmt: skip
             elif path.is_file():
                 if not _is_supported(path):
@@ -161,7 +215,8 @@ def discover_inputs(paths: Sequence[str | Path]) -> list[InputFile]:
             files.append(p)
     if not files:
         shown = ", ".join(str(p) for p in paths) or "(none)"
-        raise UserError(f"no input files with a supported suffix ({supported}) in: {shown}")
+        chose = " selected by --suffix/--glob" if suffixes or glob else ""
+        raise UserError(f"no input files with a supported suffix ({supported}){chose} in: {shown}")
     return files
 
 

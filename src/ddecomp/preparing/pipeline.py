@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -41,7 +42,13 @@ from ddecomp.preparing.config import (
     auto_shard_size,
     default_workers,
 )
-from ddecomp.preparing.inputs import InputFile, default_corpus_files, discover_inputs, input_stamp
+from ddecomp.preparing.inputs import (
+    InputFile,
+    default_corpus_files,
+    discover_inputs,
+    input_stamp,
+    suffix_kind,
+)
 from ddecomp.preparing.manifest import build_manifest
 from ddecomp.preparing.outdir import claim_dir
 from ddecomp.preparing.pool import ShardRunner
@@ -61,35 +68,39 @@ def _finish(cfg: Config, man: dict[str, Any]) -> dict[str, Any]:
     write_json_atomic(cfg.out / MANIFEST, man)
     tot = man["totals"]
     log.info(
-        "prepared %s: %d documents, %d tokens, %d kept targets in %d shards (%.1f s)",
-        cfg.out,
-        tot["documents"],
-        tot["tokens"],
-        tot["kept_targets"],
-        tot["shards"],
-        man["prepare"]["elapsed_s"],
-    )
+        "prepared %s in %.1f s (%s shard%s)",
+        cfg.out, man["prepare"]["elapsed_s"], f"{tot['shards']:,}",
+        "" if tot["shards"] == 1 else "s",
+    )  # fmt: skip
     return man
 
 
 def _run_shards(
-    cfg: Config, jobs: Iterable[tuple[int, Any]], make_job: Any
+    cfg: Config,
+    jobs: Iterable[tuple[int, Any]],
+    make_job: Any,
+    total: int | None = None,
+    size: Any = None,
+    unit: str = "B",
 ) -> list[dict[str, Any]]:
-    """Run (or skip when done) every shard job; return records in shard order."""
+    """Run (or skip when done) every shard job; return records in shard order. ``size(payload)``
+    is a shard's share of ``total`` input units, for the progress bar's percentage and ETA."""
     records: dict[int, dict[str, Any]] = {}
-    with Progress(cfg.quiet) as bar, ShardRunner(cfg.workers) as runner:
+    sizes: dict[int, int] = {}
+    with Progress(cfg.quiet, total=total, unit=unit) as bar, ShardRunner(cfg.workers) as runner:
         for index, payload in jobs:
+            sizes[index] = size(payload) if size is not None else 0
             done = load_done(cfg.out, index)
             if done is not None:
                 records[index] = done
-                bar.update(done["documents"], done["tokens"], resumed=True)
+                bar.update(done["documents"], done["tokens"], True, sizes.pop(index))
                 continue
             for rec in runner.submit(make_job(index, payload)):
                 records[rec["index"]] = rec
-                bar.update(rec["documents"], rec["tokens"])
+                bar.update(rec["documents"], rec["tokens"], size=sizes.pop(rec["index"]))
         for rec in runner.drain():
             records[rec["index"]] = rec
-            bar.update(rec["documents"], rec["tokens"])
+            bar.update(rec["documents"], rec["tokens"], size=sizes.pop(rec["index"]))
     return [records[i] for i in sorted(records)]
 
 
@@ -176,7 +187,11 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     )
 
     t0 = time.perf_counter()
-    files = discover_inputs(cfg.inputs) if cfg.inputs else default_corpus_files()
+    files = (
+        discover_inputs(cfg.inputs, cfg.suffixes, cfg.glob)
+        if cfg.inputs
+        else default_corpus_files()
+    )
     stamps = _stamps(files)
     inputs = _describe_files(files, not cfg.inputs, stamps)
     identity = {
@@ -214,7 +229,10 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         source = f"trained byte-level BPE (vocab {cfg.vocab_size})"
     else:
         log.info("training a byte-level BPE tokenizer (vocab %d) on the input", cfg.vocab_size)
-        tok = train_bpe(docs(IngestStats(), log_skips=False), cfg.vocab_size)
+        tok = train_bpe(
+            docs(IngestStats(), log_skips=False), cfg.vocab_size,
+            progress=not cfg.quiet and sys.stderr.isatty(),
+        )  # fmt: skip
         source = f"trained byte-level BPE (vocab {cfg.vocab_size})"
     sha = save_tokenizer(tok, tok_path)
     eos_id, eos_tok, bos_id, bos_tok = resolve_special(tok, cfg.eos_token, cfg.bos)
@@ -233,7 +251,13 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
 
     stats = IngestStats()
     jobs = iter_text_shards(docs(stats), identity["shard_size"])
-    records = _run_shards(cfg, jobs, make_job)
+    # Text files are read byte for byte, so their bytes measure progress; JSON and compressed
+    # files are not (their file bytes are not the documents'), and then the bar counts documents.
+    plain = all(suffix_kind(f) == "text" for f in files)
+    records = _run_shards(
+        cfg, jobs, make_job, total=inputs["bytes"] if plain else None,
+        size=lambda texts: sum(len(t.encode("utf-8", "surrogatepass")) for t in texts),
+    )  # fmt: skip
     _check_unchanged(files, stamps)
     man = build_manifest(
         cfg, records, info, dtype, inputs, stats.as_dict(), identity, time.perf_counter() - t0
@@ -341,7 +365,10 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
             cfg.index_params(),
         )  # fmt: skip
 
-    records = _run_shards(cfg, enumerate(ranges), make_job)
+    records = _run_shards(
+        cfg, enumerate(ranges), make_job, total=int(arr.size), size=lambda r: r[1] - r[0],
+        unit="tok",
+    )  # fmt: skip
     if not isinstance(src, np.ndarray) and input_stamp(src) != stamp:
         raise UserError(
             f"--from-tokens {src} changed while prepare read it; the dataset was not finished: "

@@ -145,7 +145,10 @@ def _training_sample(texts: Iterable[str], max_bytes: int, seen: list[int]) -> I
 
 
 def train_bpe(
-    texts: Iterable[str], vocab_size: int = 8192, max_bytes: int = TRAIN_SAMPLE_BYTES
+    texts: Iterable[str],
+    vocab_size: int = 8192,
+    max_bytes: int = TRAIN_SAMPLE_BYTES,
+    progress: bool = False,
 ) -> Tokenizer:
     """Train a byte-level BPE tokenizer (GPT-2 style) on ``texts``; deterministic.
 
@@ -170,7 +173,7 @@ def train_bpe(
         vocab_size=vocab_size,
         special_tokens=[TRAIN_SPECIAL_TOKEN],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        show_progress=progress,  # the tokenizers library's own bars (a terminal only)
     )
     seen = [0, 0]
     tok.train_from_iterator(_training_sample(texts, max_bytes, seen), trainer=trainer)

@@ -10,7 +10,10 @@ Reads each run directory's ``config.json``, ``metrics.jsonl``, ``eval.jsonl`` an
 - time to quality: the training seconds at which the run's validation loss (mean over lengths)
   first reaches the baseline's final value, linearly interpolated between evaluations, and its
   ratio to the baseline's total time. ``< 1`` means the run got there faster; no value means it
-  never did (evaluate more often with ``--eval-every`` for a finer answer).
+  never did (evaluate more often with ``--eval-every`` for a finer answer). A run evaluated only
+  at its end has no time-to-loss at all (its one evaluation is its whole length, which would
+  read as a ratio of its run time): the row says so in ``time_to_base_val_note`` instead, as it
+  does when the baseline has no evaluation.
 
 Runs are comparable when they use the same prepared data and model (checked: a different dataset
 fingerprint or model size is refused) and evaluate the same held-out rows (they do: the choice is
@@ -103,7 +106,8 @@ def compare(runs: list[Run]) -> list[dict[str, Any]]:
         loss = r.column("loss")
         tail = loss[-max(1, len(loss) // 10) :]
         fe = r.evals[-1] if r.evals else None
-        reach = time_to_reach(r, base_final) if base_final is not None else None
+        note = _reach_note(base, r)
+        reach = time_to_reach(r, base_final) if note is None and base_final is not None else None
         us = 1e6 * elapsed / tokens
         rows.append(
             {
@@ -120,9 +124,25 @@ def compare(runs: list[Run]) -> list[dict[str, Any]]:
                 "val_loss_longest": fe["val_loss"][str(fe["position"]["seq_len"])] if fe else None,
                 "time_to_base_val_s": reach,
                 "time_to_base_val_ratio": reach / base_time if reach is not None else None,
+                "time_to_base_val_note": note,
             }
         )
     return rows
+
+
+def _reach_note(base: Run, run: Run) -> str | None:
+    """Why a time to the baseline's loss cannot be computed for ``run``, or None when it can."""
+    if not base.evals:
+        return (
+            f"no time to the baseline's loss: {base.name} has no evaluation (prepare the data "
+            "with --val-fraction)"
+        )
+    if len(run.evals) < 2:
+        return (
+            f"no time to the baseline's loss for {run.name}: it was evaluated only at its end; "
+            "train with --eval-every N (e.g. a quarter of its steps) to measure one"
+        )
+    return None
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -144,4 +164,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{f(r['val_loss_longest'], '.4f')} | {f(r['time_to_base_val_s'], '.1f')} | "
             f"{f(r['time_to_base_val_ratio'], '.3f')} |"
         )
+    notes = dict.fromkeys(r["time_to_base_val_note"] for r in rows if r["time_to_base_val_note"])
+    lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)

@@ -266,7 +266,7 @@ def plot_plan(
         ax_steps.set_yticks(ticks, [_fmt_len(t) for t in ticks])
         ax_steps.set_ylim(ticks[0] / 1.3, ticks[-1] * 1.3)
     steps_title = f"Sequence length per step ({steps.size:,} steps)"
-    _panel(ax_steps, steps_title, "optimizer step", "sequence length L")
+    _panel(ax_steps, steps_title, "optimizer step", "sequence length L (tokens)")
     _share_bars(
         ax_share,
         lengths,
@@ -319,9 +319,41 @@ def plot_runs(runs: Sequence[Run], path: str | Path) -> None:
     ]
     for a, (title, x, y) in zip(ax.flat, panels, strict=True):
         _panel(a, title, x, y, size=10)
-        a.legend(fontsize=_SMALL)
+        if a.get_legend_handles_labels()[0]:  # an empty legend is a matplotlib warning
+            a.legend(fontsize=_SMALL)
+    if not any(r.evals for r in runs):
+        for a in (ax[0, 2], ax[1, 1], ax[1, 2]):
+            _nothing(a, "no evaluation: prepare the data\nwith --val-fraction")
+    else:
+        if runs[0].evals:  # what "time to the baseline's loss" in the table is measured against
+            target = float(runs[0].evals[-1]["val_loss_mean"])
+            ax[1, 2].axhline(target, color="0.4", ls="--", lw=1)
+            ax[1, 2].annotate(
+                f"{runs[0].name}'s final {target:.3f}", (0.99, target), ha="right", va="bottom",
+                xycoords=("axes fraction", "data"), fontsize=_SMALL, color="0.3",
+            )  # fmt: skip
+    if any(r.evals for r in runs) and all(len(r.evals) < 2 for r in runs):
+        # One point per run says nothing about time to a loss; say what would.
+        _nothing(ax[1, 2], "one evaluation per run (at its end):\ntrain with --eval-every N")
     ax[0, 0].xaxis.set_major_formatter(EngFormatter())  # 200k, not 200000 running into 300000
     _log2_lengths(ax[0, 2], "x")
     _log2_lengths(ax[1, 1], "x")
     _log2_lengths(ax[1, 0], "y")
+    fig.suptitle(_plain(_runs_title(runs)), fontsize=_TITLE_SIZE)
     save_png_atomic(fig, path)
+
+
+def _runs_title(runs: Sequence[Run]) -> str:
+    """What was trained on what: the data, the model and the run length (from the baseline)."""
+    base = runs[0]
+    data = base.config.get("dataset", {})
+    sources = data.get("blend", {}).get("sources", [])
+    root = data.get("root") or "blend of " + " + ".join(str(s["source"]) for s in sources)
+    train = base.config["train"]
+    params = base.config.get("params")
+    model = f"{train['size']} GPT" + (f" ({params / 1e6:.2f}M parameters)" if params else "")
+    return (
+        f"{root or 'data'}: {model}, {int(train['tokens']):,} tokens per run, "
+        f"{int(train['tokens_per_step']):,} tokens per step; runs: "
+        + ", ".join(f"{r.name} ({r.method})" for r in runs)
+    )

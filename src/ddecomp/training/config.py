@@ -76,6 +76,19 @@ def model_config(size: str, vocab_size: int, **overrides: object) -> ModelConfig
 
 
 METHODS = ("dd", "concat", "concat-dm", "pack")
+WARMUP_FRACTION = 0.1  # of the run's steps, when --warmup is not given
+WARMUP_CAP = 50  # steps: long runs need no longer warmup than this at these model sizes
+
+
+def default_warmup(steps: int) -> int:
+    """Warmup steps for a run of ``steps`` steps: 10% of them, at most 50 (6 for a 64-step run).
+
+    Always in ``[0, steps)``, so the default never refuses a short run (a fixed 50 refused every
+    run of 50 steps or fewer); runs under 10 steps get no warmup.
+    """
+    return min(WARMUP_CAP, int(steps * WARMUP_FRACTION))
+
+
 # Fields that must not change when a run is resumed (the rest, e.g. device, may).
 RESUME_FIXED = (
     "method",
@@ -108,7 +121,9 @@ class TrainConfig:
     max_len: longest sequence in tokens (None: the dataset's); the baselines' chunk/bin length.
     curriculum, cycles: DD's curriculum (see ddecomp.loading.curriculum) and its number of cycles,
     spread over the whole run; mode: how the plan realises the odds (ddecomp.loading.plan.MODES).
-    lr: peak learning rate; min_lr_ratio: final LR as a fraction of it; warmup: steps.
+    lr: peak learning rate; min_lr_ratio: final LR as a fraction of it; warmup: steps (None:
+    :func:`default_warmup` of the run's steps, resolved here, so ``cfg.warmup`` is always an int
+    after construction and ``config.json`` records the number used).
     eval_every / checkpoint_every: steps between evaluations / checkpoints (0: only at the end).
     checkpoints: False writes none, not even at the end (no resume; for benchmarks, where a 410m
     checkpoint would write 6.6 GB per run).
@@ -116,6 +131,7 @@ class TrainConfig:
     micro_batch_tokens: at most this many tokens per forward/backward (None: a rank's whole share
     of the step); the step's gradient is the same (:mod:`ddecomp.training.microbatch`); at least
     ``max_len``, since rows are never cut. May change on resume.
+    progress: a progress bar when stderr is a terminal (else, and when False, plain lines).
     stop_after: stop (with a checkpoint) after this many steps, as a preemption would; the
     schedule still spans the whole run. resume: continue RUN from its latest checkpoint.
     """
@@ -132,7 +148,7 @@ class TrainConfig:
     mode: str = "release"
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
-    warmup: int = 50
+    warmup: int | None = None
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     seed: int = 0
@@ -164,11 +180,15 @@ class TrainConfig:
                 f"--tokens {self.tokens} must be at least --tokens-per-step "
                 f"{self.tokens_per_step} (>= 1): the run would have no step"
             )
-        if self.warmup < 0 or self.warmup >= self.steps:
+        if self.warmup is None:
+            # A default must fit every run length; an explicit value that does not is an error.
+            object.__setattr__(self, "warmup", default_warmup(self.steps))
+        elif self.warmup < 0 or self.warmup >= self.steps:
             raise UserError(
                 f"--warmup {self.warmup} steps must be in [0, {self.steps}) for a run of "
                 f"{self.steps} steps (--tokens {self.tokens} // --tokens-per-step "
-                f"{self.tokens_per_step})"
+                f"{self.tokens_per_step}); omit --warmup for the default "
+                f"({default_warmup(self.steps)} here)"
             )
         if not (self.lr > 0 and 0 <= self.min_lr_ratio <= 1):
             raise UserError(
@@ -200,6 +220,12 @@ class TrainConfig:
     @property
     def data_dirs(self) -> tuple[str, ...]:
         return (self.data,) if isinstance(self.data, str) else tuple(self.data)
+
+    @property
+    def warmup_steps(self) -> int:
+        """The warmup in steps (``warmup`` once resolved; typed ``int`` for callers)."""
+        assert self.warmup is not None  # resolved in __post_init__
+        return self.warmup
 
     @property
     def steps(self) -> int:

@@ -76,7 +76,7 @@ from ddecomp.training.distributed import (
     init_world,
     resolve_device,
 )
-from ddecomp.training.evaluate import EvalConfig, evaluate
+from ddecomp.training.evaluate import EvalConfig, eval_lengths, evaluate
 from ddecomp.training.hostcopy import HostToDevice
 from ddecomp.training.microbatch import row_slices, slice_cu_seqlens
 from ddecomp.training.model import (
@@ -122,6 +122,19 @@ def _check_resume(saved: dict[str, Any], cfg: TrainConfig, fingerprint: str) -> 
             f"--resume: the dataset changed (fingerprint {saved['fingerprint'][:12]} in the "
             f"checkpoint, {fingerprint[:12]} now); resume on the same prepared data"
         )
+
+
+def _no_eval_reason(cfg: TrainConfig, val: Any, ecfg: EvalConfig) -> str | None:
+    """Why this run will never be evaluated (no held-out piece at a trained length), or None."""
+    if eval_lengths(list(val.bucket_lengths), ecfg):
+        return None
+    dirs = " ".join(cfg.data_dirs)
+    return (
+        f"{dirs} has no validation pieces up to length {ecfg.max_len}: this run will not be "
+        "evaluated and `ddecomp compare` cannot rank it; add a split with `ddecomp prepare "
+        f"INPUT ... --out DIR --val-fraction 0.02 --overwrite` (the inputs and options used "
+        "before)"
+    )
 
 
 def _batches(loader: StepLoader, epoch: int, resumed: bool) -> Iterator[Batch]:
@@ -184,6 +197,8 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
         raise UserError(
             f"--max-len {max_len} is outside the dataset's range {ds.min_len}..{ds.max_len}"
         )
+    ecfg = EvalConfig(tokens_per_length=cfg.eval_tokens, max_len=max_len, seed=0)
+    no_eval = _no_eval_reason(cfg, val, ecfg)
     run = Path(cfg.out)
     latest = latest_checkpoint(run) if cfg.resume else None
     if not cfg.resume and (run / "metrics.jsonl").exists():
@@ -199,7 +214,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
     raw = GPT(mcfg).to(device)
     opt = build_optimizer(raw, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, cosine_schedule(cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+        opt, cosine_schedule(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
     )
     step, elapsed, epoch, resumed = 0, 0.0, 0, False
     if latest is not None:
@@ -232,7 +247,8 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
          "loader": type(loader).__name__, "torch": torch.__version__}
     )  # fmt: skip
     peak = cfg.peak_flops or peak_flops_for(device)
-    ecfg = EvalConfig(tokens_per_length=cfg.eval_tokens, max_len=max_len, seed=0)
+    if no_eval:
+        log.skip_eval(no_eval)  # now, not after the whole run
     if cfg.compile:
         compile_s = warm_shapes(model, loader, cfg, world, device, mcfg.vocab_size, max_len)
     graphs_before = _compiled_graphs()

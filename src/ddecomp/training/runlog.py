@@ -24,7 +24,9 @@ unreadable line anywhere else is damage, not a kill, and is an error naming the 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,9 @@ class RunLog:
         self.run, self.main, self.cfg = run, main, cfg
         self.summary: dict[str, Any] = {}
         self._bar: Any = None
+        self._every = 0  # plain progress lines every this many steps (0: none)
+        self._total = self._first = 0
+        self._t0 = 0.0
         self._metrics: Any = None
         self._eval: Any = None
         if not main:
@@ -123,38 +128,69 @@ class RunLog:
             write_json_atomic(self.run / "config.json", config)
 
     def open_progress(self, step: int, total: int) -> None:
-        if self.main and self.cfg.progress:
+        """A bar on a terminal; elsewhere (a log file, a pipe), or with ``progress=False``
+        (``--no-progress`` / ``--quiet``), plain lines on stderr, about 20 per run, so a log
+        never holds ``\\r`` frames (as ``prepare --quiet`` does)."""
+        if not self.main:
+            return
+        self._total, self._first = total, step
+        self._t0 = time.perf_counter()
+        if step:
+            self.note(f"resuming {self.run} at step {step:,} of {total:,}")
+        if self.cfg.progress and sys.stderr.isatty():
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, initial=step, desc=self.cfg.method, unit="step")
+        else:
+            self._every = max(1, total // 20)
+
+    def note(self, msg: str) -> None:
+        """One line on stderr, above the bar when there is one."""
+        if not self.main:
+            return
+        if self._bar is not None:
+            self._bar.write(f"ddecomp train: {msg}", file=sys.stderr)
+        else:
+            print(f"ddecomp train: {msg}", file=sys.stderr, flush=True)
 
     def step(self, rec: dict[str, Any]) -> None:
         if not self.main:
             return
         self._metrics.write(json.dumps(rec) + "\n")
         self._metrics.flush()
+        tail = f"loss {rec['loss']:.3f} L {rec['seq_len']} {rec['tokens_per_s']:,.0f} tok/s"
         if self._bar is not None:
-            self._bar.set_postfix_str(
-                f"loss {rec['loss']:.3f} L {rec['seq_len']} {rec['tokens_per_s']:,.0f} tok/s",
-                refresh=False,
-            )
+            self._bar.set_postfix_str(tail, refresh=False)
             self._bar.update(1)
+        elif self._every and (rec["step"] % self._every == 0 or rec["step"] == self._total):
+            wall = time.perf_counter() - self._t0
+            done = rec["step"] - self._first
+            eta = wall / done * (self._total - rec["step"]) if done else 0.0
+            print(
+                f"{self.cfg.method}: step {rec['step']:,}/{self._total:,}, {tail}, "
+                f"{wall:.0f} s so far, about {eta:.0f} s left",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def skip_eval(self, msg: str) -> None:
+        """Say once, as early as it is known, that the run will not be evaluated."""
+        if self.main and not self.summary.get("eval_skipped"):
+            self.summary["eval_skipped"] = msg
+            self.note(f"warning: {msg}")
 
     def eval(self, res: dict[str, Any] | None, step: int, tokens: int, elapsed: float) -> None:
         if not self.main:
             return
         if res is None:
-            if not self.summary.get("eval_skipped"):
-                msg = "no held-out pieces: prepare with --val-fraction to evaluate"
-                self.summary["eval_skipped"] = msg
-                print(f"ddecomp train: {msg}")
+            self.skip_eval("no held-out pieces: prepare with --val-fraction to evaluate")
             return
         rec = {"step": step, "tokens": tokens, "elapsed_s": elapsed, **res}
         self._eval.write(json.dumps(rec) + "\n")
         self._eval.flush()
         self.summary["final_eval"] = rec
-        if self._bar is not None:
-            self._bar.write(f"step {step}: val loss {res['val_loss_mean']:.4f} (mean over lengths)")
+        if self._bar is not None or self._every:
+            self.note(f"step {step}: val loss {res['val_loss_mean']:.4f} (mean over lengths)")
 
     def close(self, summary: dict[str, Any]) -> None:
         if not self.main:
