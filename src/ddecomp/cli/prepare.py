@@ -9,7 +9,13 @@ from typing import Any
 
 from ddecomp.decompose import LONG_DOC_POLICIES
 from ddecomp.errors import UserError
-from ddecomp.preparing.config import DEFAULT_VOCAB, PrepareConfig, TokensConfig, default_workers
+from ddecomp.preparing.config import (
+    DEFAULT_VOCAB,
+    ENGINES,
+    PrepareConfig,
+    TokensConfig,
+    default_workers,
+)
 from ddecomp.preparing.pipeline import prepare, prepare_tokens
 
 _TOKEN_DTYPES = ("uint16", "uint32", "int32", "int64", "uint64")
@@ -102,6 +108,20 @@ def register(sub: Any) -> None:
         help="shard size: N MB of text, or N million tokens with --from-tokens (default: about "
         "1/32 of the input, within 4..128)",
     )
+    run.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="where shards run: local worker processes (default) or tasks on a Ray cluster "
+        "(pip install 'ddecomp[ray]'; --out must be visible to every node)",
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        default=None,
+        help="the Ray cluster to join, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, a cluster on "
+        "this machine, or a new local one)",
+    )
     run.add_argument("--strict", action="store_true", help="stop at the first bad input record")
     run.add_argument(
         "--overwrite", action="store_true", help="replace a dataset prepared differently"
@@ -125,7 +145,7 @@ def run_prepare(args: argparse.Namespace) -> int:
                 vocab_size=args.vocab_size, min_len=args.min_len, max_len=args.max_len,
                 long_docs=args.long_docs, seed=args.seed, val_fraction=args.val_fraction,
                 shard_size=_shard(args), workers=args.workers, overwrite=args.overwrite,
-                quiet=args.quiet,
+                quiet=args.quiet, engine=args.engine, ray_address=args.ray_address,
             )
         )  # fmt: skip
     else:
@@ -138,7 +158,8 @@ def run_prepare(args: argparse.Namespace) -> int:
             min_len=args.min_len, max_len=args.max_len,
             long_docs=args.long_docs, seed=args.seed, val_fraction=args.val_fraction,
             shard_size=_shard(args), workers=args.workers, strict=args.strict,
-            overwrite=args.overwrite, quiet=args.quiet,
+            overwrite=args.overwrite, quiet=args.quiet, engine=args.engine,
+            ray_address=args.ray_address,
         )  # fmt: skip
         man = prepare(cfg)
     print(summary_line(man, args.out))

@@ -7,9 +7,9 @@ One ``prepare`` run, module by module::
                         pretokenized ─┤               (a flat token file with EOS after each doc)
                                       v
     config ─> pipeline ─> pool ─> shards ─> manifest  (validated arguments; plan shards, run
-                 │                  │                  them in processes, write each shard,
-              outdir             progress              then the manifest last; own the output
-                                                       directory; report progress)
+                 │   └─> ray_engine ┘                  them in processes or Ray tasks, write
+                 │                  │                  each shard, then the manifest last; own
+              outdir             progress              the output directory; report progress)
 
 - :mod:`.inputs`: where the files are (local paths, URLs through fsspec, the default corpus).
 - :mod:`.ingest`: documents out of each format, every bad record counted by reason.
@@ -19,6 +19,7 @@ One ``prepare`` run, module by module::
 - :mod:`.config`: :class:`PrepareConfig` and :class:`TokensConfig`, frozen and validated.
 - :mod:`.pipeline`: :func:`prepare` and :func:`prepare_tokens`, data checks, resume.
 - :mod:`.pool`: shard jobs and the process pool that runs them.
+- :mod:`.ray_engine`: the same jobs as Ray tasks on a cluster (optional: ``ddecomp[ray]``).
 - :mod:`.shards`: one shard's document index, split, decomposition and files.
 - :mod:`.outdir`: claiming the output directory (refuse another run's arguments, resume ours).
 - :mod:`.manifest`: totals, drops by reason and the fingerprint, assembled from shard records.

@@ -21,6 +21,7 @@ from ddecomp.preparing.shards import IndexParams
 
 MIN_TRAIN_VOCAB = 256 + 1  # a byte-level BPE: the 256-byte alphabet + <|endoftext|>
 DEFAULT_VOCAB = 8192  # the BPE size trained when no tokenizer is given
+ENGINES = ("local", "ray")  # local: a process pool on this machine; ray: tasks on a Ray cluster
 
 
 def default_workers() -> int:
@@ -50,6 +51,8 @@ class RunSettings:
     val_fraction: float
     shard_size: int | None
     workers: int
+    engine: str
+    ray_address: str | None
 
     def _check_run(self) -> None:
         check_lengths(self.min_len, self.max_len)
@@ -62,6 +65,10 @@ class RunSettings:
             raise UserError(f"--shard-size {self.shard_size} must be positive")
         if self.seed < 0:  # numpy's SeedSequence takes only non-negative entropy
             raise UserError(f"--seed {self.seed} must be >= 0")
+        if self.engine not in ENGINES:
+            raise UserError(f"--engine {self.engine!r} is not one of {', '.join(ENGINES)}")
+        if self.ray_address is not None and self.engine != "ray":
+            raise UserError("--ray-address applies only to --engine ray")
 
     def index_params(self) -> IndexParams:
         return IndexParams(self.min_len, self.max_len, self.long_docs, self.seed, self.val_fraction)
@@ -72,7 +79,9 @@ class PrepareConfig(RunSettings):
     """Arguments of ``ddecomp prepare``; validated on construction.
 
     Lengths are in tokens (targets per row). ``shard_size`` is bytes of text per shard; ``None``
-    picks :func:`auto_shard_size` from the input's size.
+    picks :func:`auto_shard_size` from the input's size. ``engine`` runs the shards in a local
+    process pool of ``workers`` (default) or as tasks on the Ray cluster at ``ray_address``
+    (``workers`` is then the cluster's business); the dataset is the same either way.
     """
 
     out: Path
@@ -89,6 +98,8 @@ class PrepareConfig(RunSettings):
     val_fraction: float = 0.0
     shard_size: int | None = None
     workers: int = field(default_factory=default_workers)
+    engine: str = "local"
+    ray_address: str | None = None
     strict: bool = False
     overwrite: bool = False
     quiet: bool = False
@@ -125,6 +136,8 @@ class TokensConfig(RunSettings):
     val_fraction: float = 0.0
     shard_size: int | None = None
     workers: int = 1
+    engine: str = "local"
+    ray_address: str | None = None
     overwrite: bool = False
     quiet: bool = True
 

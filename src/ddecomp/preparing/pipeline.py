@@ -18,6 +18,10 @@ place is noticed). A rerun with the same identity keeps each shard whose ``done.
 all if an input changed while it was read. A different identity in a used directory is refused
 unless ``overwrite`` (:mod:`ddecomp.preparing.outdir`). Workers never change the
 result (shard boundaries are fixed by the input), so the fingerprint is the same for any count.
+
+Engines: ``engine="local"`` (default) runs the shard jobs in this machine's process pool,
+``engine="ray"`` as tasks on a Ray cluster (:mod:`ddecomp.preparing.ray_engine`); the planning,
+resume and manifest above are the same code, so both write the same dataset.
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ from ddecomp.preparing.config import (
 )
 from ddecomp.preparing.inputs import InputFile, default_corpus_files, discover_inputs, input_stamp
 from ddecomp.preparing.manifest import build_manifest
-from ddecomp.preparing.outdir import claim_dir
-from ddecomp.preparing.pool import ShardRunner
+from ddecomp.preparing.outdir import claim_dir, remove_stale_temps
+from ddecomp.preparing.pool import Runner, ShardRunner
 from ddecomp.preparing.pretokenized import open_token_source, token_ranges
 from ddecomp.preparing.progress import Progress
 from ddecomp.preparing.shards import load_done
@@ -72,12 +76,23 @@ def _finish(cfg: Config, man: dict[str, Any]) -> dict[str, Any]:
     return man
 
 
+def make_runner(engine: str, workers: int, ray_address: str | None = None) -> Runner:
+    """The engine's runner: ``local`` (a pool of ``workers``) or ``ray`` (the cluster's CPUs)."""
+    if engine == "ray":
+        from ddecomp.preparing.ray_engine import RayRunner
+
+        return RayRunner(ray_address)
+    assert engine == "local", engine
+    return ShardRunner(workers)
+
+
 def _run_shards(
     cfg: Config, jobs: Iterable[tuple[int, Any]], make_job: Any
 ) -> list[dict[str, Any]]:
     """Run (or skip when done) every shard job; return records in shard order."""
     records: dict[int, dict[str, Any]] = {}
-    with Progress(cfg.quiet) as bar, ShardRunner(cfg.workers) as runner:
+    runner = make_runner(cfg.engine, cfg.workers, cfg.ray_address)
+    with Progress(cfg.quiet) as bar, runner:
         for index, payload in jobs:
             done = load_done(cfg.out, index)
             if done is not None:
@@ -90,6 +105,7 @@ def _run_shards(
         for rec in runner.drain():
             records[rec["index"]] = rec
             bar.update(rec["documents"], rec["tokens"])
+    remove_stale_temps(cfg.out)
     return [records[i] for i in sorted(records)]
 
 
@@ -335,6 +351,12 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
     from ddecomp.preparing.pool import TokenJob
 
     def make_job(index: int, rng: tuple[int, int]) -> TokenJob:
+        if isinstance(src, np.ndarray) and cfg.engine == "ray":
+            # A task gets its own range (serialized once), not the whole array per task.
+            return TokenJob(
+                cfg.out, index, src[rng[0] : rng[1]], arr.dtype.name, 0, 0, rng[1] - rng[0],
+                out_dtype, cfg.eos_id, cfg.index_params(),
+            )  # fmt: skip
         return TokenJob(
             cfg.out, index, src, arr.dtype.name, header, rng[0], rng[1], out_dtype, cfg.eos_id,
             cfg.index_params(),

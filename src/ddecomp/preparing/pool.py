@@ -6,6 +6,10 @@ reads inputs and collects records. Workers are forked where the platform can (no
 no ``if __name__ == "__main__"`` guard needed in users' scripts; HF tokenizers detects the fork
 and keeps the children single-threaded), spawned elsewhere; one process per core. At most
 ``2 * workers`` jobs are in flight, which bounds the text held in memory to that many shards.
+
+The pipeline picks the engine: this pool (``local``, the default) or Ray tasks
+(:mod:`ddecomp.preparing.ray_engine`, imported only when asked for: Ray is an optional extra);
+both are a :class:`Runner`, take the same jobs and return the same records.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -153,3 +157,20 @@ class ShardRunner:
             else:
                 self._pool.terminate()
             self._pool.join()
+
+
+class Runner(Protocol):
+    """What the pipeline needs of an engine: submit jobs, get back finished records."""
+
+    def submit(self, job: TextJob | TokenJob) -> list[dict[str, Any]]: ...
+
+    def drain(self) -> list[dict[str, Any]]: ...
+
+    def __enter__(self) -> Runner: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
