@@ -39,7 +39,13 @@ def register(sub: Any) -> None:
         help="files or directories, or URLs (s3://, gs://, hf://, file://; the scheme's fsspec "
         "backend, e.g. s3fs, must be installed)",
     )
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR|URL",
+        help="output directory, or a URL such as s3://bucket/prefix (any fsspec URL; shards are "
+        "staged under $DDECOMP_CACHE and uploaded, the manifest last)",
+    )
     src = p.add_argument_group("already-tokenized input")
     src.add_argument(
         "--from-tokens",
@@ -174,7 +180,7 @@ def _shard(args: argparse.Namespace) -> int | None:
     return max(1, int(args.shard_size * 1_000_000))
 
 
-def summary_line(man: dict[str, Any], out: Path) -> str:
+def summary_line(man: dict[str, Any], out: str | Path) -> str:
     tot = man["totals"]
     tr = man["splits"]["train"]
     d = tr["dropped"]

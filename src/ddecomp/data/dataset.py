@@ -259,11 +259,21 @@ def pointing_to_verify(root: Path) -> Iterator[None]:
         raise DataError(f"{e}; run `ddecomp verify {root}`") from e
 
 
-def open_dataset(root: str | Path, split: str = "train") -> Dataset:
+def open_dataset(
+    root: str | Path, split: str = "train", cache_dir: str | Path | None = None
+) -> Dataset:
     """Open a prepared dataset read-only; refuses unknown format versions and splits, and a
-    manifest or file that does not hold what the format promises (see the module docstring)."""
+    manifest or file that does not hold what the format promises (see the module docstring).
+
+    ``root`` may be a URL (``s3://bucket/prefix``): its files are fetched whole, sha256-checked,
+    into ``cache_dir`` (default ``$DDECOMP_CACHE`` or ``~/.cache/ddecomp``) on first use and
+    read from there (:mod:`ddecomp.data.remote`)."""
     if split not in SPLITS:
         raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    from ddecomp.data.remote import cache_dataset, is_url
+
+    if is_url(root):
+        root = cache_dataset(root, cache_dir)
     root = Path(root)
     man = load_manifest(root)
     with pointing_to_verify(root):

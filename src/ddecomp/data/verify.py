@@ -153,8 +153,15 @@ def _check_totals(root: Path, man: dict[str, Any], got: dict[str, list[int]]) ->
         raise DataError(f"{where}: totals {totals} do not add up the splits {want}")
 
 
-def verify_dataset(root: str | Path) -> dict[str, Any]:
-    """Check everything; return a small summary, raise :class:`DataError` on the first problem."""
+def verify_dataset(root: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Check everything; return a small summary, raise :class:`DataError` on the first problem.
+
+    A URL is checked through its local copy (:func:`~ddecomp.data.remote.cache_dataset`: each
+    file's sha256 checked as it is fetched), which is then verified like a directory."""
+    from ddecomp.data.remote import cache_dataset, is_url
+
+    if is_url(root):
+        root = cache_dataset(root, cache_dir)
     root = Path(root)
     man = load_manifest(root)
     if fingerprint(man) != man.get("fingerprint"):

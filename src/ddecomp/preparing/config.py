@@ -53,6 +53,17 @@ class RunSettings:
     workers: int
     engine: str
     ray_address: str | None
+    out_url: str | None
+
+    def _set_out(self) -> None:
+        """``out`` a URL: kept in ``out_url``, and ``out`` becomes its local staging directory."""
+        from ddecomp.data.remote import is_url
+        from ddecomp.preparing.remote_out import staging_dir
+
+        if is_url(self.out):
+            object.__setattr__(self, "out_url", str(self.out).rstrip("/"))
+            object.__setattr__(self, "out", staging_dir(str(self.out).rstrip("/")))
+        object.__setattr__(self, "out", Path(self.out))
 
     def _check_run(self) -> None:
         check_lengths(self.min_len, self.max_len)
@@ -100,12 +111,13 @@ class PrepareConfig(RunSettings):
     workers: int = field(default_factory=default_workers)
     engine: str = "local"
     ray_address: str | None = None
+    out_url: str | None = None  # set from a URL ``out`` (object storage); ``out`` is then staging
     strict: bool = False
     overwrite: bool = False
     quiet: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
+        self._set_out()
         self._check_run()
         if self.vocab_size < MIN_TRAIN_VOCAB:
             raise UserError(
@@ -138,11 +150,12 @@ class TokensConfig(RunSettings):
     workers: int = 1
     engine: str = "local"
     ray_address: str | None = None
+    out_url: str | None = None  # set from a URL ``out`` (object storage); ``out`` is then staging
     overwrite: bool = False
     quiet: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
+        self._set_out()
         self._check_run()
         if self.eos_id < 0:
             raise UserError(f"--eos-id {self.eos_id} must be >= 0")

@@ -131,3 +131,12 @@ def claim_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str,
     remove_stale_temps(out)
     write_json_atomic(state_path, {"identity": identity, "ddecomp": __version__})
     return None
+
+
+def claim_staging(out: Path, identity: dict[str, Any]) -> None:
+    """Claim the local staging directory of a ``--out URL`` run: it is ddecomp's alone, so
+    another identity's files are removed instead of refused (the remote prefix was checked)."""
+    state = _read_state(out) if out.is_dir() else None
+    if state is not None and state["identity"] != identity:
+        _remove_own_files(out, state["identity"].get("kind"))
+    claim_dir(out, identity, overwrite=False)

@@ -47,10 +47,11 @@ from ddecomp.preparing.config import (
 )
 from ddecomp.preparing.inputs import InputFile, default_corpus_files, discover_inputs, input_stamp
 from ddecomp.preparing.manifest import build_manifest
-from ddecomp.preparing.outdir import claim_dir, remove_stale_temps
+from ddecomp.preparing.outdir import claim_dir, claim_staging, remove_stale_temps
 from ddecomp.preparing.pool import Runner, ShardRunner
 from ddecomp.preparing.pretokenized import open_token_source, token_ranges
 from ddecomp.preparing.progress import Progress
+from ddecomp.preparing.remote_out import RemoteOut
 from ddecomp.preparing.shards import load_done
 
 __all__ = ["PrepareConfig", "TokensConfig", "auto_shard_size", "default_workers", "prepare",
@@ -61,8 +62,23 @@ log = logging.getLogger("ddecomp.preparing.pipeline")
 Config = PrepareConfig | TokensConfig
 
 
+def _claim(cfg: Config, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """Own the output (a directory, or a URL's prefix and its staging directory)."""
+    if cfg.out_url is None:
+        return claim_dir(cfg.out, identity, cfg.overwrite)
+    finished = RemoteOut(cfg.out_url).claim(identity, cfg.overwrite)
+    if finished is None:  # staging holds only this run's files (another run's are removed)
+        claim_staging(cfg.out, identity)
+    return finished
+
+
 def _finish(cfg: Config, man: dict[str, Any]) -> dict[str, Any]:
     write_json_atomic(cfg.out / MANIFEST, man)
+    if cfg.out_url is not None:  # the tokenizer, then the manifest: the commit point, last
+        remote = RemoteOut(cfg.out_url)
+        for name in (TOKENIZER_FILE, MANIFEST):
+            if (cfg.out / name).is_file():
+                remote.fs.put_file(str(cfg.out / name), remote.path(name))
     tot = man["totals"]
     log.info(
         "prepared %s: %d documents, %d tokens, %d kept targets in %d shards (%.1f s)",
@@ -92,9 +108,12 @@ def _run_shards(
     """Run (or skip when done) every shard job; return records in shard order."""
     records: dict[int, dict[str, Any]] = {}
     runner = make_runner(cfg.engine, cfg.workers, cfg.ray_address)
+    remote = None if cfg.out_url is None else RemoteOut(cfg.out_url)
+    if remote is not None:
+        remote.claim_listing()
     with Progress(cfg.quiet) as bar, runner:
         for index, payload in jobs:
-            done = load_done(cfg.out, index)
+            done = load_done(cfg.out, index) if remote is None else remote.done(index)
             if done is not None:
                 records[index] = done
                 bar.update(done["documents"], done["tokens"], resumed=True)
@@ -217,7 +236,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
             f"no documents in the input ({len(files)} files; skipped: "
             f"{_fmt_skips(probe.as_dict())}); nothing was written"
         )
-    finished = claim_dir(cfg.out, identity, cfg.overwrite)
+    finished = _claim(cfg, identity)
     if finished is not None:
         log.info("%s is already prepared with these arguments; nothing to do", cfg.out)
         return finished
@@ -244,8 +263,9 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
 
     def make_job(index: int, texts: list[str]) -> TextJob:
         return TextJob(
-            cfg.out, index, texts, tok_json, sha, eos_id, bos_id, dtype, cfg.index_params()
-        )
+            cfg.out, index, texts, tok_json, sha, eos_id, bos_id, dtype, cfg.index_params(),
+            cfg.out_url,
+        )  # fmt: skip
 
     stats = IngestStats()
     jobs = iter_text_shards(docs(stats), identity["shard_size"])
@@ -343,7 +363,7 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
         "eos_id": cfg.eos_id, "vocab_size": cfg.vocab_size,
         **_index_identity(cfg, int(arr.size)),
     }  # fmt: skip
-    finished = claim_dir(cfg.out, identity, cfg.overwrite)
+    finished = _claim(cfg, identity)
     if finished is not None:
         return finished
     ranges = token_ranges(arr, cfg.eos_id, identity["shard_size"])
@@ -355,11 +375,11 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
             # A task gets its own range (serialized once), not the whole array per task.
             return TokenJob(
                 cfg.out, index, src[rng[0] : rng[1]], arr.dtype.name, 0, 0, rng[1] - rng[0],
-                out_dtype, cfg.eos_id, cfg.index_params(),
+                out_dtype, cfg.eos_id, cfg.index_params(), cfg.out_url,
             )  # fmt: skip
         return TokenJob(
             cfg.out, index, src, arr.dtype.name, header, rng[0], rng[1], out_dtype, cfg.eos_id,
-            cfg.index_params(),
+            cfg.index_params(), cfg.out_url,
         )  # fmt: skip
 
     records = _run_shards(cfg, enumerate(ranges), make_job)

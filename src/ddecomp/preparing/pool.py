@@ -41,6 +41,7 @@ class TextJob:
     bos_id: int | None
     dtype: str
     params: IndexParams
+    remote: str | None = None  # --out URL: the job uploads its shard there (remote_out)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class TokenJob:
     dtype: str
     eos_id: int
     params: IndexParams
+    remote: str | None = None
 
 
 def _tokenizer(job: TextJob) -> Any:
@@ -82,6 +84,16 @@ def _token_slice(job: TokenJob) -> np.ndarray:
 
 
 def run_job(job: TextJob | TokenJob) -> dict[str, Any]:
+    """Write the job's shard (and upload it when ``--out`` is a URL); return its record."""
+    rec = _write_job(job)
+    if job.remote is not None:
+        from ddecomp.preparing.remote_out import RemoteOut
+
+        RemoteOut(job.remote).upload_shard(job.root, rec)
+    return rec
+
+
+def _write_job(job: TextJob | TokenJob) -> dict[str, Any]:
     if isinstance(job, TextJob):
         from ddecomp.preparing.tokenize import encode_documents
 
