@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,7 +71,7 @@ def _tokens(tmp_path: Path) -> Path:
     return src
 
 
-KW = dict(eos_id=EOS, dtype="uint32", min_len=16, max_len=512, val_fraction=0.1,
+KW: dict[str, Any] = dict(eos_id=EOS, dtype="uint32", min_len=16, max_len=512, val_fraction=0.1,
           shard_size=20_000)  # fmt: skip
 
 
@@ -89,7 +90,7 @@ def test_prepare_to_s3_then_open_and_verify_through_the_cache(
 ) -> None:
     monkeypatch.setenv("DDECOMP_CACHE", str(tmp_path / "cache"))
     src = _tokens(tmp_path)
-    local = prepare_tokens(TokensConfig(src, tmp_path / "local", **KW))  # type: ignore[arg-type]
+    local = prepare_tokens(TokensConfig(src, tmp_path / "local", **KW))
     url = f"s3://{BUCKET}/ds1"
     man = prepare_tokens(TokensConfig(src, url, workers=2, **KW))  # type: ignore[arg-type]
     assert man["fingerprint"] == local["fingerprint"]
@@ -132,7 +133,7 @@ def test_a_killed_upload_reruns_to_the_same_dataset(
     cache = tmp_path / "cache"
     monkeypatch.setenv("DDECOMP_CACHE", str(cache))
     src = _tokens(tmp_path)
-    local = prepare_tokens(TokensConfig(src, tmp_path / "local", **KW))  # type: ignore[arg-type]
+    local = prepare_tokens(TokensConfig(src, tmp_path / "local", **KW))
     assert local["totals"]["shards"] >= 6
     url = f"s3://{BUCKET}/ds3"
     # The CLI in its own process, killed (SIGKILL) in the middle of shard 2's upload: its token

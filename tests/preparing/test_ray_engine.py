@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -180,13 +181,14 @@ def _assert_loopback_only(pids: set[int]) -> None:
 
 def test_text_on_the_cluster_is_the_local_engines_dataset(tmp_path: Path, cluster: Cluster) -> None:
     inputs = _text_corpus(tmp_path)
-    kw = dict(inputs=tuple(inputs), vocab_size=400, min_len=16, max_len=256, long_docs="spread",
-              val_fraction=0.2, seed=3, shard_size=60_000, quiet=True)  # fmt: skip
-    local = prepare(PrepareConfig(out=tmp_path / "local", workers=1, **kw))  # type: ignore[arg-type]
+    kw: dict[str, Any] = dict(inputs=tuple(inputs), vocab_size=400, min_len=16, max_len=256,
+                              long_docs="spread", val_fraction=0.2, seed=3, shard_size=60_000,
+                              quiet=True)  # fmt: skip
+    local = prepare(PrepareConfig(out=tmp_path / "local", workers=1, **kw))
     assert local["totals"]["shards"] >= 4
     assert not ray.is_initialized()
     man = prepare(
-        PrepareConfig(out=tmp_path / "ray", engine="ray", ray_address=cluster.address, **kw)  # type: ignore[arg-type]
+        PrepareConfig(out=tmp_path / "ray", engine="ray", ray_address=cluster.address, **kw)
     )
     assert not ray.is_initialized()  # the engine's own connection is closed after the run
     assert man["fingerprint"] == local["fingerprint"]
@@ -199,16 +201,16 @@ def test_a_worker_killed_mid_shard_is_retried_to_the_same_dataset(
     lens = random_lengths(400, seed=11, hi=3000)
     src = tmp_path / "tokens.bin"
     identity_tokens(lens).tofile(src)
-    kw = dict(eos_id=EOS, dtype="uint32", min_len=16, max_len=512, val_fraction=0.1,
+    kw: dict[str, Any] = dict(eos_id=EOS, dtype="uint32", min_len=16, max_len=512, val_fraction=0.1,
               shard_size=20_000)  # fmt: skip
-    local = prepare_tokens(TokensConfig(src, tmp_path / "local", **kw))  # type: ignore[arg-type]
+    local = prepare_tokens(TokensConfig(src, tmp_path / "local", **kw))
     assert local["totals"]["shards"] >= 6
     (cluster.faults / "armed").write_text("3")
     # A driver already connected is used as is (and left connected): here with the fault hook.
     ray.init(address=cluster.address, runtime_env={
         "worker_process_setup_hook": "tests.preparing._ray_faults.install"})  # fmt: skip
     try:
-        man = prepare_tokens(TokensConfig(src, tmp_path / "ray", engine="ray", **kw))  # type: ignore[arg-type]
+        man = prepare_tokens(TokensConfig(src, tmp_path / "ray", engine="ray", **kw))
         assert ray.is_initialized()
         _assert_loopback_only(cluster.pids() | {os.getpid()})
     finally:

@@ -54,6 +54,12 @@ def register(sub: Any) -> None:
     )
     src.add_argument("--eos-id", type=int, metavar="N", help="EOS id in --from-tokens input")
     src.add_argument(
+        "--in-place",
+        action="store_true",
+        help="index a uint16/uint32 --from-tokens FILE where it is instead of copying it (the "
+        "dataset records its path, size and sha256; keep the file there)",
+    )
+    src.add_argument(
         "--dtype",
         choices=_TOKEN_DTYPES,
         default=None,
@@ -152,11 +158,12 @@ def run_prepare(args: argparse.Namespace) -> int:
                 long_docs=args.long_docs, seed=args.seed, val_fraction=args.val_fraction,
                 shard_size=_shard(args), workers=args.workers, overwrite=args.overwrite,
                 quiet=args.quiet, engine=args.engine, ray_address=args.ray_address,
+                in_place=args.in_place,
             )
         )  # fmt: skip
     else:
-        if args.eos_id is not None or args.dtype:
-            raise UserError("--eos-id/--dtype apply only to --from-tokens input")
+        if args.eos_id is not None or args.dtype or args.in_place:
+            raise UserError("--eos-id/--dtype/--in-place apply only to --from-tokens input")
         cfg = PrepareConfig(
             out=args.out, inputs=tuple(args.inputs), tokenizer=args.tokenizer,
             text_field=args.text_field, eos_token=args.eos_token, bos=args.bos,

@@ -3,11 +3,12 @@
 ::
 
     layout ─> dataset ─> blend      (names and manifest; memory-mapped buckets; several as one)
-      remote ─┘ │                    (a URL's files fetched and checked into a local cache)
-                ├─> verify           (sizes, sha256, invariants against the manifest)
-                └─> stats            (bucket shares, drops, lengths, attention cost)
+      │  remote ─┤                   (a URL's files fetched and checked into a local cache)
+    tokenfile ───┼─> verify          (sizes, sha256, invariants against the manifest)
+                 └─> stats           (bucket shares, drops, lengths, attention cost)
 
 - :mod:`.layout`: file names, format version, manifest reading, the fingerprint.
+- :mod:`.tokenfile`: a shard's tokens, from its own file or a range of an ``--in-place`` file.
 - :mod:`.dataset`: :func:`open_dataset` -> :class:`Dataset`, read-only memmaps, ``rows(L, idx)``.
 - :mod:`.remote`: datasets in object storage, read through a sha256-checked local cache.
 - :mod:`.blend`: :class:`Blend`, several datasets as one at per-source repetition factors.

@@ -38,6 +38,7 @@ from ddecomp.data.layout import (
     load_manifest,
     read_npy,
 )
+from ddecomp.data.tokenfile import token_array
 from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import DataError, UserError
 
@@ -65,18 +66,11 @@ class Dataset:
         self._tokens: list[np.ndarray] = []
         bases = [0]
         for sh in shards:
-            rec = sh["files"]["tokens"]
-            n = rec["bytes"] // self.dtype.itemsize
-            arr: np.ndarray
-            if n:
-                # A plain ndarray view of the map: slicing a np.memmap runs Python-level
-                # __getitem__/__array_finalize__ (~1.4 us per row, a quarter of an 8192-row copy).
-                mm = np.memmap(root / rec["path"], dtype=self.dtype, mode="r", shape=(n,))
-                arr = mm.view(np.ndarray)
-            else:  # np.memmap refuses empty files
-                arr = np.zeros(0, dtype=self.dtype)
+            # A plain ndarray view of the map: slicing a np.memmap runs Python-level
+            # __getitem__/__array_finalize__ (~1.4 us per row, a quarter of an 8192-row copy).
+            arr = token_array(root, manifest, sh)
             self._tokens.append(arr)
-            bases.append(bases[-1] + n)
+            bases.append(bases[-1] + arr.size)
         self.token_base = np.asarray(bases, dtype=np.int64)
         self._starts: dict[int, np.ndarray] = {}
         for L in bucket_lengths_for(self.min_len, self.max_len):

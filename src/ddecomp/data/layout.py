@@ -36,6 +36,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from ddecomp.data.tokenfile import token_file
 from ddecomp.decompose import MAX_LEN_LIMIT, is_power_of_two
 from ddecomp.errors import DataError, UserError
 from ddecomp.io import canonical_sha256, read_json
@@ -69,8 +70,13 @@ def bucket_file(shard: str, split: str, L: int) -> str:
 
 def shard_files(shard: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every file record (``path``, ``bytes``, ``sha256``) of a shard record, as the manifest and
-    ``NNNNN.done.json`` hold it: tokens, document index, split, then each split's buckets."""
+    ``NNNNN.done.json`` hold it: tokens, document index, split, then each split's buckets.
+
+    A token record with an ``offset`` is a range of the manifest's ``tokens_file`` (prepared
+    ``--in-place``), not a file of the dataset: it is not listed."""
     files = [shard["files"][kind] for kind in _SHARD_FILES]
+    if "offset" in files[0]:
+        files = files[1:]
     for split in SPLITS:
         files.extend(shard["buckets"][split].values())
     return files
@@ -238,6 +244,12 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
     for key in ("shards", "documents", "tokens", "kept_targets"):
         f.integer(totals, key, "totals")
     shards = f.get(man, "shards", "", list)
+    tf = man.get("tokens_file")
+    if tf is not None:  # --in-place: shards are ranges of this file
+        tf = f.mapping(man, "tokens_file")
+        if not Path(f.get(tf, "path", "tokens_file", str)).is_absolute():
+            f.fail("tokens_file.path", "is not an absolute path")
+        tf_bytes = f.integer(tf, "bytes", "tokens_file")
     for i, sh in enumerate(shards):
         at = f"shards[{i}]"
         if not isinstance(sh, dict):
@@ -251,6 +263,12 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
         f.keys(files, _SHARD_FILES, f"{at}.files")
         for kind in _SHARD_FILES:
             f.record(files, kind, f"{at}.files", shard_file(shard_name(i), kind))
+        if "offset" in files["tokens"]:
+            if tf is None:
+                f.fail(f"{at}.files.tokens.offset", "is set, but the manifest has no tokens_file")
+            off = f.integer(files["tokens"], "offset", f"{at}.files.tokens")
+            if off + files["tokens"]["bytes"] > tf_bytes:
+                f.fail(f"{at}.files.tokens.offset", f"= {off} reaches past tokens_file's end")
         if files["tokens"]["bytes"] != n_tokens * itemsize:
             f.fail(f"{at}.tokens", f"= {n_tokens} does not match its token file's "
                    f"{files['tokens']['bytes']} bytes of {dtype}")  # fmt: skip
@@ -326,10 +344,10 @@ def stat_inside(root: Path, rel: str) -> os.stat_result:
 def check_files(root: Path, man: Mapping[str, Any]) -> int:
     """Every shard file is a regular file inside ``root`` with its recorded size, checked with
     one ``lstat`` per file and no read; returns the number of files. Assumes
-    :func:`check_manifest` passed."""
+    :func:`check_manifest` passed. An in-place dataset's token file is checked by size."""
     if (root / SHARD_DIR).is_symlink():
         _inside(root, root / SHARD_DIR)
-    n = 0
+    n = 0 if token_file(man) is None else 1
     for sh in man["shards"]:
         for rec in shard_files(sh):
             size = _stat_file(root, rec["path"]).st_size

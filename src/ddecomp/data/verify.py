@@ -23,6 +23,7 @@ fraction of that) plus O(rows + documents) numpy work.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from ddecomp.data.layout import (
     shard_files,
     stat_inside,
 )
+from ddecomp.data.tokenfile import token_array
 from ddecomp.errors import DataError
 from ddecomp.io import sha256_file
 
@@ -76,8 +78,16 @@ def _check_shard(root: Path, man: dict[str, Any], sh: dict[str, Any]) -> dict[st
     if split.size and int(split.max()) > 1:
         raise DataError(f"{root / files['split']['path']}: a split code other than 0 and 1")
     if n_tokens:
-        tokens = np.memmap(root / files["tokens"]["path"], dtype=man["dtype"], mode="r")
-        _check_ids(root / files["tokens"]["path"], tokens, man["tokenizer"]["vocab_size"])
+        tokens = token_array(root, man, sh)
+        if "offset" in files["tokens"]:  # --in-place: a range of the token file, hashed here
+            where = Path(man["tokens_file"]["path"])
+            if hashlib.sha256(tokens.data).hexdigest() != files["tokens"]["sha256"]:
+                raise DataError(f"{where}: tokens [{files['tokens']['offset']}, ...) of shard "
+                                f"{sh['name']} differ from the indexed ones (the file changed); "
+                                "prepare again")  # fmt: skip
+        else:
+            where = root / files["tokens"]["path"]
+        _check_ids(where, tokens, man["tokenizer"]["vocab_size"])
     lengths = np.diff(fence)
     out: dict[str, list[int]] = {}
     for code, sname in enumerate(SPLITS):

@@ -10,6 +10,7 @@ One ``prepare`` run, module by module::
                  │   └─> ray_engine ┘                  them in processes or Ray tasks, write
                  │                  │                  each shard, then the manifest last; own
               outdir             progress              the output directory; report progress)
+                 └─> remote_out                        (--out URL: stage, upload, manifest last)
 
 - :mod:`.inputs`: where the files are (local paths, URLs through fsspec, the default corpus).
 - :mod:`.ingest`: documents out of each format, every bad record counted by reason.
@@ -22,6 +23,8 @@ One ``prepare`` run, module by module::
 - :mod:`.ray_engine`: the same jobs as Ray tasks on a cluster (optional: ``ddecomp[ray]``).
 - :mod:`.shards`: one shard's document index, split, decomposition and files.
 - :mod:`.outdir`: claiming the output directory (refuse another run's arguments, resume ours).
+- :mod:`.remote_out`: ``--out URL``: shards staged locally and uploaded, the record and the
+  manifest last, the prefix claimed like a directory.
 - :mod:`.manifest`: totals, drops by reason and the fingerprint, assembled from shard records.
 - :mod:`.progress`: a bar on a terminal, plain lines elsewhere.
 

@@ -134,6 +134,8 @@ class TokensConfig(RunSettings):
     ``.npy``, with ``eos_id`` after each document. ``vocab_size`` defaults to the largest id + 1;
     given, every id must be below it. ``shard_size`` is tokens per shard (``None``:
     :func:`auto_shard_size`). One worker by default: copying tokens is I/O, not CPU.
+    ``in_place`` indexes a uint16/uint32 token file where it is instead of copying it: the
+    dataset records its path, size and each shard's range sha256 and writes only index files.
     """
 
     tokens: str | Path | np.ndarray
@@ -148,6 +150,7 @@ class TokensConfig(RunSettings):
     val_fraction: float = 0.0
     shard_size: int | None = None
     workers: int = 1
+    in_place: bool = False
     engine: str = "local"
     ray_address: str | None = None
     out_url: str | None = None  # set from a URL ``out`` (object storage); ``out`` is then staging

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ddecomp.data.layout import FORMAT_VERSION, MANIFEST, TOKENIZER_FILE
+from ddecomp.data.layout import FORMAT_VERSION, MANIFEST, TOKENIZER_FILE, fingerprint
 from ddecomp.errors import UserError
 from ddecomp.io import canonical_sha256, write_json_atomic
 from ddecomp.preparing.config import (
@@ -47,11 +47,11 @@ from ddecomp.preparing.config import (
 )
 from ddecomp.preparing.inputs import InputFile, default_corpus_files, discover_inputs, input_stamp
 from ddecomp.preparing.manifest import build_manifest
-from ddecomp.preparing.outdir import claim_dir, claim_staging, remove_stale_temps
+from ddecomp.preparing.outdir import remove_stale_temps
 from ddecomp.preparing.pool import Runner, ShardRunner
-from ddecomp.preparing.pretokenized import open_token_source, token_ranges
+from ddecomp.preparing.pretokenized import in_place_reference, open_token_source, token_ranges
 from ddecomp.preparing.progress import Progress
-from ddecomp.preparing.remote_out import RemoteOut
+from ddecomp.preparing.remote_out import RemoteOut, claim_out
 from ddecomp.preparing.shards import load_done
 
 __all__ = ["PrepareConfig", "TokensConfig", "auto_shard_size", "default_workers", "prepare",
@@ -62,23 +62,10 @@ log = logging.getLogger("ddecomp.preparing.pipeline")
 Config = PrepareConfig | TokensConfig
 
 
-def _claim(cfg: Config, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """Own the output (a directory, or a URL's prefix and its staging directory)."""
-    if cfg.out_url is None:
-        return claim_dir(cfg.out, identity, cfg.overwrite)
-    finished = RemoteOut(cfg.out_url).claim(identity, cfg.overwrite)
-    if finished is None:  # staging holds only this run's files (another run's are removed)
-        claim_staging(cfg.out, identity)
-    return finished
-
-
 def _finish(cfg: Config, man: dict[str, Any]) -> dict[str, Any]:
     write_json_atomic(cfg.out / MANIFEST, man)
-    if cfg.out_url is not None:  # the tokenizer, then the manifest: the commit point, last
-        remote = RemoteOut(cfg.out_url)
-        for name in (TOKENIZER_FILE, MANIFEST):
-            if (cfg.out / name).is_file():
-                remote.fs.put_file(str(cfg.out / name), remote.path(name))
+    if cfg.out_url is not None:
+        RemoteOut(cfg.out_url).upload_last(cfg.out)
     tot = man["totals"]
     log.info(
         "prepared %s: %d documents, %d tokens, %d kept targets in %d shards (%.1f s)",
@@ -236,7 +223,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
             f"no documents in the input ({len(files)} files; skipped: "
             f"{_fmt_skips(probe.as_dict())}); nothing was written"
         )
-    finished = _claim(cfg, identity)
+    finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite)
     if finished is not None:
         log.info("%s is already prepared with these arguments; nothing to do", cfg.out)
         return finished
@@ -355,15 +342,18 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
     what = "the token array" if isinstance(src, np.ndarray) else f"--from-tokens {src}"
     max_id = _check_tokens(cfg, arr, what)
     out_dtype = "uint16" if max(max_id or 0, cfg.eos_id) < 1 << 16 else "uint32"
+    ref = in_place_reference(src, arr, header, cfg.out_url) if cfg.in_place else None
+    if ref is not None:
+        out_dtype = arr.dtype.name  # the file's own tokens
     # The identity adds the file's modification time (an in-place edit keeps the size); the
     # manifest names the data by path, size and dtype only.
     stamp = None if isinstance(src, np.ndarray) else input_stamp(src)
     identity = {
         "kind": "tokens", "inputs": ident if stamp is None else f"{ident}:{stamp[1]}",
         "eos_id": cfg.eos_id, "vocab_size": cfg.vocab_size,
-        **_index_identity(cfg, int(arr.size)),
+        **_index_identity(cfg, int(arr.size)), **({"in_place": True} if ref else {}),
     }  # fmt: skip
-    finished = _claim(cfg, identity)
+    finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite)
     if finished is not None:
         return finished
     ranges = token_ranges(arr, cfg.eos_id, identity["shard_size"])
@@ -379,7 +369,7 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
             )  # fmt: skip
         return TokenJob(
             cfg.out, index, src, arr.dtype.name, header, rng[0], rng[1], out_dtype, cfg.eos_id,
-            cfg.index_params(), cfg.out_url,
+            cfg.index_params(), cfg.out_url, ref is not None,
         )  # fmt: skip
 
     records = _run_shards(cfg, enumerate(ranges), make_job)
@@ -401,4 +391,7 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
     man = build_manifest(
         cfg, records, info, out_dtype, inputs, {"skipped": {}}, identity, time.perf_counter() - t0
     )
+    if ref is not None:
+        man["tokens_file"] = ref
+        man["fingerprint"] = fingerprint(man)
     return _finish(cfg, man)

@@ -59,6 +59,7 @@ class TokenJob:
     eos_id: int
     params: IndexParams
     remote: str | None = None
+    in_place: bool = False  # index the source file where it is; write no token file
 
 
 def _tokenizer(job: TextJob) -> Any:
@@ -106,9 +107,15 @@ def _write_job(job: TextJob | TokenJob) -> dict[str, Any]:
     src = _token_slice(job)
     tokens = src if src.dtype == np.dtype(job.dtype) else src.astype(job.dtype)
     fence, trailing = document_fences(tokens, job.eos_id)
+    offset = None
+    if job.in_place:
+        assert isinstance(job.source, Path), "in place: a file"
+        assert tokens is src, "in place: the file's own dtype"
+        offset = job.header_bytes + job.start * tokens.dtype.itemsize
     return write_shard(
-        job.root, job.index, tokens, fence, job.params, extra={"no_final_eos": int(trailing > 0)}
-    )
+        job.root, job.index, tokens, fence, job.params, extra={"no_final_eos": int(trailing > 0)},
+        in_place_offset=offset,
+    )  # fmt: skip
 
 
 def _init_worker() -> None:

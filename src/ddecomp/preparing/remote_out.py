@@ -30,7 +30,7 @@ from ddecomp.data.layout import FORMAT_NAME, MANIFEST, SHARD_DIR, TOKENIZER_FILE
 from ddecomp.data.remote import default_cache
 from ddecomp.errors import UserError
 from ddecomp.io import canonical_sha256, url_filesystem
-from ddecomp.preparing.outdir import _OWN_SHARD_NAME, STATE_FILE
+from ddecomp.preparing.outdir import _OWN_SHARD_NAME, STATE_FILE, claim_dir, claim_staging
 from ddecomp.preparing.shards import done_path
 from ddecomp.version import __version__
 
@@ -38,6 +38,19 @@ from ddecomp.version import __version__
 def staging_dir(url: str) -> Path:
     """Where shards of ``url`` are written before they are uploaded (same path on every node)."""
     return default_cache() / "staging" / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def claim_out(
+    out: Path, url: str | None, identity: dict[str, Any], overwrite: bool
+) -> dict[str, Any] | None:
+    """Own the output: the directory ``out``, or the prefix ``url`` and its staging ``out``.
+    Returns the finished manifest when the run is already done."""
+    if url is None:
+        return claim_dir(out, identity, overwrite)
+    finished = RemoteOut(url).claim(identity, overwrite)
+    if finished is None:  # staging holds only this run's files (another run's are removed)
+        claim_staging(out, identity)
+    return finished
 
 
 class RemoteOut:
@@ -130,6 +143,12 @@ class RemoteOut:
 
     def put_bytes(self, rel: str, data: bytes) -> None:
         self.fs.pipe_file(self._path(rel), data)
+
+    def upload_last(self, staging: Path) -> None:
+        """The tokenizer (if any), then the manifest: the dataset's commit point, last."""
+        for name in (TOKENIZER_FILE, MANIFEST):
+            if (staging / name).is_file():
+                self.fs.put_file(str(staging / name), self._path(name))
 
     def upload_shard(self, staging: Path, rec: dict[str, Any]) -> None:
         """Upload a written shard: its files, then its record; remove the local copies."""
