@@ -48,9 +48,9 @@ from ddecomp.preparing.config import (
 from ddecomp.preparing.inputs import InputFile, default_corpus_files, discover_inputs, input_stamp
 from ddecomp.preparing.manifest import build_manifest
 from ddecomp.preparing.outdir import remove_stale_temps
-from ddecomp.preparing.pool import Runner, ShardRunner
 from ddecomp.preparing.pretokenized import in_place_reference, open_token_source, token_ranges
 from ddecomp.preparing.progress import Progress
+from ddecomp.preparing.ray_engine import make_runner
 from ddecomp.preparing.remote_out import RemoteOut, claim_out
 from ddecomp.preparing.shards import load_done
 
@@ -79,26 +79,18 @@ def _finish(cfg: Config, man: dict[str, Any]) -> dict[str, Any]:
     return man
 
 
-def make_runner(engine: str, workers: int, ray_address: str | None = None) -> Runner:
-    """The engine's runner: ``local`` (a pool of ``workers``) or ``ray`` (the cluster's CPUs)."""
-    if engine == "ray":
-        from ddecomp.preparing.ray_engine import RayRunner
-
-        return RayRunner(ray_address)
-    assert engine == "local", engine
-    return ShardRunner(workers)
-
-
 def _run_shards(
-    cfg: Config, jobs: Iterable[tuple[int, Any]], make_job: Any
+    cfg: Config, jobs: Iterable[tuple[int, Any]], make_job: Any, expected: int
 ) -> list[dict[str, Any]]:
-    """Run (or skip when done) every shard job; return records in shard order."""
+    """Run (or skip when done) every shard job; return records in shard order. Progress is
+    counted from the records the jobs (processes or Ray tasks) return, with an ETA from the
+    ``expected`` number of shards."""
     records: dict[int, dict[str, Any]] = {}
     runner = make_runner(cfg.engine, cfg.workers, cfg.ray_address)
     remote = None if cfg.out_url is None else RemoteOut(cfg.out_url)
     if remote is not None:
         remote.claim_listing()
-    with Progress(cfg.quiet) as bar, runner:
+    with Progress(cfg.quiet, expected=expected) as bar, runner:
         for index, payload in jobs:
             done = load_done(cfg.out, index) if remote is None else remote.done(index)
             if done is not None:
@@ -256,7 +248,8 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
 
     stats = IngestStats()
     jobs = iter_text_shards(docs(stats), identity["shard_size"])
-    records = _run_shards(cfg, jobs, make_job)
+    expected = -(-inputs["bytes"] // identity["shard_size"])  # about: documents vary
+    records = _run_shards(cfg, jobs, make_job, expected)
     _check_unchanged(files, stamps)
     man = build_manifest(
         cfg, records, info, dtype, inputs, stats.as_dict(), identity, time.perf_counter() - t0
@@ -372,7 +365,7 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
             cfg.index_params(), cfg.out_url, ref is not None,
         )  # fmt: skip
 
-    records = _run_shards(cfg, enumerate(ranges), make_job)
+    records = _run_shards(cfg, enumerate(ranges), make_job, len(ranges))
     if not isinstance(src, np.ndarray) and input_stamp(src) != stamp:
         raise UserError(
             f"--from-tokens {src} changed while prepare read it; the dataset was not finished: "

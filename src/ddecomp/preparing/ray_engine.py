@@ -1,4 +1,5 @@
-"""The Ray engine: every shard job is one Ray task on an existing cluster.
+"""The Ray engine: every shard job is one Ray task on an existing cluster (and
+:func:`make_runner`, the choice between it and the local process pool).
 
 The driver (the ``prepare`` process) plans shards exactly as the local engine does, submits each
 job as a task (:func:`~ddecomp.preparing.pool.run_job`: tokenize or read the token range, index,
@@ -30,7 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from ddecomp.errors import UserError
-from ddecomp.preparing.pool import TextJob, TokenJob, run_job
+from ddecomp.preparing.pool import Runner, ShardRunner, TextJob, TokenJob, run_job
 
 log = logging.getLogger("ddecomp.preparing.ray_engine")
 
@@ -118,3 +119,11 @@ class RayRunner:
         self._pending = []
         if self._owns_connection:
             ray.shutdown()
+
+
+def make_runner(engine: str, workers: int, ray_address: str | None = None) -> Runner:
+    """The engine's runner: ``local`` (a pool of ``workers``) or ``ray`` (the cluster's CPUs)."""
+    if engine == "ray":
+        return RayRunner(ray_address)
+    assert engine == "local", engine
+    return ShardRunner(workers)
