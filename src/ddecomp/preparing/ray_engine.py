@@ -16,8 +16,12 @@ tasks return. Why the result is the same dataset as the local engine's, whatever
 
 Where it runs: ``ray.init(address=...)`` joins the cluster at ``--ray-address`` (``None``: the
 ``RAY_ADDRESS`` variable, a cluster on this machine, or else a new local one); a driver already
-connected (a notebook) is reused and left connected. Every node must see ``--out`` and
-``--from-tokens`` at the same path (a shared filesystem) and have ddecomp installed.
+connected (a notebook) is reused and left connected. Every node must have ddecomp installed
+and see ``--from-tokens`` at the same path; ``--out`` is a shared filesystem path or a URL
+(object storage: each task uploads its own shard, :mod:`ddecomp.preparing.remote_out`, with
+the node's credentials). The driver must import Ray with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+set when the cluster listens on 127.0.0.1 only: Ray otherwise turns ``127.0.0.1`` in an address
+into the machine's network address.
 At most ``2 x`` the cluster's CPUs tasks are in flight, which bounds the text the driver holds.
 Tasks use one CPU each and keep HF tokenizers single-threaded, as the local pool does.
 """
