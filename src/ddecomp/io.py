@@ -143,3 +143,21 @@ def canonical_sha256(obj: Any) -> str:
     return hashlib.sha256(
         json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
+
+
+def url_filesystem(url: str) -> tuple[Any, str]:
+    """``(fsspec filesystem, path)`` of ``url``; a missing fsspec or backend is a user error."""
+    from ddecomp.errors import UserError
+
+    try:
+        import fsspec
+    except ImportError:
+        raise UserError(f"{url}: URLs need fsspec; pip install fsspec") from None
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as e:
+        raise UserError(
+            f"{url}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}; "
+            "install the fsspec backend for this scheme (e.g. s3fs, gcsfs)"
+        ) from None
+    return fs, str(path)

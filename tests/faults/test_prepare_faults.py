@@ -210,7 +210,7 @@ def test_input_edited_during_the_run_is_never_finalised(
     from ddecomp.preparing import pipeline
 
     tok = _tokens_file(tmp_path / "t.bin")
-    run_shards = pipeline._run_shards
+    run_shards = pipeline.run_shards
 
     def edit_midway(*args: Any, **kwargs: Any) -> Any:
         records = run_shards(*args, **kwargs)
@@ -218,7 +218,7 @@ def test_input_edited_during_the_run_is_never_finalised(
         os.utime(tok, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
         return records
 
-    monkeypatch.setattr(pipeline, "_run_shards", edit_midway)
+    monkeypatch.setattr(pipeline, "run_shards", edit_midway)
     out = tmp_path / "ds"
     assert _prepare("--from-tokens", tok, "--eos-id", "0", "--out", out, "--min-len", "8") == 2
     assert "changed while prepare read it" in _error_line(capsys)

@@ -10,7 +10,13 @@ from typing import Any
 
 from ddecomp.decompose import LONG_DOC_POLICIES, TAIL_POLICIES
 from ddecomp.errors import UserError
-from ddecomp.preparing.config import DEFAULT_VOCAB, PrepareConfig, TokensConfig, default_workers
+from ddecomp.preparing.config import (
+    DEFAULT_VOCAB,
+    ENGINES,
+    PrepareConfig,
+    TokensConfig,
+    default_workers,
+)
 from ddecomp.preparing.pipeline import prepare, prepare_tokens
 
 _TOKEN_DTYPES = ("uint16", "uint32", "int32", "int64", "uint64")
@@ -37,7 +43,11 @@ def register(sub: Any) -> None:
         "backend, e.g. s3fs, must be installed); default: the Python standard library's sources",
     )
     p.add_argument(
-        "--out", required=True, type=Path, metavar="DIR", help="output directory (required)"
+        "--out",
+        required=True,
+        metavar="DIR|URL",
+        help="output directory, or a URL such as s3://bucket/prefix (any fsspec URL; shards are "
+        "staged under $DDECOMP_CACHE and uploaded, the manifest last; required)",
     )
     p.add_argument(
         "--suffix",
@@ -66,6 +76,12 @@ def register(sub: Any) -> None:
         type=int,
         metavar="N",
         help="the token id that ends every document (required with --from-tokens; no default)",
+    )
+    src.add_argument(
+        "--in-place",
+        action="store_true",
+        help="index a uint16/uint32 --from-tokens FILE where it is instead of copying it (the "
+        "dataset records its path, size and sha256; keep the file there)",
     )
     src.add_argument(
         "--dtype",
@@ -155,6 +171,20 @@ def register(sub: Any) -> None:
         help="shard size: N MB of text, or N million tokens with --from-tokens (default: about "
         "1/32 of the input, within 4..128)",
     )
+    run.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="where shards run: local worker processes (default) or tasks on a Ray cluster "
+        "(pip install 'ddecomp[ray]'; --out must be visible to every node)",
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        default=None,
+        help="the Ray cluster to join, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, a cluster on "
+        "this machine, or a new local one)",
+    )
     run.add_argument("--strict", action="store_true", help="stop at the first bad input record")
     run.add_argument(
         "--overwrite", action="store_true", help="replace a dataset prepared differently"
@@ -186,12 +216,13 @@ def run_prepare(args: argparse.Namespace) -> int:
                 long_docs=args.long_docs, seed=args.seed, val_fraction=args.val_fraction,
                 tails=args.tails, tail_len=args.tail_len,
                 shard_size=_shard(args), workers=args.workers, overwrite=args.overwrite,
-                quiet=args.quiet,
+                quiet=args.quiet, engine=args.engine, ray_address=args.ray_address,
+                in_place=args.in_place,
             )
         )  # fmt: skip
     else:
-        if args.eos_id is not None or args.dtype:
-            raise UserError("--eos-id/--dtype apply only to --from-tokens input")
+        if args.eos_id is not None or args.dtype or args.in_place:
+            raise UserError("--eos-id/--dtype/--in-place apply only to --from-tokens input")
         cfg = PrepareConfig(
             out=args.out, inputs=tuple(args.inputs), tokenizer=args.tokenizer,
             suffixes=args.suffix, glob=args.glob, text_field=args.text_field,
@@ -201,7 +232,8 @@ def run_prepare(args: argparse.Namespace) -> int:
             long_docs=args.long_docs, seed=args.seed, val_fraction=args.val_fraction,
                 tails=args.tails, tail_len=args.tail_len,
             shard_size=_shard(args), workers=args.workers, strict=args.strict,
-            overwrite=args.overwrite, quiet=args.quiet,
+            overwrite=args.overwrite, quiet=args.quiet, engine=args.engine,
+            ray_address=args.ray_address,
         )  # fmt: skip
         man = prepare(cfg)
     print(summary_line(man, args.out))
@@ -228,7 +260,7 @@ def _shard(args: argparse.Namespace) -> int | None:
     return max(1, int(args.shard_size * 1_000_000))
 
 
-def summary_line(man: dict[str, Any], out: Path) -> str:
+def summary_line(man: dict[str, Any], out: str | Path) -> str:
     tot = man["totals"]
     tr = man["splits"]["train"]
     d = tr["dropped"]

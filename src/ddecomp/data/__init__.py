@@ -2,15 +2,18 @@
 
 ::
 
-    tailrows ─> layout ─> dataset ─> blend   (tail rows; names and manifest; memory-mapped
-                                             buckets; several datasets as one)
-                │
-                ├─> verify           (sizes, sha256, invariants against the manifest)
-                └─> stats            (bucket shares, drops, lengths, attention cost)
+    layout ────┬─> dataset ─> blend   (names, manifest; memory-mapped buckets; several as one)
+    tailrows ──┤     │  ^
+    tokenfile ─┘     │  └── remote    (a URL's files fetched and checked into a local cache)
+                     ├─> verify       (sizes, sha256, invariants against the manifest)
+                     └─> stats        (bucket shares, drops, lengths, attention cost)
 
 - :mod:`.layout`: file names, format version, manifest reading, the fingerprint.
+- :mod:`.files`: the files checked before they are trusted (inside DIR, sizes, npy headers).
 - :mod:`.tailrows`: packed tail rows (``--tails pack``): their files, checks and gather.
+- :mod:`.tokenfile`: a shard's tokens, from its own file or a range of an ``--in-place`` file.
 - :mod:`.dataset`: :func:`open_dataset` -> :class:`Dataset`, read-only memmaps, ``rows(L, idx)``.
+- :mod:`.remote`: datasets in object storage, read through a sha256-checked local cache.
 - :mod:`.blend`: :class:`Blend`, several datasets as one at per-source repetition factors.
 - :mod:`.verify`: ``ddecomp verify``.
 - :mod:`.stats`: ``ddecomp stats``.

@@ -37,13 +37,12 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ddecomp.data.files import check_files, read_npy
 from ddecomp.data.layout import (
     MANIFEST,
     SPLITS,
-    check_files,
     check_manifest,
     load_manifest,
-    read_npy,
 )
 from ddecomp.data.tailrows import (
     PAD_START,
@@ -55,6 +54,7 @@ from ddecomp.data.tailrows import (
     row_pointers,
     tail_policy,
 )
+from ddecomp.data.tokenfile import token_array
 from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import DataError, UserError
 
@@ -82,18 +82,11 @@ class Dataset:
         self._tokens: list[np.ndarray] = []
         bases = [0]
         for sh in shards:
-            rec = sh["files"]["tokens"]
-            n = rec["bytes"] // self.dtype.itemsize
-            arr: np.ndarray
-            if n:
-                # A plain ndarray view of the map: slicing a np.memmap runs Python-level
-                # __getitem__/__array_finalize__ (~1.4 us per row, a quarter of an 8192-row copy).
-                mm = np.memmap(root / rec["path"], dtype=self.dtype, mode="r", shape=(n,))
-                arr = mm.view(np.ndarray)
-            else:  # np.memmap refuses empty files
-                arr = np.zeros(0, dtype=self.dtype)
+            # A plain ndarray view of the map: slicing a np.memmap runs Python-level
+            # __getitem__/__array_finalize__ (~1.4 us per row, a quarter of an 8192-row copy).
+            arr = token_array(root, manifest, sh)
             self._tokens.append(arr)
-            bases.append(bases[-1] + n)
+            bases.append(bases[-1] + arr.size)
         self.token_base = np.asarray(bases, dtype=np.int64)
         self._starts: dict[int, np.ndarray] = {}
         policy, tail_len = tail_policy(manifest)
@@ -367,11 +360,21 @@ def pointing_to_verify(root: Path) -> Iterator[None]:
         raise DataError(f"{e}; run `ddecomp verify {root}`") from e
 
 
-def open_dataset(root: str | Path, split: str = "train") -> Dataset:
+def open_dataset(
+    root: str | Path, split: str = "train", cache_dir: str | Path | None = None
+) -> Dataset:
     """Open a prepared dataset read-only; refuses unknown format versions and splits, and a
-    manifest or file that does not hold what the format promises (see the module docstring)."""
+    manifest or file that does not hold what the format promises (see the module docstring).
+
+    ``root`` may be a URL (``s3://bucket/prefix``): its files are fetched whole, sha256-checked,
+    into ``cache_dir`` (default ``$DDECOMP_CACHE`` or ``~/.cache/ddecomp``) on first use and
+    read from there (:mod:`ddecomp.data.remote`)."""
     if split not in SPLITS:
         raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    from ddecomp.data.remote import cache_dataset, is_url
+
+    if is_url(root):
+        root = cache_dataset(root, cache_dir)
     root = Path(root)
     man = load_manifest(root)
     with pointing_to_verify(root):

@@ -32,9 +32,7 @@ and the manifest before allocating anything.
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
@@ -80,8 +78,13 @@ def bucket_file(shard: str, split: str, L: int) -> str:
 def shard_files(shard: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every file record (``path``, ``bytes``, ``sha256``) of a shard record, as the manifest and
     ``NNNNN.done.json`` hold it: tokens, document index, split, each split's buckets, then (with
-    ``--tails pack``) each split's tail files."""
+    ``--tails pack``) each split's tail files.
+
+    A token record with an ``offset`` is a range of the manifest's ``tokens_file`` (prepared
+    ``--in-place``), not a file of the dataset: it is not listed."""
     files = [shard["files"][kind] for kind in _SHARD_FILES]
+    if "offset" in files[0]:
+        files = files[1:]
     for split in SPLITS:
         files.extend(shard["buckets"][split].values())
     for split in SPLITS:
@@ -259,6 +262,12 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
     for key in ("shards", "documents", "tokens", "kept_targets"):
         f.integer(totals, key, "totals")
     shards = f.get(man, "shards", "", list)
+    tf = man.get("tokens_file")
+    if tf is not None:  # --in-place: shards are ranges of this file
+        tf = f.mapping(man, "tokens_file")
+        if not Path(f.get(tf, "path", "tokens_file", str)).is_absolute():
+            f.fail("tokens_file.path", "is not an absolute path")
+        tf_bytes = f.integer(tf, "bytes", "tokens_file")
     for i, sh in enumerate(shards):
         at = f"shards[{i}]"
         if not isinstance(sh, dict):
@@ -272,6 +281,12 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
         f.keys(files, _SHARD_FILES, f"{at}.files")
         for kind in _SHARD_FILES:
             f.record(files, kind, f"{at}.files", shard_file(shard_name(i), kind))
+        if "offset" in files["tokens"]:
+            if tf is None:
+                f.fail(f"{at}.files.tokens.offset", "is set, but the manifest has no tokens_file")
+            off = f.integer(files["tokens"], "offset", f"{at}.files.tokens")
+            if off + files["tokens"]["bytes"] > tf_bytes:
+                f.fail(f"{at}.files.tokens.offset", f"= {off} reaches past tokens_file's end")
         if files["tokens"]["bytes"] != n_tokens * itemsize:
             f.fail(f"{at}.tokens", f"= {n_tokens} does not match its token file's "
                    f"{files['tokens']['bytes']} bytes of {dtype}")  # fmt: skip
@@ -308,88 +323,3 @@ def _check_split(f: _Fields, rec: dict[str, Any], at: str, min_len: int, max_len
         f.integer(reason, "tokens", f"{at}.dropped.{key}")
         if "documents" in reason:
             f.integer(reason, "documents", f"{at}.dropped.{key}")
-
-
-# ---- the files ---------------------------------------------------------------------------------
-def _inside(root: Path, path: Path) -> None:
-    real, inside = path.resolve(), root.resolve()
-    if not real.is_relative_to(inside):
-        raise DataError(f"{path}: a symlink to {real}, outside the dataset {inside}")
-
-
-def _stat_file(root: Path, rel: str) -> os.stat_result:
-    path = root / rel
-    try:
-        st = path.lstat()
-        if stat.S_ISLNK(st.st_mode):
-            _inside(root, path)
-            st = path.stat()
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e.strerror})") from e
-    if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{path}: not a regular file")
-    return st
-
-
-def stat_inside(root: Path, rel: str) -> os.stat_result:
-    """``stat`` of the regular file ``root/rel``; a :class:`DataError` if it is missing, not a
-    regular file, or reached through a symlink that leaves ``root``.
-
-    ``rel`` is a name :func:`check_manifest` accepted (``shards/NAME`` or ``tokenizer.json``), so
-    only ``shards/`` and the file itself can be links.
-    """
-    if "/" in rel and (root / SHARD_DIR).is_symlink():
-        _inside(root, root / SHARD_DIR)
-    return _stat_file(root, rel)
-
-
-def check_files(root: Path, man: Mapping[str, Any]) -> int:
-    """Every shard file is a regular file inside ``root`` with its recorded size, checked with
-    one ``lstat`` per file and no read; returns the number of files. Assumes
-    :func:`check_manifest` passed."""
-    if (root / SHARD_DIR).is_symlink():
-        _inside(root, root / SHARD_DIR)
-    n = 0
-    for sh in man["shards"]:
-        for rec in shard_files(sh):
-            size = _stat_file(root, rec["path"]).st_size
-            if size != rec["bytes"]:
-                raise DataError(f"{root / rec['path']}: {size} bytes, manifest says {rec['bytes']}")
-            n += 1
-    return n
-
-
-def read_npy(path: Path, dtype: str, count: int) -> np.ndarray:
-    """The 1-D ``dtype`` array of ``count`` entries in the ``.npy`` at ``path``.
-
-    The header is parsed and checked (dtype, shape, ``count``, and header + data = the file's
-    size) before the data is read, so a header claiming 745 GiB allocates nothing.
-    """
-    fmt = np.lib.format
-    try:
-        with open(path, "rb") as fh:
-            version = fmt.read_magic(fh)
-            if version == (1, 0):
-                shape, _, dt = fmt.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, _, dt = fmt.read_array_header_2_0(fh)
-            else:
-                raise ValueError(f"npy format version {version}")
-            size = os.fstat(fh.fileno()).st_size - fh.tell()
-            if dt != np.dtype(dtype) or len(shape) != 1:
-                raise DataError(f"{path}: holds {dt} of shape {shape}, expected 1-D {dtype}")
-            if shape[0] != count or size != count * dt.itemsize:
-                raise DataError(
-                    f"{path}: header says {shape[0]} entries, the manifest {count}, and "
-                    f"{size} data bytes hold {size // dt.itemsize}"
-                )
-            arr = np.fromfile(fh, dtype=dt, count=count)
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: not a readable .npy file ({' '.join(str(e).split())})") from e
-    if arr.size != count:  # the file shrank while it was read
-        raise DataError(f"{path}: {arr.size} entries read, {count} expected")
-    return arr

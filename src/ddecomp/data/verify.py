@@ -27,23 +27,23 @@ fraction of that) plus O(rows + documents) numpy work.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ddecomp.data.files import check_files, read_npy, stat_inside
 from ddecomp.data.layout import (
     MANIFEST,
     SPLITS,
-    check_files,
     check_manifest,
     fingerprint,
     load_manifest,
-    read_npy,
     shard_files,
-    stat_inside,
 )
 from ddecomp.data.tailrows import PAD_START, check_rows, tail_file, tail_policy
+from ddecomp.data.tokenfile import token_array
 from ddecomp.errors import DataError
 from ddecomp.io import sha256_file
 
@@ -81,8 +81,16 @@ def _check_shard(root: Path, man: dict[str, Any], sh: dict[str, Any]) -> dict[st
     if split.size and int(split.max()) > 1:
         raise DataError(f"{root / files['split']['path']}: a split code other than 0 and 1")
     if n_tokens:
-        tokens = np.memmap(root / files["tokens"]["path"], dtype=man["dtype"], mode="r")
-        _check_ids(root / files["tokens"]["path"], tokens, man["tokenizer"]["vocab_size"])
+        tokens = token_array(root, man, sh)
+        if "offset" in files["tokens"]:  # --in-place: a range of the token file, hashed here
+            where = Path(man["tokens_file"]["path"])
+            if hashlib.sha256(tokens.data).hexdigest() != files["tokens"]["sha256"]:
+                raise DataError(f"{where}: tokens [{files['tokens']['offset']}, ...) of shard "
+                                f"{sh['name']} differ from the indexed ones (the file changed); "
+                                "prepare again")  # fmt: skip
+        else:
+            where = root / files["tokens"]["path"]
+        _check_ids(where, tokens, man["tokenizer"]["vocab_size"])
     lengths = np.diff(fence)
     out: dict[str, list[int]] = {}
     for code, sname in enumerate(SPLITS):
@@ -206,8 +214,15 @@ def _check_totals(root: Path, man: dict[str, Any], got: dict[str, list[int]]) ->
         raise DataError(f"{where}: totals {totals} do not add up the splits {want}")
 
 
-def verify_dataset(root: str | Path) -> dict[str, Any]:
-    """Check everything; return a small summary, raise :class:`DataError` on the first problem."""
+def verify_dataset(root: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Check everything; return a small summary, raise :class:`DataError` on the first problem.
+
+    A URL is checked through its local copy (:func:`~ddecomp.data.remote.cache_dataset`: each
+    file's sha256 checked as it is fetched), which is then verified like a directory."""
+    from ddecomp.data.remote import cache_dataset, is_url
+
+    if is_url(root):
+        root = cache_dataset(root, cache_dir)
     root = Path(root)
     man = load_manifest(root)
     if fingerprint(man) != man.get("fingerprint"):

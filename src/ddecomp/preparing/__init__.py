@@ -2,14 +2,16 @@
 
 One ``prepare`` run, module by module::
 
-    inputs ─> ingest ─> tokenize ─────┐               (text: files, URLs, the default corpus)
-                        (seams)       │               (a long document cut where its ids hold)
-                        pretokenized ─┤               (a flat token file with EOS after each doc)
+    inputs ─> ingest ─> tokenize ─────┐       (text: files, URLs, the default corpus)
+                        (seams)       │       (a long document cut where its ids hold)
+                        pretokenized ─┤       (a flat token file with EOS after each doc)
                                       v
-    config ─> pipeline ─> pool ─> shards ─> manifest  (validated arguments; plan shards, run
-                 │                  │                  them in processes, write each shard,
-              outdir             progress              then the manifest last; own the output
-                                                       directory; report progress)
+    config ─> pipeline ─> shardrun ─> pool ──────> shards ─> manifest
+                 │           │   └──> ray_engine ┘   │ (tails)
+              outdir      progress              remote_out (--out URL: upload, manifest last)
+
+    (validated arguments; plan the shards; run them in processes or Ray tasks, each writing its
+    shard; own the output directory; report progress; write the manifest last)
 
 - :mod:`.inputs`: where the files are (local paths, URLs through fsspec, the default corpus).
 - :mod:`.ingest`: documents out of each format, every bad record counted by reason.
@@ -18,10 +20,14 @@ One ``prepare`` run, module by module::
 - :mod:`.pretokenized`: already-tokenized input (Megatron / OLMo-core / nanoGPT token files).
 - :mod:`.config`: :class:`PrepareConfig` and :class:`TokensConfig`, frozen and validated.
 - :mod:`.pipeline`: :func:`prepare` and :func:`prepare_tokens`, data checks, resume.
+- :mod:`.shardrun`: runs a prepare's shard jobs (resume, engine, progress), writes the manifest.
 - :mod:`.pool`: shard jobs and the process pool that runs them.
+- :mod:`.ray_engine`: the same jobs as Ray tasks on a cluster (optional: ``ddecomp[ray]``).
 - :mod:`.shards`: one shard's document index, split, decomposition and files.
 - :mod:`.tails`: ``--tails pack``: the pieces below ``min`` packed (seeded BFD) into tail rows.
 - :mod:`.outdir`: claiming the output directory (refuse another run's arguments, resume ours).
+- :mod:`.remote_out`: ``--out URL``: shards staged locally and uploaded, the record and the
+  manifest last, the prefix claimed like a directory.
 - :mod:`.manifest`: totals, drops by reason and the fingerprint, assembled from shard records.
 - :mod:`.progress`: a bar on a terminal, plain lines elsewhere.
 

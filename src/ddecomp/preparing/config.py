@@ -21,6 +21,7 @@ from ddecomp.preparing.shards import IndexParams
 
 MIN_TRAIN_VOCAB = 256 + 1  # a byte-level BPE: the 256-byte alphabet + <|endoftext|>
 DEFAULT_VOCAB = 8192  # the BPE size trained when no tokenizer is given
+ENGINES = ("local", "ray")  # local: a process pool on this machine; ray: tasks on a Ray cluster
 
 
 def default_workers() -> int:
@@ -52,6 +53,19 @@ class RunSettings:
     workers: int
     tails: str
     tail_len: int | None
+    engine: str
+    ray_address: str | None
+    out_url: str | None
+
+    def _set_out(self) -> None:
+        """``out`` a URL: kept in ``out_url``, and ``out`` becomes its local staging directory."""
+        from ddecomp.data.remote import is_url
+        from ddecomp.preparing.remote_out import staging_dir
+
+        if is_url(self.out):
+            object.__setattr__(self, "out_url", str(self.out).rstrip("/"))
+            object.__setattr__(self, "out", staging_dir(str(self.out).rstrip("/")))
+        object.__setattr__(self, "out", Path(self.out))
 
     def _check_run(self) -> None:
         check_lengths(self.min_len, self.max_len)
@@ -65,6 +79,10 @@ class RunSettings:
             raise UserError(f"--shard-size {self.shard_size} must be positive")
         if self.seed < 0:  # numpy's SeedSequence takes only non-negative entropy
             raise UserError(f"--seed {self.seed} must be >= 0")
+        if self.engine not in ENGINES:
+            raise UserError(f"--engine {self.engine!r} is not one of {', '.join(ENGINES)}")
+        if self.ray_address is not None and self.engine != "ray":
+            raise UserError("--ray-address applies only to --engine ray")
 
     def index_params(self) -> IndexParams:
         return IndexParams(
@@ -81,6 +99,9 @@ class PrepareConfig(RunSettings):
     picks :func:`auto_shard_size` from the input's size. ``tails``: ``drop`` (the paper's
     release: pieces below ``min_len`` are not trained) or ``pack`` (packed into tail rows of
     ``tail_len``, default ``min_len``: every target trained; :mod:`ddecomp.preparing.tails`).
+    ``engine`` runs the shards in a local process pool of ``workers`` (default) or as tasks on
+    the Ray cluster at ``ray_address`` (``workers`` is then the cluster's business); the dataset
+    is the same either way.
     """
 
     out: Path
@@ -99,6 +120,9 @@ class PrepareConfig(RunSettings):
     val_fraction: float = 0.0
     shard_size: int | None = None
     workers: int = field(default_factory=default_workers)
+    engine: str = "local"
+    ray_address: str | None = None
+    out_url: str | None = None  # set from a URL ``out`` (object storage); ``out`` is then staging
     strict: bool = False
     overwrite: bool = False
     quiet: bool = False
@@ -106,7 +130,7 @@ class PrepareConfig(RunSettings):
     tail_len: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
+        self._set_out()
         self._check_run()
         if (self.suffixes or self.glob) and not self.inputs:
             raise UserError(
@@ -128,6 +152,8 @@ class TokensConfig(RunSettings):
     ``.npy``, with ``eos_id`` after each document. ``vocab_size`` defaults to the largest id + 1;
     given, every id must be below it. ``shard_size`` is tokens per shard (``None``:
     :func:`auto_shard_size`). One worker by default: copying tokens is I/O, not CPU.
+    ``in_place`` indexes a uint16/uint32 token file where it is instead of copying it: the
+    dataset records its path, size and each shard's range sha256 and writes only index files.
     """
 
     tokens: str | Path | np.ndarray
@@ -142,13 +168,17 @@ class TokensConfig(RunSettings):
     val_fraction: float = 0.0
     shard_size: int | None = None
     workers: int = 1
+    in_place: bool = False
+    engine: str = "local"
+    ray_address: str | None = None
+    out_url: str | None = None  # set from a URL ``out`` (object storage); ``out`` is then staging
     overwrite: bool = False
     quiet: bool = True
     tails: str = "drop"
     tail_len: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
+        self._set_out()
         self._check_run()
         if self.eos_id < 0:
             raise UserError(f"--eos-id {self.eos_id} must be >= 0")

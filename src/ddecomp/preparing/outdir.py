@@ -80,6 +80,17 @@ def _remove_own_files(out: Path, old_kind: object) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def remove_stale_temps(out: Path) -> None:
+    """Remove our temporaries in ``shards/``: half-written by a killed run or a killed task.
+
+    Called when a run claims the directory and again before the manifest (a Ray task killed
+    midway and retried leaves its first attempt's temporary; no writer is left at that point).
+    """
+    for stale in (out / SHARD_DIR).glob(".*.tmp"):
+        if _OWN_SHARD_NAME.fullmatch(stale.name):
+            stale.unlink(missing_ok=True)
+
+
 def claim_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
     """Make ``out`` ours for this identity. Returns the finished manifest if already done."""
     state_path = out / STATE_FILE
@@ -117,8 +128,15 @@ def claim_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str,
                 if man.get("prepare", {}).get("identity_sha256") == canonical_sha256(identity):
                     return dict(man)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in (out / SHARD_DIR).glob(".*.tmp"):  # half-written by a killed run
-        if _OWN_SHARD_NAME.fullmatch(stale.name):
-            stale.unlink(missing_ok=True)
+    remove_stale_temps(out)
     write_json_atomic(state_path, {"identity": identity, "ddecomp": __version__})
     return None
+
+
+def claim_staging(out: Path, identity: dict[str, Any]) -> None:
+    """Claim the local staging directory of a ``--out URL`` run: it is ddecomp's alone, so
+    another identity's files are removed instead of refused (the remote prefix was checked)."""
+    state = _read_state(out) if out.is_dir() else None
+    if state is not None and state["identity"] != identity:
+        _remove_own_files(out, state["identity"].get("kind"))
+    claim_dir(out, identity, overwrite=False)

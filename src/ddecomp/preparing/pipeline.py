@@ -18,6 +18,10 @@ place is noticed). A rerun with the same identity keeps each shard whose ``done.
 all if an input changed while it was read. A different identity in a used directory is refused
 unless ``overwrite`` (:mod:`ddecomp.preparing.outdir`). Workers never change the
 result (shard boundaries are fixed by the input), so the fingerprint is the same for any count.
+
+Engines: ``engine="local"`` (default) runs the shard jobs in this machine's process pool,
+``engine="ray"`` as tasks on a Ray cluster (:mod:`ddecomp.preparing.ray_engine`); the planning,
+resume and manifest above are the same code, so both write the same dataset.
 """
 
 from __future__ import annotations
@@ -26,18 +30,17 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ddecomp.data.layout import FORMAT_VERSION, MANIFEST, TOKENIZER_FILE
+from ddecomp.data.layout import TOKENIZER_FILE, fingerprint
 from ddecomp.errors import UserError
-from ddecomp.io import canonical_sha256, write_json_atomic
+from ddecomp.io import canonical_sha256
 from ddecomp.preparing.config import (
     PrepareConfig,
-    RunSettings,
     TokensConfig,
     auto_shard_size,
     default_workers,
@@ -50,58 +53,13 @@ from ddecomp.preparing.inputs import (
     suffix_kind,
 )
 from ddecomp.preparing.manifest import build_manifest
-from ddecomp.preparing.outdir import claim_dir
-from ddecomp.preparing.pool import ShardRunner
-from ddecomp.preparing.pretokenized import open_token_source, token_ranges
-from ddecomp.preparing.progress import Progress
-from ddecomp.preparing.shards import load_done
+from ddecomp.preparing.pretokenized import in_place_reference, open_token_source, token_ranges
+from ddecomp.preparing.remote_out import claim_out
+from ddecomp.preparing.shardrun import finish, index_identity, run_shards
 
 __all__ = ["PrepareConfig", "TokensConfig", "auto_shard_size", "default_workers", "prepare",
            "prepare_tokens"]  # fmt: skip
 log = logging.getLogger("ddecomp.preparing.pipeline")
-
-
-Config = PrepareConfig | TokensConfig
-
-
-def _finish(cfg: Config, man: dict[str, Any]) -> dict[str, Any]:
-    write_json_atomic(cfg.out / MANIFEST, man)
-    tot = man["totals"]
-    log.info(
-        "prepared %s in %.1f s (%s shard%s)",
-        cfg.out, man["prepare"]["elapsed_s"], f"{tot['shards']:,}",
-        "" if tot["shards"] == 1 else "s",
-    )  # fmt: skip
-    return man
-
-
-def _run_shards(
-    cfg: Config,
-    jobs: Iterable[tuple[int, Any]],
-    make_job: Any,
-    total: int | None = None,
-    size: Any = None,
-    unit: str = "B",
-) -> list[dict[str, Any]]:
-    """Run (or skip when done) every shard job; return records in shard order. ``size(payload)``
-    is a shard's share of ``total`` input units, for the progress bar's percentage and ETA."""
-    records: dict[int, dict[str, Any]] = {}
-    sizes: dict[int, int] = {}
-    with Progress(cfg.quiet, total=total, unit=unit) as bar, ShardRunner(cfg.workers) as runner:
-        for index, payload in jobs:
-            sizes[index] = size(payload) if size is not None else 0
-            done = load_done(cfg.out, index)
-            if done is not None:
-                records[index] = done
-                bar.update(done["documents"], done["tokens"], True, sizes.pop(index))
-                continue
-            for rec in runner.submit(make_job(index, payload)):
-                records[rec["index"]] = rec
-                bar.update(rec["documents"], rec["tokens"], size=sizes.pop(rec["index"]))
-        for rec in runner.drain():
-            records[rec["index"]] = rec
-            bar.update(rec["documents"], rec["tokens"], size=sizes.pop(rec["index"]))
-    return [records[i] for i in sorted(records)]
 
 
 def iter_text_shards(docs: Iterator[str], shard_bytes: int) -> Iterator[tuple[int, list[str]]]:
@@ -201,7 +159,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
         "tokenizer": _tokenizer_identity(cfg.tokenizer, cfg.vocab_size),
         "eos_token": cfg.eos_token,
         "bos": cfg.bos,
-        **_index_identity(cfg, inputs["bytes"]),
+        **index_identity(cfg, inputs["bytes"]),
     }
 
     def docs(stats: IngestStats, log_skips: bool = True) -> Iterator[str]:
@@ -216,7 +174,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
             f"no documents in the input ({len(files)} files; skipped: "
             f"{_fmt_skips(probe.as_dict())}); nothing was written"
         )
-    finished = claim_dir(cfg.out, identity, cfg.overwrite)
+    finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite)
     if finished is not None:
         log.info("%s is already prepared with these arguments; nothing to do", cfg.out)
         return finished
@@ -246,41 +204,32 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
 
     def make_job(index: int, texts: list[str]) -> TextJob:
         return TextJob(
-            cfg.out, index, texts, tok_json, sha, eos_id, bos_id, dtype, cfg.index_params()
-        )
+            cfg.out, index, texts, tok_json, sha, eos_id, bos_id, dtype, cfg.index_params(),
+            cfg.out_url,
+        )  # fmt: skip
 
     stats = IngestStats()
     jobs = iter_text_shards(docs(stats), identity["shard_size"])
     # Text files are read byte for byte, so their bytes measure progress; JSON and compressed
     # files are not (their file bytes are not the documents'), and then the bar counts documents.
     plain = all(suffix_kind(f) == "text" for f in files)
-    records = _run_shards(
-        cfg, jobs, make_job, total=inputs["bytes"] if plain else None,
+    records = run_shards(
+        cfg,
+        jobs,
+        make_job,
+        total=inputs["bytes"] if plain else None,
         size=lambda texts: sum(len(t.encode("utf-8", "surrogatepass")) for t in texts),
-    )  # fmt: skip
+    )
     _check_unchanged(files, stamps)
     man = build_manifest(
         cfg, records, info, dtype, inputs, stats.as_dict(), identity, time.perf_counter() - t0
     )
-    return _finish(cfg, man)
+    return finish(cfg, man)
 
 
 def _fmt_skips(d: dict[str, Any]) -> str:
     skipped = {k: v for k, v in d.get("skipped", {}).items() if v}
     return ", ".join(f"{k} {v}" for k, v in skipped.items()) or "none"
-
-
-def _index_identity(cfg: RunSettings, total: int) -> dict[str, Any]:
-    return {
-        "min_len": cfg.min_len,
-        "max_len": cfg.max_len,
-        "long_docs": cfg.long_docs,
-        "tails": [cfg.tails, cfg.tail_len],
-        "seed": cfg.seed,
-        "val_fraction": cfg.val_fraction,
-        "shard_size": cfg.shard_size or auto_shard_size(total),
-        "format_version": FORMAT_VERSION,
-    }
 
 
 # ---- already-tokenized inputs -----------------------------------------------------------------
@@ -344,15 +293,18 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
     what = "the token array" if isinstance(src, np.ndarray) else f"--from-tokens {src}"
     max_id = _check_tokens(cfg, arr, what)
     out_dtype = "uint16" if max(max_id or 0, cfg.eos_id) < 1 << 16 else "uint32"
+    ref = in_place_reference(src, arr, header, cfg.out_url) if cfg.in_place else None
+    if ref is not None:
+        out_dtype = arr.dtype.name  # the file's own tokens
     # The identity adds the file's modification time (an in-place edit keeps the size); the
     # manifest names the data by path, size and dtype only.
     stamp = None if isinstance(src, np.ndarray) else input_stamp(src)
     identity = {
         "kind": "tokens", "inputs": ident if stamp is None else f"{ident}:{stamp[1]}",
         "eos_id": cfg.eos_id, "vocab_size": cfg.vocab_size,
-        **_index_identity(cfg, int(arr.size)),
+        **index_identity(cfg, int(arr.size)), **({"in_place": True} if ref else {}),
     }  # fmt: skip
-    finished = claim_dir(cfg.out, identity, cfg.overwrite)
+    finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite)
     if finished is not None:
         return finished
     ranges = token_ranges(arr, cfg.eos_id, identity["shard_size"])
@@ -360,15 +312,25 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
     from ddecomp.preparing.pool import TokenJob
 
     def make_job(index: int, rng: tuple[int, int]) -> TokenJob:
+        if isinstance(src, np.ndarray) and cfg.engine == "ray":
+            # A task gets its own range (serialized once), not the whole array per task.
+            return TokenJob(
+                cfg.out, index, src[rng[0] : rng[1]], arr.dtype.name, 0, 0, rng[1] - rng[0],
+                out_dtype, cfg.eos_id, cfg.index_params(), cfg.out_url,
+            )  # fmt: skip
         return TokenJob(
             cfg.out, index, src, arr.dtype.name, header, rng[0], rng[1], out_dtype, cfg.eos_id,
-            cfg.index_params(),
+            cfg.index_params(), cfg.out_url, ref is not None,
         )  # fmt: skip
 
-    records = _run_shards(
-        cfg, enumerate(ranges), make_job, total=int(arr.size), size=lambda r: r[1] - r[0],
+    records = run_shards(
+        cfg,
+        enumerate(ranges),
+        make_job,
+        total=int(arr.size),
+        size=lambda r: r[1] - r[0],
         unit="tok",
-    )  # fmt: skip
+    )
     if not isinstance(src, np.ndarray) and input_stamp(src) != stamp:
         raise UserError(
             f"--from-tokens {src} changed while prepare read it; the dataset was not finished: "
@@ -387,4 +349,7 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
     man = build_manifest(
         cfg, records, info, out_dtype, inputs, {"skipped": {}}, identity, time.perf_counter() - t0
     )
-    return _finish(cfg, man)
+    if ref is not None:
+        man["tokens_file"] = ref
+        man["fingerprint"] = fingerprint(man)
+    return finish(cfg, man)

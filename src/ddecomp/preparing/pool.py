@@ -6,6 +6,10 @@ reads inputs and collects records. Workers are forked where the platform can (no
 no ``if __name__ == "__main__"`` guard needed in users' scripts; HF tokenizers detects the fork
 and keeps the children single-threaded), spawned elsewhere; one process per core. At most
 ``2 * workers`` jobs are in flight, which bounds the text held in memory to that many shards.
+
+The pipeline picks the engine: this pool (``local``, the default) or Ray tasks
+(:mod:`ddecomp.preparing.ray_engine`, imported only when asked for: Ray is an optional extra);
+both are a :class:`Runner`, take the same jobs and return the same records.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,6 +41,7 @@ class TextJob:
     bos_id: int | None
     dtype: str
     params: IndexParams
+    remote: str | None = None  # --out URL: the job uploads its shard there (remote_out)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class TokenJob:
     dtype: str
     eos_id: int
     params: IndexParams
+    remote: str | None = None
+    in_place: bool = False  # index the source file where it is; write no token file
 
 
 def _tokenizer(job: TextJob) -> Any:
@@ -78,6 +85,16 @@ def _token_slice(job: TokenJob) -> np.ndarray:
 
 
 def run_job(job: TextJob | TokenJob) -> dict[str, Any]:
+    """Write the job's shard (and upload it when ``--out`` is a URL); return its record."""
+    rec = _write_job(job)
+    if job.remote is not None:
+        from ddecomp.preparing.remote_out import RemoteOut
+
+        RemoteOut(job.remote).upload_shard(job.root, rec)
+    return rec
+
+
+def _write_job(job: TextJob | TokenJob) -> dict[str, Any]:
     if isinstance(job, TextJob):
         from ddecomp.preparing.tokenize import encode_documents
 
@@ -90,9 +107,15 @@ def run_job(job: TextJob | TokenJob) -> dict[str, Any]:
     src = _token_slice(job)
     tokens = src if src.dtype == np.dtype(job.dtype) else src.astype(job.dtype)
     fence, trailing = document_fences(tokens, job.eos_id)
+    offset = None
+    if job.in_place:
+        assert isinstance(job.source, Path), "in place: a file"
+        assert tokens is src, "in place: the file's own dtype"
+        offset = job.header_bytes + job.start * tokens.dtype.itemsize
     return write_shard(
-        job.root, job.index, tokens, fence, job.params, extra={"no_final_eos": int(trailing > 0)}
-    )
+        job.root, job.index, tokens, fence, job.params, extra={"no_final_eos": int(trailing > 0)},
+        in_place_offset=offset,
+    )  # fmt: skip
 
 
 def _init_worker() -> None:
@@ -153,3 +176,20 @@ class ShardRunner:
             else:
                 self._pool.terminate()
             self._pool.join()
+
+
+class Runner(Protocol):
+    """What the pipeline needs of an engine: submit jobs, get back finished records."""
+
+    def submit(self, job: TextJob | TokenJob) -> list[dict[str, Any]]: ...
+
+    def drain(self) -> list[dict[str, Any]]: ...
+
+    def __enter__(self) -> Runner: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

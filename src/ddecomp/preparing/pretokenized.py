@@ -1,5 +1,10 @@
 """Already-tokenized input: a flat token array with EOS after each document.
 
+``--in-place`` (:func:`in_place_reference`) indexes the file where it is: no token is copied,
+the manifest's ``tokens_file`` names it (absolute path, size, header) and each shard's token
+record its byte offset and the sha256 of its range, so ``verify`` checks the file and opening a
+dataset whose file moved or changed size is a one-line error naming it.
+
 Accepted as written by Megatron, OLMo-core and nanoGPT pipelines: a raw little-endian integer
 file (``--dtype``, default uint16), a ``.npy`` array, or (from Python) an in-memory array. It is
 memory-mapped, never loaded whole; shards are ranges cut just after an EOS, so every document is
@@ -77,3 +82,24 @@ def token_ranges(arr: np.ndarray, eos_id: int, shard_tokens: int) -> list[tuple[
     if cuts[-1] != n:
         cuts.append(n)
     return list(itertools.pairwise(cuts))
+
+
+IN_PLACE_DTYPES = ("uint16", "uint32")  # the dataset's token dtypes: read as they are
+
+
+def in_place_reference(
+    src: Path | np.ndarray, arr: np.ndarray, header: int, remote: str | None
+) -> dict[str, object]:
+    """The manifest's ``tokens_file`` for ``--in-place``; refuses inputs it cannot reference."""
+    if isinstance(src, np.ndarray):
+        raise UserError("in_place needs a token file, not an in-memory array")
+    if remote is not None:
+        raise UserError("--in-place references a local file; it cannot go with --out URL")
+    if arr.dtype.name not in IN_PLACE_DTYPES:
+        raise UserError(
+            f"--from-tokens {src}: --in-place reads the file as the dataset's tokens, which are "
+            f"{' or '.join(IN_PLACE_DTYPES)}; this one is {arr.dtype.name}: drop --in-place to "
+            "copy it"
+        )
+    return {"path": str(src.resolve()), "bytes": src.stat().st_size, "header": header,
+            "dtype": arr.dtype.name}  # fmt: skip

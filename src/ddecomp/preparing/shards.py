@@ -19,6 +19,7 @@ number of workers gives byte-identical files and the same manifest fingerprint.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from ddecomp.data.layout import (
 from ddecomp.data.tailrows import tail_file
 from ddecomp.decompose import Decomposition, decompose_corpus
 from ddecomp.io import (
+    file_record,
     read_json,
     sha256_file,
     write_bytes_atomic,
@@ -156,17 +158,27 @@ def write_shard(
     fence: np.ndarray,
     p: IndexParams,
     extra: dict[str, Any] | None = None,
+    in_place_offset: int | None = None,
 ) -> dict[str, Any]:
-    """Index ``tokens`` (documents at ``fence``) and write the shard's files; return its record."""
+    """Index ``tokens`` (documents at ``fence``) and write the shard's files; return its record.
+
+    With ``in_place_offset`` (``--in-place``) the tokens are not written: the record names their
+    byte offset in the input file and their sha256, which ``verify`` checks there."""
     name = shard_name(index)
     split, dec = build_index(fence, index, p)
+    rel = f"{SHARD_DIR}/{name}.tokens.bin"
+    if in_place_offset is None:
+        tok_rec = write_bytes_atomic(root, rel, [tokens])
+    else:
+        sha = hashlib.sha256(np.ascontiguousarray(tokens).data).hexdigest()
+        tok_rec = {**file_record(rel, int(tokens.nbytes), sha), "offset": in_place_offset}
     rec: dict[str, Any] = {
         "index": index,
         "name": name,
         "documents": int(fence.size - 1),
         "tokens": int(tokens.size),
         "files": {
-            "tokens": write_bytes_atomic(root, f"{SHARD_DIR}/{name}.tokens.bin", [tokens]),
+            "tokens": tok_rec,
             "docs": write_npy_atomic(root, f"{SHARD_DIR}/{name}.docs.npy", fence),
             "split": write_npy_atomic(root, f"{SHARD_DIR}/{name}.split.npy", split),
         },
