@@ -19,9 +19,10 @@ Five stages, one subpackage each; data flows left to right and down, never back:
                                                     reporting/: plots, compare
   cli/: prepare, inspect (verify, stats), plan, train, compare; blend_args
 
-  top level: decompose (the pure decomposition), attention_cost (attended query-key pairs),
-  errors, io (atomic writes, sha256), version
+  top level: decompose (the pure decomposition), binpack (best-fit decreasing), attention_cost
+  (attended query-key pairs), errors, io (atomic writes, sha256), version
 
+- ``binpack``: best-fit-decreasing packing (the pack baseline's bins, ``--tails pack``'s rows).
 - ``decompose``: pure numpy, a document of n tokens -> power-of-two pieces of its n - 1 targets
   (``docs/method.md`` section 2 states the one-token-overlap convention).
 - :mod:`ddecomp.preparing` writes a dataset directory; everything after reads it through

@@ -7,10 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ddecomp.binpack import best_fit_decreasing
 from ddecomp.data.dataset import open_dataset
 from ddecomp.errors import UserError
 from ddecomp.loading.concat import ConcatChunkLoader
-from ddecomp.loading.pack import PackedLoader, best_fit_decreasing, document_pieces
+from ddecomp.loading.pack import PackedLoader, document_pieces
 from ddecomp.loading.protocols import IGNORE_INDEX
 from ddecomp.loading.world import World
 from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens

@@ -33,54 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddecomp.binpack import best_fit_decreasing
 from ddecomp.loading.concat import _FixedLengthLoader, segments_to_batch
 from ddecomp.loading.protocols import IGNORE_INDEX, DocSegments, DocumentData
 from ddecomp.loading.world import WorldSpec
-
-
-def best_fit_decreasing(sizes: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:
-    """Bin index of every item (input order) and the number of bins; sizes in ``1..capacity``."""
-    sizes = np.asarray(sizes, dtype=np.int64)
-    n = sizes.size
-    assert n == 0 or (int(sizes.min()) >= 1 and int(sizes.max()) <= capacity)
-    order = np.argsort(-sizes, kind="stable")
-    srt = sizes[order]
-    bin_sorted = np.empty(n, dtype=np.int64)
-    cnt = np.zeros(capacity + 1, dtype=np.int64)  # open bins per remaining capacity
-    stacks: list[list[int]] = [[] for _ in range(capacity + 1)]
-    nbins = 0
-    bounds = np.flatnonzero(np.r_[True, srt[1:] != srt[:-1], True]) if n else np.zeros(1, int)
-    for g in range(bounds.size - 1):
-        i, end = int(bounds[g]), int(bounds[g + 1])
-        s = int(srt[i])
-        for c in (np.flatnonzero(cnt[s:]) + s).tolist():
-            stack, per = stacks[c], c // s
-            while stack and i < end:
-                b = stack.pop()
-                k = min(per, end - i)
-                bin_sorted[i : i + k] = b
-                i += k
-                nc = c - k * s
-                stacks[nc].append(b)
-                cnt[c] -= 1
-                cnt[nc] += 1
-            if i == end:
-                break
-        if i < end:  # no open bin fits: new bins of capacity // s items each
-            per = capacity // s
-            m = end - i
-            new = (m + per - 1) // per
-            bin_sorted[i:end] = nbins + np.arange(m) // per
-            last = m - (new - 1) * per
-            full_cap, last_cap = capacity - per * s, capacity - last * s
-            stacks[full_cap].extend(range(nbins, nbins + new - 1))
-            stacks[last_cap].append(nbins + new - 1)
-            cnt[full_cap] += new - 1
-            cnt[last_cap] += 1
-            nbins += new
-    bins = np.empty(n, dtype=np.int64)
-    bins[order] = bin_sorted
-    return bins, nbins
 
 
 def document_pieces(
