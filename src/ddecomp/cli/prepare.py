@@ -97,10 +97,12 @@ def register(sub: Any) -> None:
         "byte-level BPE on the input and save it in DIR)",
     )
     tok.add_argument(
-        "--vocab-size", type=int, default=None,
+        "--vocab-size",
+        type=int,
+        default=None,
         help=f"BPE vocabulary to train, in tokens (default {DEFAULT_VOCAB}); with --from-tokens, "
         "the vocabulary size (every id must be below it; default: the largest id + 1)",
-    )  # fmt: skip
+    )
     tok.add_argument(
         "--eos-token", help="end-of-text token, a string (default: the tokenizer's own)"
     )
@@ -211,30 +213,55 @@ def run_prepare(args: argparse.Namespace) -> int:
             raise UserError("--tokenizer/--bos/--eos-token do not apply to --from-tokens input")
         man = prepare_tokens(
             TokensConfig(
-                tokens=args.from_tokens, out=args.out, eos_id=args.eos_id, dtype=args.dtype,
-                vocab_size=args.vocab_size, min_len=args.min_len, max_len=args.max_len,
-                long_docs=args.long_docs, seed=args.seed, val_fraction=args.val_fraction,
-                tails=args.tails, tail_len=args.tail_len,
-                shard_size=_shard(args), workers=args.workers, overwrite=args.overwrite,
-                quiet=args.quiet, engine=args.engine, ray_address=args.ray_address,
+                tokens=args.from_tokens,
+                out=args.out,
+                eos_id=args.eos_id,
+                dtype=args.dtype,
+                vocab_size=args.vocab_size,
+                min_len=args.min_len,
+                max_len=args.max_len,
+                long_docs=args.long_docs,
+                seed=args.seed,
+                val_fraction=args.val_fraction,
+                tails=args.tails,
+                tail_len=args.tail_len,
+                shard_size=_shard(args),
+                workers=args.workers,
+                overwrite=args.overwrite,
+                quiet=args.quiet,
+                engine=args.engine,
+                ray_address=args.ray_address,
                 in_place=args.in_place,
             )
-        )  # fmt: skip
+        )
     else:
         if args.eos_id is not None or args.dtype or args.in_place:
             raise UserError("--eos-id/--dtype/--in-place apply only to --from-tokens input")
         cfg = PrepareConfig(
-            out=args.out, inputs=tuple(args.inputs), tokenizer=args.tokenizer,
-            suffixes=args.suffix, glob=args.glob, text_field=args.text_field,
-            eos_token=args.eos_token, bos=args.bos,
+            out=args.out,
+            inputs=tuple(args.inputs),
+            tokenizer=args.tokenizer,
+            suffixes=args.suffix,
+            glob=args.glob,
+            text_field=args.text_field,
+            eos_token=args.eos_token,
+            bos=args.bos,
             vocab_size=DEFAULT_VOCAB if args.vocab_size is None else args.vocab_size,
-            min_len=args.min_len, max_len=args.max_len,
-            long_docs=args.long_docs, seed=args.seed, val_fraction=args.val_fraction,
-                tails=args.tails, tail_len=args.tail_len,
-            shard_size=_shard(args), workers=args.workers, strict=args.strict,
-            overwrite=args.overwrite, quiet=args.quiet, engine=args.engine,
+            min_len=args.min_len,
+            max_len=args.max_len,
+            long_docs=args.long_docs,
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            tails=args.tails,
+            tail_len=args.tail_len,
+            shard_size=_shard(args),
+            workers=args.workers,
+            strict=args.strict,
+            overwrite=args.overwrite,
+            quiet=args.quiet,
+            engine=args.engine,
             ray_address=args.ray_address,
-        )  # fmt: skip
+        )
         man = prepare(cfg)
     print(summary_line(man, args.out))
     if args.val_fraction > 0 and not man["splits"]["val"]["documents"]:

@@ -228,8 +228,9 @@ class Blend:
                 whole = int(np.floor(f))
                 m = round((f - whole) * a.size)
                 rng = np.random.default_rng([self.seed, _PERMUTATION_STREAM, s, 0])
-                pick = np.concatenate([np.tile(np.arange(a.size), whole),
-                                       np.sort(rng.permutation(a.size)[:m])])  # fmt: skip
+                pick = np.concatenate(
+                    [np.tile(np.arange(a.size), whole), np.sort(rng.permutation(a.size)[:m])]
+                )
                 starts.append(a[pick] + self._source_base[s])
                 ends.append(b[pick] + self._source_base[s])
             self._docs = (np.concatenate(starts), np.concatenate(ends))
@@ -250,8 +251,10 @@ class Blend:
         n = len(self.datasets)
         docs = np.bincount(src, minlength=n)
         toks = np.bincount(src, weights=ends - starts, minlength=n)
-        return [{"source": str(ds.root), "documents": int(d), "tokens": int(k)}
-                for ds, d, k in zip(self.datasets, docs, toks, strict=True)]  # fmt: skip
+        return [
+            {"source": str(ds.root), "documents": int(d), "tokens": int(k)}
+            for ds, d, k in zip(self.datasets, docs, toks, strict=True)
+        ]
 
     # ---- report --------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -262,15 +265,22 @@ class Blend:
         total = sum(served)
         per = [
             {
-                "source": str(ds.root), "fingerprint": ds.fingerprint, "factor": f,
-                "targets": _targets(ds), "served_targets": n,
+                "source": str(ds.root),
+                "fingerprint": ds.fingerprint,
+                "factor": f,
+                "targets": _targets(ds),
+                "served_targets": n,
                 "realised_factor": n / _targets(ds) if _targets(ds) else None,
                 "share": n / total if total else None,
             }
             for (ds, f), n in zip(self.sources, served, strict=True)
-        ]  # fmt: skip
-        return {"fingerprint": self.fingerprint, "seed": self.seed, "served_targets": total,
-                "sources": per}  # fmt: skip
+        ]
+        return {
+            "fingerprint": self.fingerprint,
+            "seed": self.seed,
+            "served_targets": total,
+            "sources": per,
+        }
 
 
 class _EpochBlend:

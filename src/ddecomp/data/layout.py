@@ -99,8 +99,15 @@ def fingerprint(manifest: dict[str, Any]) -> str:
 
 
 # JSON's names for the Python types json.load returns: the manifest is JSON to whoever edits it.
-_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-               int: "an integer", float: "a number", type(None): "null"}  # fmt: skip
+_JSON_TYPES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "null",
+}
 
 
 def _describe(v: Any) -> str:
@@ -246,16 +253,20 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
     f.mapping(man, "convention")
     tail_len = check_tails(f, man, min_len)
     if man["version"] != (FORMAT_VERSION if tail_len is None else TAILS_FORMAT_VERSION):
-        f.fail("version", f"= {man['version']} does not match the tails policy (pack: version "
-               f"{TAILS_FORMAT_VERSION}, drop: {FORMAT_VERSION})")  # fmt: skip
+        f.fail(
+            "version",
+            f"= {man['version']} does not match the tails policy (pack: version "
+            f"{TAILS_FORMAT_VERSION}, drop: {FORMAT_VERSION})",
+        )
     splits = f.mapping(man, "splits")
     f.keys(splits, SPLITS, "splits")
     for name in SPLITS:
         rec = f.mapping(splits, name, "splits")
         _check_split(f, rec, f"splits.{name}", min_len, max_len)
         check_tail_bucket(f, rec, f"splits.{name}", tail_len)
-    skipped = f.mapping(f.mapping(f.mapping(man, "dropped"), "ingest", "dropped"), "skipped",
-                        "dropped.ingest")  # fmt: skip
+    skipped = f.mapping(
+        f.mapping(f.mapping(man, "dropped"), "ingest", "dropped"), "skipped", "dropped.ingest"
+    )
     for key in skipped:
         f.integer(skipped, key, "dropped.ingest.skipped")
     totals = f.mapping(man, "totals")
@@ -273,8 +284,11 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
         if not isinstance(sh, dict):
             f.fail(at, f"is {_describe(sh)}, expected an object")
         if f.integer(sh, "index", at) != i or f.get(sh, "name", at, str) != shard_name(i):
-            f.fail(at, f"is shard {sh['index']} {sh['name']!r}, expected {i} {shard_name(i)!r} "
-                   "(shards are listed once each, in order)")  # fmt: skip
+            f.fail(
+                at,
+                f"is shard {sh['index']} {sh['name']!r}, expected {i} {shard_name(i)!r} "
+                "(shards are listed once each, in order)",
+            )
         f.integer(sh, "documents", at)
         n_tokens = f.integer(sh, "tokens", at)
         files = f.mapping(sh, "files", at)
@@ -288,8 +302,11 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
             if off + files["tokens"]["bytes"] > tf_bytes:
                 f.fail(f"{at}.files.tokens.offset", f"= {off} reaches past tokens_file's end")
         if files["tokens"]["bytes"] != n_tokens * itemsize:
-            f.fail(f"{at}.tokens", f"= {n_tokens} does not match its token file's "
-                   f"{files['tokens']['bytes']} bytes of {dtype}")  # fmt: skip
+            f.fail(
+                f"{at}.tokens",
+                f"= {n_tokens} does not match its token file's "
+                f"{files['tokens']['bytes']} bytes of {dtype}",
+            )
         buckets = f.mapping(sh, "buckets", at)
         f.keys(buckets, SPLITS, f"{at}.buckets")
         for split in SPLITS:
@@ -297,8 +314,10 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
             for key in f.mapping(buckets, split, f"{at}.buckets"):
                 L = bucket_length(key, min_len, max_len)
                 if L is None:
-                    f.fail(f"{b_at}.{key}", f"is not a bucket length (powers of two in "
-                           f"[{min_len}, {max_len}])")  # fmt: skip
+                    f.fail(
+                        f"{b_at}.{key}",
+                        f"is not a bucket length (powers of two in [{min_len}, {max_len}])",
+                    )
                 rec = f.record(buckets[split], key, b_at, bucket_file(shard_name(i), split, L))
                 f.integer(rec, "rows", f"{b_at}.{key}")
         check_shard_tails(f, sh, at, shard_name(i), tail_len)
@@ -315,8 +334,11 @@ def _check_split(f: _Fields, rec: dict[str, Any], at: str, min_len: int, max_len
         f.integer(b, "rows", f"{at}.buckets.{key}")
         f.integer(b, "tokens", f"{at}.buckets.{key}")
     dropped = f.mapping(rec, "dropped", at)
-    f.integer(f.mapping(dropped, "document_shorter_than_min", f"{at}.dropped"), "documents",
-              f"{at}.dropped.document_shorter_than_min")  # fmt: skip
+    f.integer(
+        f.mapping(dropped, "document_shorter_than_min", f"{at}.dropped"),
+        "documents",
+        f"{at}.dropped.document_shorter_than_min",
+    )
     f.mapping(dropped, "tail_below_min", f"{at}.dropped")
     for key in dropped:
         reason = f.mapping(dropped, key, f"{at}.dropped")

@@ -57,8 +57,10 @@ def _read_manifest(fs: Any, root: str, url: str) -> tuple[dict[str, Any], bytes]
     try:
         raw = fs.cat_file(f"{root}/{MANIFEST}")
     except FileNotFoundError:
-        raise UserError(f"{url}: no {MANIFEST}, not a prepared ddecomp dataset (an "
-                        "interrupted prepare? rerun it)") from None  # fmt: skip
+        raise UserError(
+            f"{url}: no {MANIFEST}, not a prepared ddecomp dataset (an "
+            "interrupted prepare? rerun it)"
+        ) from None
     try:
         man = json.loads(raw)
     except ValueError as e:
@@ -66,8 +68,10 @@ def _read_manifest(fs: Any, root: str, url: str) -> tuple[dict[str, Any], bytes]
     if not isinstance(man, dict) or man.get("format") != FORMAT_NAME:
         raise UserError(f"{where}: not a ddecomp manifest")
     if man.get("version") != FORMAT_VERSION or type(man.get("version")) is not int:
-        raise UserError(f"{where}: format version {man.get('version')!r} is not supported "
-                        f"(this ddecomp reads {FORMAT_VERSION})")  # fmt: skip
+        raise UserError(
+            f"{where}: format version {man.get('version')!r} is not supported "
+            f"(this ddecomp reads {FORMAT_VERSION})"
+        )
     check_manifest(man, Path(where))
     if fingerprint(man) != man["fingerprint"]:
         raise DataError(f"{where}: fingerprint does not match the manifest's content")
@@ -87,8 +91,10 @@ def _fetch(fs: Any, src: str, dst: Path, rec: dict[str, Any], url: str) -> None:
             out.write(chunk)
             n += len(chunk)
         if n != rec["bytes"] or h.hexdigest() != rec["sha256"]:  # raising discards the temp
-            raise DataError(f"{url.rstrip('/')}/{rec['path']}: {n} bytes with another sha256 "
-                            "than the manifest's (modified or damaged in storage)")  # fmt: skip
+            raise DataError(
+                f"{url.rstrip('/')}/{rec['path']}: {n} bytes with another sha256 "
+                "than the manifest's (modified or damaged in storage)"
+            )
 
 
 def cache_dataset(url: str, cache_dir: str | Path | None = None) -> Path:

@@ -197,9 +197,14 @@ def compute_stats(ds: Dataset) -> dict[str, Any]:
         data = tail.targets[tail.starts >= 0]
         t_targets, t_pairs = int(data.sum()), causal_pairs(data)
         positions += tail.rows * tail.length
-        tail_stats = {"L": tail.length, "rows": tail.rows, "pieces": int(data.size),
-                      "targets": t_targets, "padding": tail.rows * tail.length - t_targets,
-                      "context": _ratio(t_pairs, t_targets)}  # fmt: skip
+        tail_stats = {
+            "L": tail.length,
+            "rows": tail.rows,
+            "pieces": int(data.size),
+            "targets": t_targets,
+            "padding": tail.rows * tail.length - t_targets,
+            "context": _ratio(t_pairs, t_targets),
+        }
         dd_pairs, kept = dd_pairs + t_pairs, kept + t_targets
     recorded = int(ds.manifest["splits"][ds.split]["kept_targets"])
     if kept != recorded:

@@ -27,11 +27,15 @@ def token_file(man: Mapping[str, Any]) -> Path | None:
     try:
         size = path.stat().st_size
     except OSError:
-        raise DataError(f"{path}: the token file this dataset indexes in place is missing "
-                        "(moved or deleted?); put it back or prepare again") from None  # fmt: skip
+        raise DataError(
+            f"{path}: the token file this dataset indexes in place is missing "
+            "(moved or deleted?); put it back or prepare again"
+        ) from None
     if size != tf["bytes"]:
-        raise DataError(f"{path}: {size} bytes, the dataset indexed {tf['bytes']} in place "
-                        "(the file changed); prepare again")  # fmt: skip
+        raise DataError(
+            f"{path}: {size} bytes, the dataset indexed {tf['bytes']} in place "
+            "(the file changed); prepare again"
+        )
     return path
 
 

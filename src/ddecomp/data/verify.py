@@ -85,9 +85,11 @@ def _check_shard(root: Path, man: dict[str, Any], sh: dict[str, Any]) -> dict[st
         if "offset" in files["tokens"]:  # --in-place: a range of the token file, hashed here
             where = Path(man["tokens_file"]["path"])
             if hashlib.sha256(tokens.data).hexdigest() != files["tokens"]["sha256"]:
-                raise DataError(f"{where}: tokens [{files['tokens']['offset']}, ...) of shard "
-                                f"{sh['name']} differ from the indexed ones (the file changed); "
-                                "prepare again")  # fmt: skip
+                raise DataError(
+                    f"{where}: tokens [{files['tokens']['offset']}, ...) of shard "
+                    f"{sh['name']} differ from the indexed ones (the file changed); "
+                    "prepare again"
+                )
         else:
             where = root / files["tokens"]["path"]
         _check_ids(where, tokens, man["tokenizer"]["vocab_size"])
@@ -133,14 +135,20 @@ def _check_shard(root: Path, man: dict[str, Any], sh: dict[str, Any]) -> dict[st
 
 
 def _tail_pieces(
-    root: Path, sh: dict[str, Any], sname: str, length: int, fence: np.ndarray,
-    split: np.ndarray, code: int,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    root: Path,
+    sh: dict[str, Any],
+    sname: str,
+    length: int,
+    fence: np.ndarray,
+    split: np.ndarray,
+    code: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """A split's tail pieces (padding left out), checked: whole rows, inside one document."""
     rec = sh["tails"][sname]
     path = root / tail_file(sh["name"], sname, "starts")
-    starts, targets = (read_npy(root / rec[k]["path"], "int64", rec["entries"])
-                       for k in ("starts", "targets"))  # fmt: skip
+    starts, targets = (
+        read_npy(root / rec[k]["path"], "int64", rec["entries"]) for k in ("starts", "targets")
+    )
     problem = check_rows(starts, targets, length)
     real = starts != PAD_START
     s, t = starts[real], targets[real]
@@ -191,8 +199,10 @@ def _check_totals(root: Path, man: dict[str, Any], got: dict[str, list[int]]) ->
             want = {**tail, "targets": tot["kept_targets"] - in_rows}
             got_tail = {k: tb[k] for k in want}
             if got_tail != want or tb["rows"] * tb["length"] != tb["targets"] + tb["padding"]:
-                raise DataError(f"{where}: splits.{sname}.tail_bucket {got_tail} differs from "
-                                f"the shards' tail rows {want}")  # fmt: skip
+                raise DataError(
+                    f"{where}: splits.{sname}.tail_bucket {got_tail} differs from "
+                    f"the shards' tail rows {want}"
+                )
         summary = {k: (b["rows"], b["tokens"]) for k, b in tot["buckets"].items()}
         if summary != {k: (n, n * int(k)) for k, n in rows.items() if n}:
             raise DataError(f"{where}: splits.{sname}.buckets differs from the shards' buckets")

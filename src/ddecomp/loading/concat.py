@@ -124,9 +124,14 @@ class _FixedLengthLoader(StepLoader):
     # ---- order ---------------------------------------------------------------------------------
     def _build_plan(self, epoch: int) -> Plan:
         return build_plan(
-            {self.seq_len: self.num_rows}, self.tokens_per_step, "natural", cycles=1,
-            seed=self.seed, epoch=epoch, oom_probe=False,
-        )  # fmt: skip
+            {self.seq_len: self.num_rows},
+            self.tokens_per_step,
+            "natural",
+            cycles=1,
+            seed=self.seed,
+            epoch=epoch,
+            oom_probe=False,
+        )
 
     def make_step(self, epoch: int, step: int, shared: bool = False) -> Batch:
         plan = self.plan_for(epoch)
@@ -172,9 +177,15 @@ class ConcatChunkLoader(_FixedLengthLoader):
     kind = "concat"
 
     def __init__(
-        self, ds: DocumentData, *, seq_len: int, tokens_per_step: int, doc_mask: bool = False,
-        seed: int = 0, world: WorldSpec = None,
-    ) -> None:  # fmt: skip
+        self,
+        ds: DocumentData,
+        *,
+        seq_len: int,
+        tokens_per_step: int,
+        doc_mask: bool = False,
+        seed: int = 0,
+        world: WorldSpec = None,
+    ) -> None:
         super().__init__(ds, seq_len, tokens_per_step, seed, world)
         self.doc_mask = bool(doc_mask)
         starts, ends = ds.document_bounds()

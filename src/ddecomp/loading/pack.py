@@ -64,9 +64,14 @@ class PackedLoader(_FixedLengthLoader):
     kind = "pack"
 
     def __init__(
-        self, ds: DocumentData, *, seq_len: int, tokens_per_step: int, seed: int = 0,
+        self,
+        ds: DocumentData,
+        *,
+        seq_len: int,
+        tokens_per_step: int,
+        seed: int = 0,
         world: WorldSpec = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(ds, seq_len, tokens_per_step, seed, world)
         starts, ends = ds.document_bounds()
         pstart, psize = document_pieces(starts, ends, self.seq_len)

@@ -126,9 +126,17 @@ class VSLLoader(StepLoader):
 
     def _build_plan(self, epoch: int) -> Plan:
         return build_plan(
-            self.ds.bucket_rows, self.tokens_per_step, self.curriculum, self.cycles,
-            self.seed, epoch, self.mode, self.oom_probe, self.mixture, self.total_tokens,
-        )  # fmt: skip
+            self.ds.bucket_rows,
+            self.tokens_per_step,
+            self.curriculum,
+            self.cycles,
+            self.seed,
+            epoch,
+            self.mode,
+            self.oom_probe,
+            self.mixture,
+            self.total_tokens,
+        )
 
     @property
     def step_lengths(self) -> tuple[int, ...]:

@@ -86,9 +86,14 @@ class RunSettings:
 
     def index_params(self) -> IndexParams:
         return IndexParams(
-            self.min_len, self.max_len, self.long_docs, self.seed, self.val_fraction, self.tails,
+            self.min_len,
+            self.max_len,
+            self.long_docs,
+            self.seed,
+            self.val_fraction,
+            self.tails,
             self.tail_len,
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)

@@ -240,10 +240,11 @@ def _jsonl_documents(
                 if text_field not in obj:
                     keys = ", ".join(sorted(obj)[:10]) or "(none)"
                     skip(
-                        "missing_field", where,
+                        "missing_field",
+                        where,
                         f"no field {text_field!r} (fields: {keys}); name the text's field "
                         "with --text-field",
-                    )  # fmt: skip
+                    )
                     continue
                 text = obj[text_field]
                 if not isinstance(text, str):

@@ -31,11 +31,51 @@ logger = logging.getLogger("ddecomp.preparing.ingest")  # discovery notes belong
 
 # Source files read whole, one document each (lower-case; matched case-insensitively).
 SOURCE_SUFFIXES = (
-    ".py", ".pyi", ".c", ".h", ".cc", ".cpp", ".cxx", ".hpp", ".hh", ".cu", ".java", ".kt",
-    ".scala", ".go", ".rs", ".swift", ".cs", ".js", ".mjs", ".ts", ".tsx", ".jsx", ".rb",
-    ".php", ".pl", ".lua", ".r", ".jl", ".hs", ".ml", ".ex", ".erl", ".clj", ".sh", ".bash",
-    ".sql", ".tex", ".html", ".css", ".toml", ".yaml", ".yml", ".ini", ".cfg",
-)  # fmt: skip
+    ".py",
+    ".pyi",
+    ".c",
+    ".h",
+    ".cc",
+    ".cpp",
+    ".cxx",
+    ".hpp",
+    ".hh",
+    ".cu",
+    ".java",
+    ".kt",
+    ".scala",
+    ".go",
+    ".rs",
+    ".swift",
+    ".cs",
+    ".js",
+    ".mjs",
+    ".ts",
+    ".tsx",
+    ".jsx",
+    ".rb",
+    ".php",
+    ".pl",
+    ".lua",
+    ".r",
+    ".jl",
+    ".hs",
+    ".ml",
+    ".ex",
+    ".erl",
+    ".clj",
+    ".sh",
+    ".bash",
+    ".sql",
+    ".tex",
+    ".html",
+    ".css",
+    ".toml",
+    ".yaml",
+    ".yml",
+    ".ini",
+    ".cfg",
+)
 _PROSE_SUFFIXES = (".txt", ".md", ".rst")
 _TEXT_SUFFIXES = _PROSE_SUFFIXES + SOURCE_SUFFIXES
 SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet", *_TEXT_SUFFIXES)
@@ -192,10 +232,11 @@ def discover_inputs(
                 if len(chosen) < len(found):
                     logger.info(
                         "%s: %d files passed over (not a supported suffix%s; supported: %s)",
-                        path, len(found) - len(chosen),
+                        path,
+                        len(found) - len(chosen),
                         ", or not selected by --suffix/--glob" if suffixes or glob else "",
                         supported,
-                    )  # fmt: skip
+                    )
             elif path.is_file():
                 if not _is_supported(path):
                     raise UserError(

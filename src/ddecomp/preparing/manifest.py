@@ -33,8 +33,10 @@ def _sum_split(records: list[dict[str, Any]], split: str, tail_len: int | None) 
         "kept_targets",
     )
     tot = {k: sum(r["splits"][split][k] for r in records) for k in keys}
-    tail = {k: sum(r["splits"][split].get(f"tail_{k}", 0) for r in records)
-            for k in ("rows", "pieces", "targets", "padding")}  # fmt: skip
+    tail = {
+        k: sum(r["splits"][split].get(f"tail_{k}", 0) for r in records)
+        for k in ("rows", "pieces", "targets", "padding")
+    }
     buckets: dict[str, dict[str, int]] = {}
     for r in records:
         for L, b in r["buckets"][split].items():

@@ -57,8 +57,14 @@ from ddecomp.preparing.pretokenized import in_place_reference, open_token_source
 from ddecomp.preparing.remote_out import claim_out
 from ddecomp.preparing.shardrun import finish, index_identity, run_shards
 
-__all__ = ["PrepareConfig", "TokensConfig", "auto_shard_size", "default_workers", "prepare",
-           "prepare_tokens"]  # fmt: skip
+__all__ = [
+    "PrepareConfig",
+    "TokensConfig",
+    "auto_shard_size",
+    "default_workers",
+    "prepare",
+    "prepare_tokens",
+]
 log = logging.getLogger("ddecomp.preparing.pipeline")
 
 
@@ -188,9 +194,10 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     else:
         log.info("training a byte-level BPE tokenizer (vocab %d) on the input", cfg.vocab_size)
         tok = train_bpe(
-            docs(IngestStats(), log_skips=False), cfg.vocab_size,
+            docs(IngestStats(), log_skips=False),
+            cfg.vocab_size,
             progress=not cfg.quiet and sys.stderr.isatty(),
-        )  # fmt: skip
+        )
         source = f"trained byte-level BPE (vocab {cfg.vocab_size})"
     sha = save_tokenizer(tok, tok_path)
     eos_id, eos_tok, bos_id, bos_tok = resolve_special(tok, cfg.eos_token, cfg.bos)
@@ -204,9 +211,17 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
 
     def make_job(index: int, texts: list[str]) -> TextJob:
         return TextJob(
-            cfg.out, index, texts, tok_json, sha, eos_id, bos_id, dtype, cfg.index_params(),
+            cfg.out,
+            index,
+            texts,
+            tok_json,
+            sha,
+            eos_id,
+            bos_id,
+            dtype,
+            cfg.index_params(),
             cfg.out_url,
-        )  # fmt: skip
+        )
 
     stats = IngestStats()
     jobs = iter_text_shards(docs(stats), identity["shard_size"])
@@ -300,10 +315,13 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
     # manifest names the data by path, size and dtype only.
     stamp = None if isinstance(src, np.ndarray) else input_stamp(src)
     identity = {
-        "kind": "tokens", "inputs": ident if stamp is None else f"{ident}:{stamp[1]}",
-        "eos_id": cfg.eos_id, "vocab_size": cfg.vocab_size,
-        **index_identity(cfg, int(arr.size)), **({"in_place": True} if ref else {}),
-    }  # fmt: skip
+        "kind": "tokens",
+        "inputs": ident if stamp is None else f"{ident}:{stamp[1]}",
+        "eos_id": cfg.eos_id,
+        "vocab_size": cfg.vocab_size,
+        **index_identity(cfg, int(arr.size)),
+        **({"in_place": True} if ref else {}),
+    }
     finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite)
     if finished is not None:
         return finished
@@ -315,13 +333,32 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
         if isinstance(src, np.ndarray) and cfg.engine == "ray":
             # A task gets its own range (serialized once), not the whole array per task.
             return TokenJob(
-                cfg.out, index, src[rng[0] : rng[1]], arr.dtype.name, 0, 0, rng[1] - rng[0],
-                out_dtype, cfg.eos_id, cfg.index_params(), cfg.out_url,
-            )  # fmt: skip
+                cfg.out,
+                index,
+                src[rng[0] : rng[1]],
+                arr.dtype.name,
+                0,
+                0,
+                rng[1] - rng[0],
+                out_dtype,
+                cfg.eos_id,
+                cfg.index_params(),
+                cfg.out_url,
+            )
         return TokenJob(
-            cfg.out, index, src, arr.dtype.name, header, rng[0], rng[1], out_dtype, cfg.eos_id,
-            cfg.index_params(), cfg.out_url, ref is not None,
-        )  # fmt: skip
+            cfg.out,
+            index,
+            src,
+            arr.dtype.name,
+            header,
+            rng[0],
+            rng[1],
+            out_dtype,
+            cfg.eos_id,
+            cfg.index_params(),
+            cfg.out_url,
+            ref is not None,
+        )
 
     records = run_shards(
         cfg,
@@ -343,8 +380,16 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
         log.warning(
             "the token input does not end with EOS; its last %d document(s) kept as is", no_eos
         )
-    info = {"source": None, "sha256": None, "vocab_size": vocab, "eos_id": cfg.eos_id,
-            "eos_token": None, "bos_id": None, "bos_token": None, "file": None}  # fmt: skip
+    info = {
+        "source": None,
+        "sha256": None,
+        "vocab_size": vocab,
+        "eos_id": cfg.eos_id,
+        "eos_token": None,
+        "bos_id": None,
+        "bos_token": None,
+        "file": None,
+    }
     inputs = {"kind": "tokens", "source": ident, "tokens": int(arr.size), "dtype": arr.dtype.name}
     man = build_manifest(
         cfg, records, info, out_dtype, inputs, {"skipped": {}}, identity, time.perf_counter() - t0

@@ -113,9 +113,14 @@ def _write_job(job: TextJob | TokenJob) -> dict[str, Any]:
         assert tokens is src, "in place: the file's own dtype"
         offset = job.header_bytes + job.start * tokens.dtype.itemsize
     return write_shard(
-        job.root, job.index, tokens, fence, job.params, extra={"no_final_eos": int(trailing > 0)},
+        job.root,
+        job.index,
+        tokens,
+        fence,
+        job.params,
+        extra={"no_final_eos": int(trailing > 0)},
         in_place_offset=offset,
-    )  # fmt: skip
+    )
 
 
 def _init_worker() -> None:

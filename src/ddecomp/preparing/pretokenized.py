@@ -101,5 +101,9 @@ def in_place_reference(
             f"{' or '.join(IN_PLACE_DTYPES)}; this one is {arr.dtype.name}: drop --in-place to "
             "copy it"
         )
-    return {"path": str(src.resolve()), "bytes": src.stat().st_size, "header": header,
-            "dtype": arr.dtype.name}  # fmt: skip
+    return {
+        "path": str(src.resolve()),
+        "bytes": src.stat().st_size,
+        "header": header,
+        "dtype": arr.dtype.name,
+    }

@@ -75,8 +75,11 @@ class Progress:
             self._said_resume = True
             log.info(
                 "%s: resuming: %d shard%s kept from an earlier run (%d documents)",
-                self.desc, self.resumed_shards, "" if self.resumed_shards == 1 else "s", self.docs,
-            )  # fmt: skip
+                self.desc,
+                self.resumed_shards,
+                "" if self.resumed_shards == 1 else "s",
+                self.docs,
+            )
 
     def update(self, docs: int, tokens: int, resumed: bool = False, size: int = 0) -> None:
         if not resumed:
@@ -104,9 +107,15 @@ class Progress:
         left = f", about {eta:,.0f} s left" if eta is not None else ""
         log.info(
             "%s: shard %d done%s; so far %s documents, %.1fM tokens%s; %.2fM tokens/s%s",
-            self.desc, self.shards, " (kept from an earlier run)" if resumed else "",
-            f"{self.docs:,}", self.tokens / 1e6, share, self.rate() / 1e6, left,
-        )  # fmt: skip
+            self.desc,
+            self.shards,
+            " (kept from an earlier run)" if resumed else "",
+            f"{self.docs:,}",
+            self.tokens / 1e6,
+            share,
+            self.rate() / 1e6,
+            left,
+        )
 
     def __enter__(self) -> Progress:
         return self

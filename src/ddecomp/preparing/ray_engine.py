@@ -84,8 +84,9 @@ class RayRunner:
         self.max_in_flight = max(2, 2 * cpus)
         self._task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(run_job)
         self._pending: list[Any] = []
-        log.info("ray engine: %d CPUs in the cluster, up to %d tasks in flight", cpus,
-                 self.max_in_flight)  # fmt: skip
+        log.info(
+            "ray engine: %d CPUs in the cluster, up to %d tasks in flight", cpus, self.max_in_flight
+        )
 
     def _collect(self, wait_for: int) -> list[dict[str, Any]]:
         """Records of finished tasks: every ready one, and at least ``wait_for``."""

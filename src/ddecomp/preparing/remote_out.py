@@ -88,16 +88,23 @@ class RemoteOut:
         if self._sizes:
             state = self._read_json(STATE_FILE)
             if not isinstance(state, dict) or "identity" not in state:
-                raise UserError(f"--out {self.url} is not empty and holds no ddecomp dataset (no "
-                                f"{STATE_FILE}): choose an empty or new prefix")  # fmt: skip
+                raise UserError(
+                    f"--out {self.url} is not empty and holds no ddecomp dataset (no "
+                    f"{STATE_FILE}): choose an empty or new prefix"
+                )
             if overwrite:
                 self._remove_own()
             elif state["identity"] != identity:
-                diff = sorted(k for k in set(state["identity"]) | set(identity)
-                              if state["identity"].get(k) != identity.get(k))  # fmt: skip
-                raise UserError(f"--out {self.url} holds a dataset prepared with other arguments "
-                                f"(differs in: {', '.join(diff)}); pass --overwrite to replace "
-                                "it or choose another prefix")  # fmt: skip
+                diff = sorted(
+                    k
+                    for k in set(state["identity"]) | set(identity)
+                    if state["identity"].get(k) != identity.get(k)
+                )
+                raise UserError(
+                    f"--out {self.url} holds a dataset prepared with other arguments "
+                    f"(differs in: {', '.join(diff)}); pass --overwrite to replace "
+                    "it or choose another prefix"
+                )
             else:
                 man = self._read_json(MANIFEST)
                 if isinstance(man, dict) and man.get("prepare", {}).get(
@@ -110,13 +117,22 @@ class RemoteOut:
     def _remove_own(self) -> None:
         man = self._read_json(MANIFEST)
         if man is not None and (not isinstance(man, dict) or man.get("format") != FORMAT_NAME):
-            raise UserError(f"{self.url}/{MANIFEST} was not written by ddecomp; choose another "
-                            "--out")  # fmt: skip
-        own = [MANIFEST] + [
-            rel for rel in self._sizes
-            if rel == TOKENIZER_FILE or (rel.startswith(f"{SHARD_DIR}/")
-                                         and _OWN_SHARD_NAME.fullmatch(rel[len(SHARD_DIR) + 1:]))
-        ] + [STATE_FILE]  # fmt: skip
+            raise UserError(
+                f"{self.url}/{MANIFEST} was not written by ddecomp; choose another --out"
+            )
+        own = (
+            [MANIFEST]
+            + [
+                rel
+                for rel in self._sizes
+                if rel == TOKENIZER_FILE
+                or (
+                    rel.startswith(f"{SHARD_DIR}/")
+                    and _OWN_SHARD_NAME.fullmatch(rel[len(SHARD_DIR) + 1 :])
+                )
+            ]
+            + [STATE_FILE]
+        )
         for rel in own:  # the manifest first: no reader sees it while its files go
             if rel in self._sizes:
                 self.fs.rm_file(self._path(rel))

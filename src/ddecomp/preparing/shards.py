@@ -103,9 +103,14 @@ def build_index(
 
 
 def _write_tails(
-    root: Path, name: str, index: int, code: int, d: Decomposition, p: IndexParams,
+    root: Path,
+    name: str,
+    index: int,
+    code: int,
+    d: Decomposition,
+    p: IndexParams,
     rec: dict[str, Any],
-) -> None:  # fmt: skip
+) -> None:
     """Pack split ``code``'s tail pieces and move their targets from dropped to kept."""
     sname = SPLITS[code]
     rng = np.random.default_rng([p.seed, index, 3, code])
@@ -115,15 +120,19 @@ def _write_tails(
         for kind, arr in (("starts", t.starts), ("targets", t.targets))
     }
     rec.setdefault("tails", {})[sname] = {
-        "rows": t.rows, "pieces": t.pieces, "padding": t.padding,
-        "entries": int(t.starts.size), **files,
-    }  # fmt: skip
+        "rows": t.rows,
+        "pieces": t.pieces,
+        "padding": t.padding,
+        "entries": int(t.starts.size),
+        **files,
+    }
     s = rec["splits"][sname]
     assert t.data_targets == s["tail_tokens"] + s["short_document_tokens"] - s["short_documents"]
     s["kept_targets"] += t.data_targets
     s.update(short_documents=0, short_document_tokens=0, tail_tokens=0)
-    s.update(tail_rows=t.rows, tail_pieces=t.pieces, tail_targets=t.data_targets,
-             tail_padding=t.padding)  # fmt: skip
+    s.update(
+        tail_rows=t.rows, tail_pieces=t.pieces, tail_targets=t.data_targets, tail_padding=t.padding
+    )
 
 
 def done_path(root: Path, index: int) -> Path:

@@ -253,9 +253,13 @@ def plot_plan(
         if len(by_tenth):
             edges = np.linspace(0, steps.size, len(by_tenth) + 1)
             ax_steps.stairs(
-                by_tenth, edges - 0.5, baseline=None, color="black", lw=1.2,
+                by_tenth,
+                edges - 0.5,
+                baseline=None,
+                color="black",
+                lw=1.2,
                 label="mean length per tenth",
-            )  # fmt: skip
+            )
             ax_steps.legend(fontsize=_SMALL, loc="lower right")
         ax_steps.set_xlim(-0.5, steps.size - 0.5)
     else:
@@ -329,9 +333,14 @@ def plot_runs(runs: Sequence[Run], path: str | Path) -> None:
             target = float(runs[0].evals[-1]["val_loss_mean"])
             ax[1, 2].axhline(target, color="0.4", ls="--", lw=1)
             ax[1, 2].annotate(
-                f"{runs[0].name}'s final {target:.3f}", (0.99, target), ha="right", va="bottom",
-                xycoords=("axes fraction", "data"), fontsize=_SMALL, color="0.3",
-            )  # fmt: skip
+                f"{runs[0].name}'s final {target:.3f}",
+                (0.99, target),
+                ha="right",
+                va="bottom",
+                xycoords=("axes fraction", "data"),
+                fontsize=_SMALL,
+                color="0.3",
+            )
     if any(r.evals for r in runs) and all(len(r.evals) < 2 for r in runs):
         # One point per run says nothing about time to a loss; say what would.
         _nothing(ax[1, 2], "one evaluation per run (at its end):\ntrain with --eval-every N")

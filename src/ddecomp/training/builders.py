@@ -43,9 +43,15 @@ def build_loader(cfg: TrainConfig, ds: TrainData, max_len: int, world: World) ->
         # steps are cfg.steps, so the curriculum's cycles and the cosine schedule end together
         # (docs/method.md section 3.5).
         return VSLLoader(
-            rebucket(ds, max_len), tokens_per_step=tps, curriculum=cfg.curriculum,
-            cycles=cfg.cycles, seed=seed, world=world, mode=cfg.mode, total_tokens=cfg.tokens,
-        )  # fmt: skip
+            rebucket(ds, max_len),
+            tokens_per_step=tps,
+            curriculum=cfg.curriculum,
+            cycles=cfg.cycles,
+            seed=seed,
+            world=world,
+            mode=cfg.mode,
+            total_tokens=cfg.tokens,
+        )
     if cfg.method == "pack":
         from ddecomp.loading.pack import PackedLoader
 
@@ -53,9 +59,13 @@ def build_loader(cfg: TrainConfig, ds: TrainData, max_len: int, world: World) ->
     from ddecomp.loading.concat import ConcatChunkLoader
 
     return ConcatChunkLoader(
-        ds, seq_len=max_len, tokens_per_step=tps, doc_mask=cfg.method == "concat-dm", seed=seed,
+        ds,
+        seq_len=max_len,
+        tokens_per_step=tps,
+        doc_mask=cfg.method == "concat-dm",
+        seed=seed,
         world=world,
-    )  # fmt: skip
+    )
 
 
 def build_optimizer(

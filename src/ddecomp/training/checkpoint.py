@@ -50,8 +50,12 @@ _NAME = re.compile(r"step_[0-9]+\.pt")
 _SHA = re.compile(r"[0-9a-f]{64}")
 _STATE_PARTS = ("model", "optimizer", "scheduler", "rng")  # tensors in torch's own containers
 _META: dict[str, type | tuple[type, ...]] = {  # the JSON parts and their types
-    "step": int, "elapsed_s": (int, float), "config": dict, "fingerprint": str, "loader": dict,
-}  # fmt: skip
+    "step": int,
+    "elapsed_s": (int, float),
+    "config": dict,
+    "fingerprint": str,
+    "loader": dict,
+}
 _RNG = {"python": (625,), "numpy": (624,), "torch": None}
 
 

@@ -241,11 +241,19 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
 
     log = RunLog(run, world.is_main, cfg, resume_step=step)
     log.write_config(
-        {"train": asdict(cfg), "model": asdict(mcfg), "params": num_params(raw),
-         "world_size": world.world_size, "device": str(device), "steps": cfg.steps,
-         "max_len": max_len, "dataset": describe_data(ds),
-         "loader": type(loader).__name__, "torch": torch.__version__}
-    )  # fmt: skip
+        {
+            "train": asdict(cfg),
+            "model": asdict(mcfg),
+            "params": num_params(raw),
+            "world_size": world.world_size,
+            "device": str(device),
+            "steps": cfg.steps,
+            "max_len": max_len,
+            "dataset": describe_data(ds),
+            "loader": type(loader).__name__,
+            "torch": torch.__version__,
+        }
+    )
     peak = cfg.peak_flops or peak_flops_for(device)
     if no_eval:
         log.skip_eval(no_eval)  # now, not after the whole run
@@ -275,13 +283,21 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
         rngs = all_gather_object(rng_state(), world)
         if world.is_main:
             save_checkpoint(
-                run, step,
-                {"model": raw.state_dict(), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict(), "loader": loader.state_dict(), "rng": rngs,
-                 "step": step, "elapsed_s": elapsed, "config": asdict(cfg),
-                 "fingerprint": ds.fingerprint},
+                run,
+                step,
+                {
+                    "model": raw.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "loader": loader.state_dict(),
+                    "rng": rngs,
+                    "step": step,
+                    "elapsed_s": elapsed,
+                    "config": asdict(cfg),
+                    "fingerprint": ds.fingerprint,
+                },
                 keep=cfg.keep_checkpoints,
-            )  # fmt: skip
+            )
         barrier(world)
         ckpt_s += time.perf_counter() - t
 
@@ -301,9 +317,15 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
         all_sum(counts, world)  # global targets and attended pairs of this step
         lr = sched.get_last_lr()[0]
         loss_sum, grad_norm = train_step(
-            model, raw.parameters(), opt, sched, micro, counts[0],
-            world.world_size, cfg.grad_clip,
-        )  # fmt: skip
+            model,
+            raw.parameters(),
+            opt,
+            sched,
+            micro,
+            counts[0],
+            world.world_size,
+            cfg.grad_clip,
+        )
         total = all_sum(loss_sum.double().reshape(1), world)
         loss = float(total[0] / counts[0])
         dt = time.perf_counter() - t0
@@ -311,12 +333,20 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
         elapsed += dt
         flops = train_flops(mcfg, B * L * world.world_size, int(counts[1]))
         log.step(
-            {"step": step, "seq_len": L, "loss": loss, "lr": lr,
-             "tokens": step * cfg.tokens_per_step, "elapsed_s": elapsed, "step_s": dt,
-             "tokens_per_s": cfg.tokens_per_step / dt,
-             "grad_norm": float(grad_norm), "flops": flops,
-             "mfu": flops / dt / (peak * world.world_size) if peak else None}
-        )  # fmt: skip
+            {
+                "step": step,
+                "seq_len": L,
+                "loss": loss,
+                "lr": lr,
+                "tokens": step * cfg.tokens_per_step,
+                "elapsed_s": elapsed,
+                "step_s": dt,
+                "tokens_per_s": cfg.tokens_per_step / dt,
+                "grad_norm": float(grad_norm),
+                "flops": flops,
+                "mfu": flops / dt / (peak * world.world_size) if peak else None,
+            }
+        )
         if not math.isfinite(loss):
             raise UserError(
                 f"loss is {loss} at step {step}; lower --lr (now {cfg.lr}) or raise --warmup"
@@ -330,16 +360,23 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
     if finished:
         do_eval()
     summary = {
-        "method": cfg.method, "size": cfg.size, "finished": finished, "steps": step,
-        "tokens": step * cfg.tokens_per_step, "elapsed_s": elapsed,
+        "method": cfg.method,
+        "size": cfg.size,
+        "finished": finished,
+        "steps": step,
+        "tokens": step * cfg.tokens_per_step,
+        "elapsed_s": elapsed,
         "tokens_per_s": step * cfg.tokens_per_step / elapsed if elapsed else None,
-        "eval_s": eval_s, "checkpoint_s": ckpt_s, "compile_s": compile_s,
+        "eval_s": eval_s,
+        "checkpoint_s": ckpt_s,
+        "compile_s": compile_s,
         "graphs_compiled_in_loop": _compiled_graphs() - graphs_before if cfg.compile else None,
         "peak_memory_gib": (
             torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
         ),
-        "params": num_params(raw), "world_size": world.world_size,
+        "params": num_params(raw),
+        "world_size": world.world_size,
         "loader": loader.summary(),
-    }  # fmt: skip
+    }
     log.close(summary)
     return log.summary

@@ -68,9 +68,11 @@ def train_step(
             with autocast_for(x.device):
                 logits = model(x, pos, mask)
             part = torch.nn.functional.cross_entropy(
-                logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX,
+                logits.flatten(0, 1).float(),
+                y.flatten(),
+                ignore_index=IGNORE_INDEX,
                 reduction="sum",
-            )  # fmt: skip
+            )
             (part * scale).backward()
         loss_sum += part.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
