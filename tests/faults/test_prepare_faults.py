@@ -399,3 +399,21 @@ def test_written_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
     assert len(files) > 5
     for p in files:
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p
+
+
+@pytest.mark.parametrize("record", ['{"index": 0}', "[]", '{"files": {"tokens": 3}}'])
+def test_a_malformed_shard_record_is_redone_on_resume(tmp_path: Path, record: str) -> None:
+    """A ``done.json`` that parses but lacks what a record holds (a hand edit, another tool) is
+    not a finished shard: the rerun redoes it and ends with the uninterrupted run's dataset."""
+    tok = _tokens_file(tmp_path / "t.bin")
+    out = tmp_path / "ds"
+    args = ("--from-tokens", tok, "--eos-id", "0", "--out", out, "--min-len", "8")
+    args += ("--shard-size", "0.01")  # several shards
+    assert _prepare(*args) == 0
+    want = json.loads((out / MANIFEST).read_text())["fingerprint"]
+    (out / MANIFEST).unlink()  # interrupted before the manifest
+    dones = sorted((out / "shards").glob("*.done.json"))
+    assert len(dones) > 1
+    dones[0].write_text(record)
+    assert _prepare(*args) == 0
+    assert json.loads((out / MANIFEST).read_text())["fingerprint"] == want

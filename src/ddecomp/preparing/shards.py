@@ -151,12 +151,15 @@ def load_done(root: Path, index: int) -> dict[str, Any] | None:
         return None
     try:
         rec = read_json(path)
-    except (OSError, ValueError):
+        files = shard_files(rec)
+        for f in files:
+            p = root / f["path"]
+            if not p.is_file() or p.stat().st_size != f["bytes"] or sha256_file(p) != f["sha256"]:
+                return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # unreadable or not a record this version wrote: redo the shard
+    if not isinstance(rec, dict) or rec.get("index") != index or not files:
         return None
-    for f in shard_files(rec):
-        p = root / f["path"]
-        if not p.is_file() or p.stat().st_size != f["bytes"] or sha256_file(p) != f["sha256"]:
-            return None
     return rec
 
 
