@@ -407,8 +407,8 @@ def test_a_malformed_shard_record_is_redone_on_resume(tmp_path: Path, record: st
     not a finished shard: the rerun redoes it and ends with the uninterrupted run's dataset."""
     tok = _tokens_file(tmp_path / "t.bin")
     out = tmp_path / "ds"
-    args = ("--from-tokens", tok, "--eos-id", "0", "--out", out, "--min-len", "8")
-    args += ("--shard-size", "0.01")  # several shards
+    shards = ("--shard-size", "0.01")  # several shards
+    args = ("--from-tokens", tok, "--eos-id", "0", "--out", out, "--min-len", "8", *shards)
     assert _prepare(*args) == 0
     want = json.loads((out / MANIFEST).read_text())["fingerprint"]
     (out / MANIFEST).unlink()  # interrupted before the manifest
