@@ -104,6 +104,7 @@ class Blend:
             self._offsets[L] = np.cumsum([0] + [a + b for a, b in parts], dtype=np.int64)
         self.bucket_rows = {L_: int(o[-1]) for L_, o in self._offsets.items()}
         self.bucket_lengths = [L_ for L_, n in self.bucket_rows.items() if n]
+        self.packed_lengths = tuple(sorted({L for ds in self.datasets for L in ds.packed_lengths}))
         self.fingerprint = self._fingerprint()
         self._perms: dict[tuple[int, int], np.ndarray] = {}
         # the baselines' token space: source after source; token_base marks every shard start

@@ -116,6 +116,8 @@ class Dataset:
             self.packed_from[T] = self.bucket_rows[T]
             self.bucket_rows[T] += self._tail.rows
         self.bucket_lengths: list[int] = [L_ for L_, n in self.bucket_rows.items() if n]
+        # bucket lengths holding packed tail rows (--tails pack): served with a document mask
+        self.packed_lengths: tuple[int, ...] = tuple(sorted(self.packed_from))
         self._doc_bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._windows: dict[tuple[int, int], np.ndarray] = {}
 

@@ -93,6 +93,12 @@ class StepLoader(ABC):
         """The sequence lengths this epoch's batches have, shortest first: the shapes a compiled
         model must be warmed up for (rows per rank are ``tokens_per_step / world / L``)."""
 
+    @property
+    def masked_lengths(self) -> tuple[int, ...]:
+        """Step lengths whose batches may carry a document mask besides the method's own (DD's
+        packed tail rows); a compiled model is warmed up for them both ways. None by default."""
+        return ()
+
     @abstractmethod
     def _identity(self) -> dict[str, Any]:
         """What the data order depends on; a resumed state must match it exactly."""

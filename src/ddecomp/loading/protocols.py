@@ -67,6 +67,11 @@ class BucketData(Protocol):
         """Lengths of the non-empty buckets, shortest first."""
         ...
 
+    @property
+    def packed_lengths(self) -> Sequence[int]:
+        """Bucket lengths that hold packed tail rows (``--tails pack``), served with a mask."""
+        ...
+
     def for_epoch(self, epoch: int) -> RowSource:
         """The rows as served in ``epoch``."""
         ...

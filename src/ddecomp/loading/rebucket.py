@@ -57,6 +57,8 @@ class Rebucketed:
         self._own = int(ds.bucket_rows[M])  # bucket M's own rows come first
         self.bucket_rows: dict[int, int] = rows
         self.bucket_lengths: list[int] = [L for L, n in rows.items() if n]
+        # tail rows are at most min long, so a shorter maximum never cuts them
+        self.packed_lengths = tuple(L for L in ds.packed_lengths if L <= self.max_len)
         tag = f"{ds.fingerprint}:max_len={M}".encode()
         self.fingerprint = ds.fingerprint if M == ds.max_len else hashlib.sha256(tag).hexdigest()
 

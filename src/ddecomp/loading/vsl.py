@@ -147,9 +147,7 @@ class VSLLoader(StepLoader):
     def masked_lengths(self) -> tuple[int, ...]:
         """Step lengths whose batches may carry a document mask (tail rows, ``--tails pack``):
         a compiled model is warmed up for them with and without a mask."""
-        packed = set(getattr(self.ds, "packed_from", {}))
-        for src in getattr(self.ds, "datasets", ()):  # a blend: its sources' tail buckets
-            packed |= set(getattr(src, "packed_from", {}))
+        packed = set(self.ds.packed_lengths)
         return tuple(L for L in self.step_lengths if L in packed)
 
     def make_step(self, epoch: int, step: int, shared: bool = False) -> Batch:

@@ -121,7 +121,7 @@ def warm_shapes(
     dyn = torch._dynamo.config
     dyn.cache_size_limit = max(dyn.cache_size_limit, 2 * len(lengths) + 4)
     g = torch.Generator().manual_seed(cfg.seed)
-    masked = set(getattr(loader, "masked_lengths", ()))  # DD's tail rows (--tails pack)
+    masked = set(loader.masked_lengths)  # DD's tail rows (--tails pack)
     # micro-batches: one shape per distinct slice height (a shorter last slice is another shape)
     shapes = sorted(
         {
