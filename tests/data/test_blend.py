@@ -125,6 +125,7 @@ def test_source_rows_counts_property(n: int, factor: float, epochs: int, seed: i
             self.dtype = np.dtype(np.uint16)
             self.fingerprint, self.root = "fake", Path("fake")
             self.token_base = np.zeros(1, dtype=np.int64)
+            self.packed_lengths: tuple[int, ...] = ()  # no tail rows
             self.manifest = {"tokenizer": {"vocab_size": 10, "eos_id": 0}, "convention": "x"}
 
     blend = Blend([(_Fake(), factor)], seed=seed)
