@@ -47,6 +47,11 @@ def _tokens_file(path: Path, n_docs: int = 400, seed: int = 0, dtype: str = "uin
     return path
 
 
+def _tokens_args(tok: Path, out: Path) -> list[str | Path]:
+    """``prepare --from-tokens`` of a :func:`_tokens_file` (EOS 0) into ``out``, min length 8."""
+    return ["--from-tokens", tok, "--eos-id", "0", "--out", out, "--min-len", "8"]
+
+
 def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if "error:" in ln]
@@ -103,16 +108,7 @@ def test_overwrite_refuses_a_foreign_directory_and_keeps_its_files(
 def test_overwrite_of_a_dataset_keeps_files_ddecomp_did_not_write(tmp_path: Path) -> None:
     tok = _tokens_file(tmp_path / "t.bin")
     out = tmp_path / "ds"
-    common: list[str | Path] = [
-        "--from-tokens",
-        tok,
-        "--eos-id",
-        "0",
-        "--out",
-        out,
-        "--min-len",
-        "8",
-    ]
+    common = _tokens_args(tok, out)
     assert _prepare(*common, "--max-len", "64", "--shard-size", "0.01") == 0
     old_shards = json.loads((out / MANIFEST).read_text())["totals"]["shards"]
     assert old_shards > 3
@@ -138,16 +134,7 @@ def test_input_edited_in_place_after_a_finished_run_is_not_nothing_to_do(
 ) -> None:
     tok = _tokens_file(tmp_path / "t.bin")
     out = tmp_path / "ds"
-    common: list[str | Path] = [
-        "--from-tokens",
-        tok,
-        "--eos-id",
-        "0",
-        "--out",
-        out,
-        "--min-len",
-        "8",
-    ]
+    common = _tokens_args(tok, out)
     assert _prepare(*common) == 0
     arr = np.fromfile(tok, np.uint16)
     arr[arr == 5] = 6  # same size, other content
@@ -163,16 +150,7 @@ def test_input_edited_after_an_interrupt_is_never_mixed_in(
 ) -> None:
     tok = _tokens_file(tmp_path / "t.bin")
     out = tmp_path / "ds"
-    common: list[str | Path] = [
-        "--from-tokens",
-        tok,
-        "--eos-id",
-        "0",
-        "--out",
-        out,
-        "--min-len",
-        "8",
-    ]
+    common = _tokens_args(tok, out)
     assert _prepare(*common, "--shard-size", "0.01") == 0
     (out / MANIFEST).unlink()  # as an interrupted run leaves it
     for p in list((out / "shards").glob("0000[3-9].done.json")):
@@ -220,7 +198,7 @@ def test_input_edited_during_the_run_is_never_finalised(
 
     monkeypatch.setattr(pipeline, "run_shards", edit_midway)
     out = tmp_path / "ds"
-    assert _prepare("--from-tokens", tok, "--eos-id", "0", "--out", out, "--min-len", "8") == 2
+    assert _prepare(*_tokens_args(tok, out)) == 2
     assert "changed while prepare read it" in _error_line(capsys)
     assert not (out / MANIFEST).exists()
 
@@ -228,16 +206,7 @@ def test_input_edited_during_the_run_is_never_finalised(
 def test_a_kept_shard_with_a_flipped_byte_is_redone(tmp_path: Path) -> None:
     tok = _tokens_file(tmp_path / "t.bin")
     out = tmp_path / "ds"
-    common: list[str | Path] = [
-        "--from-tokens",
-        tok,
-        "--eos-id",
-        "0",
-        "--out",
-        out,
-        "--min-len",
-        "8",
-    ]
+    common = _tokens_args(tok, out)
     assert _prepare(*common) == 0
     shard = out / "shards" / "00000.tokens.bin"
     good = shard.read_bytes()
@@ -392,7 +361,7 @@ def test_written_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
     out = tmp_path / "out"
     old = os.umask(umask)
     try:
-        assert _prepare("--from-tokens", tok, "--eos-id", "0", "--out", out, "--min-len", "8") == 0
+        assert _prepare(*_tokens_args(tok, out)) == 0
     finally:
         os.umask(old)
     files = [p for p in out.rglob("*") if p.is_file()]
@@ -408,7 +377,7 @@ def test_a_malformed_shard_record_is_redone_on_resume(tmp_path: Path, record: st
     tok = _tokens_file(tmp_path / "t.bin")
     out = tmp_path / "ds"
     shards = ("--shard-size", "0.01")  # several shards
-    args = ("--from-tokens", tok, "--eos-id", "0", "--out", out, "--min-len", "8", *shards)
+    args = (*_tokens_args(tok, out), *shards)
     assert _prepare(*args) == 0
     want = json.loads((out / MANIFEST).read_text())["fingerprint"]
     (out / MANIFEST).unlink()  # interrupted before the manifest
