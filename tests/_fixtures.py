@@ -104,3 +104,18 @@ def assert_resume_equivalent(
         for got, want in zip(rest, ref[k:], strict=True):
             assert_batches_equal(got, want, f"restored at step {k}, step {want['step']}")
     return n
+
+
+def run_torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess[str]:
+    """``torchrun --nproc-per-node nproc *args`` (rendezvous on a free 127.0.0.1 port, one thread
+    per process) through :func:`run_python`."""
+    return run_python(
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        "--master-port",
+        str(free_port()),
+        *args,
+        env={"OMP_NUM_THREADS": "1"},
+    )

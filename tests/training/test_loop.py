@@ -16,7 +16,7 @@ from ddecomp.cli import main
 from ddecomp.errors import UserError
 from ddecomp.training.builders import cosine_schedule
 from ddecomp.training.loop import METHODS, train
-from tests._fixtures import free_port, run_python
+from tests._fixtures import run_python, run_torchrun
 from tests.training._corpus import TPS, cfg_for, make_dataset
 
 
@@ -189,11 +189,7 @@ def test_two_ranks_under_torchrun_match_one_process(data: Path, tmp_path: Path) 
               "--device", "cpu", "--no-progress", "--eval-tokens", "512"]  # fmt: skip
     one = run_python("-m", "ddecomp", "train", str(data), "--out", str(tmp_path / "one"), *common)
     assert one.returncode == 0, one.stderr
-    two = run_python(
-        "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-port", str(free_port()), "-m", "ddecomp", "train", str(data), "--out",
-        str(tmp_path / "two"), *common, env={"OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    two = run_torchrun("-m", "ddecomp", "train", str(data), "--out", str(tmp_path / "two"), *common)
     assert two.returncode == 0, two.stderr[-3000:]
     a = read_jsonl(tmp_path / "one" / "metrics.jsonl")
     b = read_jsonl(tmp_path / "two" / "metrics.jsonl")

@@ -17,7 +17,7 @@ from ddecomp.loading.vsl import VSLLoader
 from ddecomp.loading.world import World
 from ddecomp.training.hostcopy import HostToDevice, shared_buffer
 from ddecomp.training.loop import train
-from tests._fixtures import free_port, run_python
+from tests._fixtures import run_python, run_torchrun
 from tests.training._corpus import TPS, cfg_for, make_dataset
 
 
@@ -103,12 +103,17 @@ def test_two_ranks_with_micro_batches_match_one_unsplit_process(data: Path, tmp_
               "--device", "cpu", "--no-progress", "--eval-tokens", "512"]  # fmt: skip
     one = run_python("-m", "ddecomp", "train", str(data), "--out", str(tmp_path / "one"), *common)
     assert one.returncode == 0, one.stderr
-    two = run_python(
-        "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-port", str(free_port()), "-m", "ddecomp", "train", str(data), "--out",
-        str(tmp_path / "two"), *common, "--micro-batch-tokens", "128",
-        env={"OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    two = run_torchrun(
+        "-m",
+        "ddecomp",
+        "train",
+        str(data),
+        "--out",
+        str(tmp_path / "two"),
+        *common,
+        "--micro-batch-tokens",
+        "128",
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(a) == len(b) == 5
