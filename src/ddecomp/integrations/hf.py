@@ -63,6 +63,17 @@ _REFUSED_KWARGS = {
 }
 
 
+def _aliases(model: nn.Module) -> set[str]:
+    """State-dict names whose tensor an earlier name already holds (tied weights)."""
+    seen: set[int] = set()
+    out: set[str] = set()
+    for k, v in model.state_dict().items():
+        if v.data_ptr() in seen:
+            out.add(k)
+        seen.add(v.data_ptr())
+    return out
+
+
 class DDTrainer(Trainer):
     """A ``transformers.Trainer`` over ddecomp loaders; see the module docstring.
 
@@ -177,18 +188,24 @@ class DDTrainer(Trainer):
     ) -> None:
         """As HF's, but a plain ``nn.Module`` (the reference GPT, tied embedding) is saved with
         each shared tensor once (safetensors refuses shared tensors; HF loads non-strict)."""
-        if (
-            state_dict is None
-            and self.model is not None
-            and not isinstance(self.model, PreTrainedModel)
-        ):
-            seen: set[int] = set()
-            state_dict = {}
-            for k, v in self.model.state_dict().items():
-                if v.data_ptr() not in seen:
-                    seen.add(v.data_ptr())
-                    state_dict[k] = v
+        model = self.model
+        if state_dict is None and model is not None and not isinstance(model, PreTrainedModel):
+            aliases = _aliases(model)
+            state_dict = {k: v for k, v in model.state_dict().items() if k not in aliases}
         super()._save(output_dir, state_dict=state_dict)
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        """HF's, which assumes a ``PreTrainedModel``; for a plain module the tied names left out
+        by :meth:`_save` are not missing, anything else is refused."""
+        model = self.model
+        if isinstance(model, PreTrainedModel) or model is None:
+            return super()._issue_warnings_after_load(load_result)
+        missing = set(load_result.missing_keys) - _aliases(model)
+        if missing or load_result.unexpected_keys:
+            raise UserError(
+                f"the checkpoint's weights do not match {type(model).__name__}: missing "
+                f"{sorted(missing)}, unexpected {sorted(load_result.unexpected_keys)}"
+            )
 
     def train(
         self,
