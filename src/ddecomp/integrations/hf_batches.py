@@ -163,14 +163,14 @@ def check_settings(
         )
     k = args.gradient_accumulation_steps
     W = train.world.world_size
-    for L in train.step_lengths:
-        rows = train.tokens_per_step // (W * L)
-        if rows % k:
-            raise UserError(
-                f"gradient_accumulation_steps {k} does not divide the {rows} rows per rank of a "
-                f"{L}-token step (tokens_per_step {train.tokens_per_step} / world size {W} / {L}); "
-                f"use a divisor of {rows} or raise tokens_per_step"
-            )
+    L = max(train.step_lengths)  # the fewest rows; every other length holds 2^j times as many
+    rows = train.tokens_per_step // (W * L)
+    if rows % k:
+        raise UserError(
+            f"gradient_accumulation_steps {k} does not divide the {rows} rows per rank of a "
+            f"{L}-token step (tokens_per_step {train.tokens_per_step} / world size {W} / {L}); "
+            f"use a divisor of {rows} or raise tokens_per_step"
+        )
     n = len(train)
     if args.max_steps > n:
         raise UserError(
