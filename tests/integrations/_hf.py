@@ -53,6 +53,12 @@ class Recording(DDTrainer):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.seen: list[tuple[int, int, int, torch.Tensor, torch.Tensor, float]] = []
+        self.grad_norms: list[float] = []  # before clipping, one per update
+
+    def _clip_grad_norm(self, model: Any) -> Any:
+        norm = super()._clip_grad_norm(model)
+        self.grad_norms.append(float(norm))
+        return norm
 
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:  # fmt: skip

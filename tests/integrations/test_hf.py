@@ -3,6 +3,7 @@ under gradient accumulation, every target once, resume through the Trainer's che
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import ddecomp
 from ddecomp.integrations.hf_batches import micro_batches
 from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 from ddecomp.training.model import GPT, model_config
+from tests._fixtures import run_torchrun
 from tests.integrations._hf import TPS, Recording, hf_args, make_data, tiny_llama
 
 
@@ -167,7 +169,8 @@ def test_gradient_accumulation_equals_the_unsplit_step(tmp_path: Path) -> None:
     runs = []
     for k in (1, 4):
         g = Grads()
-        args = hf_args(tmp_path / f"k{k}", max_steps=last + 1, gradient_accumulation_steps=k)
+        args = hf_args(tmp_path / f"k{k}", max_steps=last + 1, gradient_accumulation_steps=k,
+                       max_grad_norm=0.0)  # fmt: skip
         tr = Recording(model=tiny_llama(), args=args, train_loader=mk(), callbacks=[g])
         tr.train()
         runs.append((tr, g))
@@ -232,3 +235,41 @@ def test_packed_tail_rows_are_masked_per_piece(tmp_path: Path) -> None:
     assert isinstance(n, torch.Tensor)
     assert ours == pytest.approx(total / int(n), rel=1e-5)
     assert tr.last_step["seq_len"] == batch["seq_len"]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process_and_resumes_on_one(data: Path, tmp_path: Path) -> None:
+    """gloo on 127.0.0.1: the ranks' rows are disjoint halves of the one-process step, every
+    step has one length, the loss equals the one-process run's; the 2-process checkpoint then
+    resumes in one process (elastic) with the one-process run's batches and losses."""
+    one = Recording(model=tiny_llama(), args=hf_args(tmp_path / "one"),
+                    train_loader=loader_for(data, 6))  # fmt: skip
+    one.train()
+    ref_rows = {s: x.tolist() for _, s, _, x, _, _ in one.seen}
+    ref_loss = one.step_losses()
+    script = Path(__file__).with_name("_hf_ddp.py")
+    r = run_torchrun(str(script), str(data), str(tmp_path), "6")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
+    assert [d["world_size"] for d in ranks] == [2, 2]
+    for i in range(6):
+        (s0, L0, rows0, loss0), (s1, L1, rows1, loss1) = ranks[0]["steps"][i], ranks[1]["steps"][i]
+        assert s0 == s1 == i
+        assert L0 == L1 == len(ref_rows[i][0])
+        assert not {tuple(r) for r in rows0} & {tuple(r) for r in rows1}
+        assert rows0 + rows1 == ref_rows[i]  # rank 0 the first half, rank 1 the second
+        assert loss0 + loss1 == pytest.approx(ref_loss[i], rel=1e-4)
+    # DDP averages gradients: each rank's loss carries world_size / global targets
+    np.testing.assert_allclose(ranks[0]["grad_norms"], one.grad_norms, rtol=1e-4)
+    assert len(one.grad_norms) == 6
+    ck = tmp_path / "run" / "checkpoint-3"
+    state = json.loads((ck / "ddecomp_loader_state.json").read_text())
+    assert state["loader"]["world_size"] == 2
+    rest = Recording(model=tiny_llama(seed=5), args=hf_args(tmp_path / "elastic"),
+                     train_loader=loader_for(data, 6))  # fmt: skip
+    rest.train(resume_from_checkpoint=str(ck))
+    got = {s: x.tolist() for _, s, _, x, _, _ in rest.seen}
+    assert sorted(got) == [3, 4, 5]
+    for s in got:
+        assert got[s] == ref_rows[s]
+        assert rest.step_losses()[s] == pytest.approx(ref_loss[s], rel=1e-4)
