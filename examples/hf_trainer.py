@@ -88,7 +88,7 @@ def main() -> None:
             num_attention_heads=4,
             num_key_value_heads=4,
             max_position_embeddings=train.max_len,
-            rope_theta=100_000.0,  # the paper's RoPE base
+            rope_parameters={"rope_type": "default", "rope_theta": 100_000.0},  # the paper's base
         )
     )
     trainer = DDTrainer(model=model, args=targs, train_loader=loader, eval_loader=eval_loader)
