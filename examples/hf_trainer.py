@@ -1,12 +1,13 @@
 """Dataset Decomposition inside the Hugging Face Trainer: ``DDTrainer`` over ``VSLLoader``.
 
     pip install "ddecomp[hf]"
-    python examples/hf_trainer.py data/stdlib --steps 60          # prepares DIR if it is missing
-    python examples/hf_trainer.py data/stdlib --steps 60 --resume  # continues from the last save
-    torchrun --nproc-per-node 2 examples/hf_trainer.py data/stdlib # DDP: same code
+    python examples/hf_trainer.py data/hf           # prepares DIR if it is missing
+    python examples/hf_trainer.py data/hf --resume  # continues from the last checkpoint
+    torchrun --nproc-per-node 2 examples/hf_trainer.py data/hf  # DDP: same code
 
 A missing DIR is prepared first from the default corpus (the Python standard library's sources,
-nothing downloaded) with lengths 64..1024, so a tiny model trains on CPU in about a minute. The
+nothing downloaded) with lengths 64..1024 and a 2,048-token BPE, so a tiny model trains on CPU in
+a few minutes (any prepared dataset works). The
 model is a 2-layer Llama built from a config (no download); any HF causal LM works the same way.
 
 What DDTrainer does for you: every global step of the plan is one optimizer update with the
@@ -34,8 +35,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("data", help="a prepared dataset directory (prepared here if missing)")
     ap.add_argument("--out", default="runs/hf_trainer", help="Trainer output_dir (checkpoints)")
-    ap.add_argument("--steps", type=int, default=60, help="global steps of the run")
-    ap.add_argument("--tokens-per-step", type=int, default=8192)
+    ap.add_argument("--steps", type=int, default=40, help="global steps of the run")
+    ap.add_argument("--tokens-per-step", type=int, default=2048)
     ap.add_argument("--accum", type=int, default=1, help="gradient_accumulation_steps")
     ap.add_argument("--resume", action="store_true", help="resume from the last checkpoint")
     args = ap.parse_args()
@@ -43,13 +44,15 @@ def main() -> None:
     data = Path(args.data)
     if not (data / "manifest.json").exists():
         print(f"preparing the default corpus into {data} (once) ...", flush=True)
-        ddecomp.prepare(ddecomp.PrepareConfig(out=data, val_fraction=0.02, min_len=64,
-                                              max_len=1024, quiet=True))  # fmt: skip
+        cfg = ddecomp.PrepareConfig(
+            out=data, val_fraction=0.01, min_len=64, max_len=1024, vocab_size=2048, quiet=True
+        )
+        ddecomp.prepare(cfg)
 
     train, val = ddecomp.open_dataset(data), ddecomp.open_dataset(data, split="val")
     # held-out evaluation needs a bucket of the val split that fills one step
     evaluate = any(L * n >= args.tokens_per_step for L, n in val.bucket_rows.items())
-    every = max(1, args.steps // 2)
+    every = max(1, args.steps // 2)  # save twice; evaluate at the end
     # TrainingArguments first: under torchrun it starts torch.distributed, which the loader reads
     targs = TrainingArguments(
         output_dir=args.out,
@@ -63,7 +66,7 @@ def main() -> None:
         save_strategy="steps",
         save_steps=every,
         eval_strategy="steps" if evaluate else "no",
-        eval_steps=every,
+        eval_steps=args.steps,
         report_to="none",
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
