@@ -1,0 +1,23 @@
+"""Integrations: ddecomp's loaders inside the trainers teams already run, one module per framework.
+
+::
+
+    VSLLoader (plan, rank slice, state) ─> hf_batches ─> hf ─> transformers.Trainer
+                                            │          ├─> hf_loss  (logits -> exact loss)
+                                            │          └─> hf_state (loader state, checkpoint-N)
+                                            └─ one global step = k micro-batches = one update
+
+- :mod:`.hf`: :class:`~ddecomp.integrations.hf.DDTrainer`, a ``transformers.Trainer`` whose train
+  (and eval) data is a ddecomp loader: no ``accelerator.prepare`` of the loader, one global step
+  per optimizer update, the loss normalised by the step's global target count, the loader state
+  saved in every checkpoint and restored on resume (no batch skipping).
+- :mod:`.hf_batches`: the settings DDTrainer refuses, and a global step's batch cut into
+  ``gradient_accumulation_steps`` micro-batches.
+- :mod:`.hf_loss`: the forward pass of an HF causal LM or the reference GPT on ddecomp's already
+  shifted labels (every target trained once), and the check that a model masks packed tail rows.
+- :mod:`.hf_state`: the loader state file of a Trainer checkpoint, written atomically, read
+  with every field checked.
+
+Each framework is an optional extra (``pip install "ddecomp[hf]"``) imported only by its own
+module: ``import ddecomp`` and ``import ddecomp.integrations`` import none of them.
+"""
