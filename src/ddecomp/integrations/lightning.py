@@ -243,14 +243,14 @@ def _refuse_fit_settings(t: Any) -> None:
             "global step; cut it into micro-batches inside training_step (manual optimization, "
             "ddecomp.training.microbatch.split_batch + dd_loss(..., targets=global_targets(batch)))"
         )
+    if t.overfit_batches:
+        raise UserError(f"overfit_batches={t.overfit_batches} replays a few batches: use max_steps")
     limit = t.limit_train_batches
     if limit is not None and not (isinstance(limit, float) and limit == 1.0):
         raise UserError(
             f"limit_train_batches={limit}: the plan fixes the steps of an epoch; stop early with "
             "max_steps instead"
         )
-    if t.overfit_batches:
-        raise UserError(f"overfit_batches={t.overfit_batches} replays a few batches: use max_steps")
 
 
 def datamodule_class(flavour: str | None = None) -> type[Any]:
