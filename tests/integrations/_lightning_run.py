@@ -142,6 +142,7 @@ def main() -> None:
     ap.add_argument("--resume")
     ap.add_argument("--flavour")
     a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     records, t, dm = fit(
         a.data, a.max_steps, ckpt_dir=a.out / "ckpt", ckpt_every=a.ckpt_every, resume=a.resume,
