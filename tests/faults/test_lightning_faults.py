@@ -15,9 +15,9 @@ import torch
 
 pytest.importorskip("lightning")
 
-from ddecomp.errors import UserError  # noqa: E402
-from ddecomp.integrations.lightning import datamodule_class, place  # noqa: E402
-from tests.integrations._lightning_run import (  # noqa: E402
+from ddecomp.errors import UserError
+from ddecomp.integrations.lightning import datamodule_class, place
+from tests.integrations._lightning_run import (
     fit,
     make_data,
     make_loader,
@@ -142,15 +142,13 @@ def test_lightning_20550_is_refused_not_a_silent_restart(
         del c["DDDataModule"]
 
     dm = datamodule_class()(make_loader(data))
-    with pytest.raises(UserError, match="resumes after 4 batches .* loader is at step 0"):
-        # max_epochs set: estimated_stepping_batches loads the data (with only max_steps it not)
-        t = trainer(max_steps=8, max_epochs=1)
-        t.fit(Scheduled(), datamodule=dm, ckpt_path=_edited(ckpt, tmp_path, drop))
+    # max_epochs set: estimated_stepping_batches loads the data (with only max_steps it does not)
+    t, edited = trainer(max_steps=8, max_epochs=1), _edited(ckpt, tmp_path, drop)
+    with pytest.raises(UserError, match=r"resumes after 4 batches .* loader is at step 0"):
+        t.fit(Scheduled(), datamodule=dm, ckpt_path=edited)
 
 
-def test_a_checkpoint_of_another_dataset_is_refused(
-    run: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_a_checkpoint_of_another_dataset_is_refused(run: tuple[Path, Path], tmp_path: Path) -> None:
     _, ckpt = run
     make_data(tmp_path / "other", n_tokens=50_000)
     with pytest.raises(UserError, match="cannot resume: dataset is"):
@@ -177,7 +175,7 @@ def test_bad_loaders_are_refused(run: tuple[Path, Path]) -> None:
     DD = datamodule_class()
     loader = make_loader(run[0])
     with pytest.raises(UserError, match="torch DataLoader"):
-        DD(torch.utils.data.DataLoader(list(range(4))))
+        DD(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(4))))
     with pytest.raises(UserError, match="is a list"):
         DD([loader])
     with pytest.raises(UserError, match="val_loader is a str"):

@@ -64,7 +64,7 @@ def module_class(flavour: str | None = None) -> type[Any]:
 
     pl = _lightning(flavour)
 
-    class LM(pl.LightningModule):  # type: ignore[misc,name-defined]
+    class LM(pl.LightningModule):  # type: ignore[name-defined]
         def __init__(self, lr: float = 3e-3) -> None:
             super().__init__()
             torch.manual_seed(0)

@@ -19,10 +19,10 @@ import torch
 
 pytest.importorskip("lightning")
 
-from ddecomp.errors import UserError  # noqa: E402
-from ddecomp.integrations.lightning import datamodule_class, dd_loss  # noqa: E402
-from tests._fixtures import run_torchrun  # noqa: E402
-from tests.integrations._lightning_run import (  # noqa: E402
+from ddecomp.errors import UserError
+from ddecomp.integrations.lightning import datamodule_class, dd_loss
+from tests._fixtures import run_torchrun
+from tests.integrations._lightning_run import (
     fit,
     make_data,
     make_loader,
@@ -65,7 +65,8 @@ def test_trains_the_plan_every_row_once_and_the_loss_falls(data: Any, ref: Any) 
     root, toks = data
     records, _, dm = ref
     plan = make_loader(root, PLAN).plan
-    assert len(plan) == PLAN and dm.train_loader.epoch == 1  # the run crossed into epoch 1
+    assert len(plan) == PLAN
+    assert dm.train_loader.epoch == 1
     # the lengths trained are the plan's, epoch 0 then epoch 1 (a new order of the same run)
     ep1 = make_loader(root, PLAN).plan_for(1).step_length.tolist()
     assert [r["seq_len"] for r in records] == plan.step_length.tolist() + ep1[: STEPS - PLAN]
@@ -90,8 +91,9 @@ def test_resume_from_a_lightning_checkpoint_trains_the_same_steps(
     data: Any, ref: Any, at: int
 ) -> None:
     records, ck, _ = ref
-    again, t, dm = fit(data[0], STEPS, resume=str(ck / f"step={at}.ckpt"), total_steps=PLAN)
-    assert t.global_step == STEPS and len(again) == STEPS - at > 0
+    again, t, _dm = fit(data[0], STEPS, resume=str(ck / f"step={at}.ckpt"), total_steps=PLAN)
+    assert t.global_step == STEPS
+    assert len(again) == STEPS - at > 0
     assert [key(r) for r in again] == [key(r) for r in records[at:]]
     assert [r["loss"] for r in again] == [r["loss"] for r in records[at:]]  # bitwise on CPU
 
@@ -119,9 +121,7 @@ def test_resume_survives_a_module_that_reads_estimated_stepping_batches(
         )]  # fmt: skip
         # max_epochs set: estimated_stepping_batches then sets the data up (#20550's path)
         t = trainer(max_steps=max_steps, max_epochs=2, callbacks=cb, enable_checkpointing=True)
-        t.fit(
-            lm, datamodule=dm, ckpt_path=resume
-        )
+        t.fit(lm, datamodule=dm, ckpt_path=resume)
         return list(lm.records)
 
     full = run(None, STEPS)
@@ -134,11 +134,12 @@ def test_resume_survives_a_module_that_reads_estimated_stepping_batches(
 def test_pytorch_lightning_imports_build_the_same_datamodule(data: Any, ref: Any) -> None:
     pl = pytest.importorskip("pytorch_lightning")
     cls = datamodule_class("pytorch_lightning")
-    assert issubclass(cls, pl.LightningDataModule) and cls is not datamodule_class()
+    assert issubclass(cls, pl.LightningDataModule)
+    assert cls is not datamodule_class()
     assert cls.__qualname__ == datamodule_class().__qualname__ == "DDDataModule"
     records, ck, _ = ref
     # a checkpoint written through lightning.pytorch resumes under pytorch_lightning
-    again, t, _ = fit(
+    again, _t, _ = fit(
         data[0], 12, resume=str(ck / "step=8.ckpt"), flavour="pytorch_lightning", total_steps=PLAN
     )
     assert [key(r) for r in again] == [key(r) for r in records[8:12]]
@@ -150,7 +151,8 @@ def test_the_iterable_lightning_serves_is_the_datamodules_own(data: Any) -> None
     nothing wraps it (a DistributedSampler needs a torch DataLoader)."""
     records, t, dm = fit(data[0], 2, total_steps=PLAN, use_distributed_sampler=True)
     served = t.fit_loop._combined_loader.flattened
-    assert len(served) == 1 and served[0] is dm.train_dataloader()
+    assert len(served) == 1
+    assert served[0] is dm.train_dataloader()
     assert not isinstance(served[0], torch.utils.data.DataLoader)
     assert [r["step"] for r in records] == [0, 1]
 
@@ -162,7 +164,8 @@ def test_dd_loss_is_the_mean_over_targets_and_masked_labels_do_not_count() -> No
     labels[0, :3] = -100
     out = dd_loss(logits, {"labels": labels, "seq_len": 8})
     want = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
-    assert torch.allclose(out.loss, want) and torch.allclose(out.mean, want)
+    assert torch.allclose(out.loss, want)
+    assert torch.allclose(out.mean, want)
     with pytest.raises(UserError, match="ddecomp batch"):
         dd_loss(logits, [logits])  # type: ignore[arg-type]
     with pytest.raises(UserError, match="do not match labels"):
@@ -197,5 +200,5 @@ def test_two_process_ddp_serves_disjoint_slices_with_the_one_process_loss(
     records, ck, _ = ref
     _compare_ddp(_ddp(data[0], tmp_path / "fresh", "--max-steps", "12"), records[:12])
     # a one-process checkpoint resumed by two processes continues the same global order
-    resumed = _ddp(data[0], tmp_path / "r", "--max-steps", "12", "--resume", str(ck / "step=8.ckpt"))
-    _compare_ddp(resumed, records[8:12])
+    at8 = str(ck / "step=8.ckpt")
+    _compare_ddp(_ddp(data[0], tmp_path / "r", "--max-steps", "12", "--resume", at8), records[8:12])
