@@ -202,3 +202,28 @@ def test_two_process_ddp_serves_disjoint_slices_with_the_one_process_loss(
     # a one-process checkpoint resumed by two processes continues the same global order
     at8 = str(ck / "step=8.ckpt")
     _compare_ddp(_ddp(data[0], tmp_path / "r", "--max-steps", "12", "--resume", at8), records[8:12])
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lightning_trainer.py"
+
+
+@pytest.mark.slow  # three fresh processes importing Lightning
+def test_the_example_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
+    from tests._fixtures import run_python
+    from tests.training._corpus import make_dataset
+
+    data = make_dataset(tmp_path / "data")  # vocab 64, max_len 128, a val split
+    args = [str(EXAMPLE), str(data), "--steps", "10", "--tokens-per-step", "1024", "--every", "5"]
+    env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    r = run_python(*args, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "step 10 len " in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "done: 10 steps; loader state 0:10"
+    ck = data / "lightning" / "step=5.ckpt"
+    assert ck.is_file()
+    r = run_python(*args, "--resume", str(ck), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "done: 10 steps; loader state 0:10"
+    r = run_python(*args, "--resume", str(tmp_path / "nope.ckpt"), env=env)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: --resume {tmp_path / 'nope.ckpt'}: no such checkpoint file"
