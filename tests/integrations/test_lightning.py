@@ -227,3 +227,24 @@ def test_the_example_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
     r = run_python(*args, "--resume", str(tmp_path / "nope.ckpt"), env=env)
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: --resume {tmp_path / 'nope.ckpt'}: no such checkpoint file"
+
+
+def test_dd_loss_on_micro_batches_gives_the_whole_steps_gradient() -> None:
+    from ddecomp.integrations.lightning import global_targets
+    from ddecomp.loading.protocols import Batch
+    from ddecomp.training.microbatch import split_batch
+
+    torch.manual_seed(0)
+    w = torch.randn(6, 5, requires_grad=True)
+    labels = torch.randint(0, 5, (5, 4))
+    labels[1, :3] = -100  # micro-batches with different target counts
+    x = torch.randint(0, 6, (5, 4))
+    batch: Batch = {"input_ids": x, "labels": labels, "seq_len": 4, "step": 0, "epoch": 0}
+    whole = dd_loss(w[x], batch)
+    (g_whole,) = torch.autograd.grad(whole.loss, w)
+    n = global_targets(batch)
+    parts = [dd_loss(w[mb["input_ids"]], mb, targets=n) for mb in split_batch(batch, 8)]
+    assert len(parts) == 3  # 2 + 2 + 1 rows
+    (g_parts,) = torch.autograd.grad(torch.stack([p.loss for p in parts]).sum(), w)
+    assert torch.allclose(g_parts, g_whole, atol=1e-6)
+    assert torch.allclose(torch.stack([p.mean for p in parts]).sum(), whole.mean)
