@@ -248,3 +248,25 @@ def test_dd_loss_on_micro_batches_gives_the_whole_steps_gradient() -> None:
     (g_parts,) = torch.autograd.grad(torch.stack([p.loss for p in parts]).sum(), w)
     assert torch.allclose(g_parts, g_whole, atol=1e-6)
     assert torch.allclose(torch.stack([p.mean for p in parts]).sum(), whole.mean)
+
+
+def test_validation_serves_the_same_held_out_steps_every_time(data: Any) -> None:
+    LM = module_class()
+
+    class Validated(LM):  # type: ignore[misc,valid-type]
+        def validation_step(self, batch: Any, i: int) -> None:
+            self.seen.append(
+                (int(batch["epoch"]), int(batch["step"]), tuple(batch["input_ids"][:, 0].tolist()))
+            )
+
+    lm = Validated()
+    lm.seen = []
+    train, val = make_loader(data[0], PLAN), make_loader(data[0], None, seed=1)
+    dm = datamodule_class()(train, val)
+    t = trainer(max_steps=4, val_check_interval=2, limit_val_batches=3)
+    t.fit(lm, datamodule=dm)
+    assert len(lm.seen) == 6  # two validations of three steps
+    assert lm.seen[:3] == lm.seen[3:]
+    assert [s[:2] for s in lm.seen[:3]] == [(0, 0), (0, 1), (0, 2)]
+    assert (val.epoch, val.step) == (0, 0)  # the held-out loader's position is never moved
+    assert [r["step"] for r in lm.records] == [0, 1, 2, 3]
