@@ -270,3 +270,18 @@ def test_validation_serves_the_same_held_out_steps_every_time(data: Any) -> None
     assert [s[:2] for s in lm.seen[:3]] == [(0, 0), (0, 1), (0, 2)]
     assert (val.epoch, val.step) == (0, 0)  # the held-out loader's position is never moved
     assert [r["step"] for r in lm.records] == [0, 1, 2, 3]
+
+
+def test_importing_ddecomp_and_the_adapter_does_not_import_lightning() -> None:
+    from tests._fixtures import run_python
+
+    code = (
+        "import sys, ddecomp, ddecomp.integrations, ddecomp.integrations.lightning as m\n"
+        "assert not {'lightning', 'pytorch_lightning'} & set(sys.modules), 'imported'\n"
+        "m.DDDataModule\n"
+        "assert 'lightning' in sys.modules\n"
+        "print('ok')\n"
+    )
+    r = run_python("-c", code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "ok"
