@@ -2,10 +2,12 @@
 
 ::
 
-    VSLLoader (plan, rank slice, state) ─> hf_batches ─> hf ─> transformers.Trainer
-                                            │          ├─> hf_loss  (logits -> exact loss)
-                                            │          └─> hf_state (loader state, checkpoint-N)
-                                            └─ one global step = k micro-batches = one update
+    loading/ (VSLLoader, baselines: plan, rank slice, state)
+      ├─> hf_batches ─> hf ─> transformers.Trainer   (hf_loss: logits -> exact loss;
+      │                                               hf_state: loader state in checkpoint-N)
+      └─> lightning ───────> Lightning Trainer      (DDDataModule, dd_loss)
+
+    one global step = one optimizer update; the loss is normalised by the step's global targets
 
 - :mod:`.hf`: :class:`~ddecomp.integrations.hf.DDTrainer`, a ``transformers.Trainer`` whose train
   (and eval) data is a ddecomp loader: no ``accelerator.prepare`` of the loader, one global step
@@ -17,7 +19,13 @@
   shifted labels (every target trained once), and the check that a model masks packed tail rows.
 - :mod:`.hf_state`: the loader state file of a Trainer checkpoint, written atomically, read
   with every field checked.
+- :mod:`.lightning`: ``DDDataModule(train_loader, val_loader=None)``, a ``LightningDataModule``
+  that hands Lightning the ddecomp loader itself (never a ``DataLoader``, so no
+  ``DistributedSampler`` is added), places it at the trainer's rank, saves its state in every
+  checkpoint and restores it on ``fit(ckpt_path=...)`` at exactly the next global step; and
+  ``dd_loss(logits, batch)``, the step's loss normalised over every rank's targets.
 
-Each framework is an optional extra (``pip install "ddecomp[hf]"``) imported only by its own
-module: ``import ddecomp`` and ``import ddecomp.integrations`` import none of them.
+Each framework is an optional extra (``pip install "ddecomp[hf]"``, ``ddecomp[lightning]``)
+imported only by its own module on first use: ``import ddecomp`` and ``import
+ddecomp.integrations`` import none of them.
 """
