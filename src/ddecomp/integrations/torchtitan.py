@@ -93,7 +93,10 @@ class DDDataLoader(BaseDataLoader):
             from ddecomp.data.dataset import open_dataset
 
             data = open_dataset(config.dataset_path)
-        if seq_len < 1 or local_batch_size < 1 or seq_len % data.max_len:
+        ints = all(
+            isinstance(v, int) and not isinstance(v, bool) for v in (seq_len, local_batch_size)
+        )
+        if not ints or seq_len < 1 or local_batch_size < 1 or seq_len % data.max_len:
             raise UserError(
                 f"torchtitan seq_len {seq_len} must be a multiple of the dataset's longest "
                 f"sequence {data.max_len} (local_batch_size {local_batch_size} >= 1), so that no "
@@ -147,4 +150,11 @@ class DDDataLoader(BaseDataLoader):
                 "with the same data-parallel degree"
             )
         raw = state_dict[self._key]
-        self.loader.load_state_dict(json.loads(raw if isinstance(raw, str) else bytes(raw)))
+        try:
+            state = json.loads(raw)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise UserError(
+                f"the checkpoint's dataloader state {self._key!r} is not a ddecomp loader state "
+                f"(JSON text): {type(e).__name__}"
+            ) from None
+        self.loader.load_state_dict(state)

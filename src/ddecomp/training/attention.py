@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ddecomp.errors import UserError
+
 _FLEX: dict[str, Any] = {}  # the compiled flex_attention, built on first GPU use
 FLEX_BLOCK = 128  # flex attention's default sparse block size (tokens per tile side)
 
@@ -141,6 +143,22 @@ def make_doc_mask(
     return DocMask(doc_ids=doc, dense=dense[:, None])
 
 
+DENSE_STREAM_LIMIT = 1 << 30
+"""Bytes of the dense ``[T, T]`` stream mask a compiled CPU flat run may build per micro-batch."""
+
+
+def check_dense_stream(total: int) -> None:
+    """Refuse a dense stream mask over ``total`` tokens larger than :data:`DENSE_STREAM_LIMIT`
+    (a compiled CPU run of the flat layout builds one per step), in one line."""
+    if total * total > DENSE_STREAM_LIMIT:
+        raise UserError(
+            f"--layout flat --compile on the CPU masks attention with a dense {total} x {total} "
+            f"matrix ({total * total / 2**30:.1f} GiB) per step; use --micro-batch-tokens "
+            f"{int(DENSE_STREAM_LIMIT**0.5)} or less, drop --compile (exact per-sequence "
+            "attention), or train on a GPU (FlexAttention)"
+        )
+
+
 def make_flat_mask(
     cu_seqlens: Tensor, seq_len: int, total: int, device: torch.device, compiled: bool
 ) -> DocMask:
@@ -154,6 +172,8 @@ def make_flat_mask(
     (``chunk``): ``O(T * L)`` instead of the dense mask's ``O(T^2)`` (benchmarks/bench_flat.py).
     """
     if compiled or device.type == "cuda":
+        if device.type != "cuda":
+            check_dense_stream(total)
         return make_doc_mask(cu_seqlens, 1, total, device)
     rows = total // seq_len
     assert rows * seq_len == total, (total, seq_len)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ddecomp.training.attention import make_doc_mask, make_flat_mask
+from ddecomp.training.attention import check_dense_stream, make_doc_mask, make_flat_mask
 from ddecomp.training.microbatch import row_slices
 from ddecomp.training.step import autocast_for
 
@@ -70,6 +70,14 @@ def build_loader(cfg: TrainConfig, ds: TrainData, max_len: int, world: World) ->
         world=world,
         layout=cfg.layout,
     )
+
+
+def check_flat_fits(cfg: TrainConfig, world: World, device: torch.device) -> None:
+    """A compiled flat run on the CPU masks each micro-batch with a dense ``[T, T]`` matrix:
+    refuse one too large now, in one line, before any data is read."""
+    if cfg.layout == "flat" and cfg.compile and device.type != "cuda":
+        per_rank = cfg.tokens_per_step // world.world_size
+        check_dense_stream(min(per_rank, cfg.micro_batch_tokens or per_rank))
 
 
 def build_optimizer(

@@ -31,9 +31,8 @@ compared on the work the method changes. The machine synchronises once per step 
 back for the log), which the step times include. With ``--compile`` the summary also counts the
 graphs compiled inside the timed loop (``graphs_compiled_in_loop``): 0 when the warm-up covered
 every shape, as tested on CPU for DD's per-bucket shapes and the document-masked baselines;
-``graphs_compiled`` counts the run's graphs in all: one per bucket length in the ``rows``
-layout, one for the whole run in the ``flat`` layout (``--layout flat``, which attends
-block-diagonally through ``cu_seqlens``; :func:`ddecomp.training.attention.make_flat_mask`).
+``graphs_compiled`` counts all: one per bucket length in the ``rows`` layout, one for the run in
+the ``flat`` layout (block-diagonal through ``cu_seqlens``; ``attention.make_flat_mask``).
 
 Exact resume: a checkpoint holds model, optimizer, scheduler, loader state and RNG states; a
 resumed run truncates the logs to the checkpoint's step and continues. On CPU with
@@ -61,7 +60,13 @@ from ddecomp.loading.base import StepLoader
 from ddecomp.loading.protocols import IGNORE_INDEX, Batch
 from ddecomp.loading.world import World
 from ddecomp.training.attention import make_doc_mask, make_flat_mask
-from ddecomp.training.builders import build_loader, build_optimizer, cosine_schedule, warm_shapes
+from ddecomp.training.builders import (
+    build_loader,
+    build_optimizer,
+    check_flat_fits,
+    cosine_schedule,
+    warm_shapes,
+)
 from ddecomp.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -161,8 +166,7 @@ def _batches(loader: StepLoader, epoch: int, resumed: bool) -> Iterator[Batch]:
 def _micro_batches(
     batch: Batch, x: Tensor, y: Tensor, pos: Tensor | None, cfg: TrainConfig, device: torch.device
 ) -> list[MicroBatch]:
-    """The step's micro-batches: row slices of the device tensors, with their own doc masks (a
-    flat ``[1, T]`` batch is cut at multiples of its sequence length)."""
+    """The step's micro-batches: row slices (flat: at multiples of L), their own doc masks."""
     L, flat = batch["seq_len"], cfg.layout == "flat"
     slices = row_slices(x.numel() // L, L, cfg.micro_batch_tokens)
     out: list[MicroBatch] = []
@@ -201,6 +205,7 @@ def train(cfg: TrainConfig, world: World | None = None) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, Any]:
     _configure_determinism(cfg, device)
+    check_flat_fits(cfg, world, device)  # before any data is read
     ds = open_sources(cfg.data_dirs, cfg.factors, cfg.shares, cfg.seed, split="train")
     val = ds.for_split("val")  # a blend's held-out data in the same mix
     max_len = cfg.max_len or ds.max_len
