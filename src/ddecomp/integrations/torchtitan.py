@@ -23,7 +23,10 @@ it through torchtitan's own interfaces:
   restores it with the model; a restored loader continues at exactly the next batch. A missing
   or foreign state is refused in one line (torchtitan's loaders only warn and restart the data).
 
-Whether torchtitan 0.3.0's trainer runs on the CPU with torch 2.13.0: **no**. Its device is
+Whether torchtitan 0.3.0's trainer runs on the CPU with torch 2.13.0: **no**, for two reasons.
+``import torchtitan.trainer`` fails without triton (``torchtitan.models.common`` imports
+``torchtitan.distributed.minimal_async_ep.kernels``, which imports ``triton``; the CPU build of
+torch does not install it). And even with triton, its device is
 ``torchtitan.tools.utils.device_type``, which is ``_get_available_device_type() or "cuda"``:
 ``"cuda"`` on a machine without an accelerator, and ``Trainer.__init__`` then calls
 ``torch.cuda.set_device``, which a CPU build of torch cannot run (``AttributeError: module
