@@ -15,6 +15,9 @@ One prepared script for one GPU (an H100 in the plan; runs anywhere):
    the changing shapes and the loop's bookkeeping add (target: within 3%). Concat gets the same
    control at its one shape. DD / concat of mean step times is the speed ratio (target: at most
    0.80 at 8192), and DD's whole-epoch mix of lengths is priced too.
+   ``--layout both`` adds ``dd-flat``: DD's steps as one ``[1, T]`` stream per rank, attention
+   block-diagonal through ``cu_seqlens`` (FlexAttention on the GPU), priced against the same
+   ideal; with ``--compile`` the report gives each run's graphs for the whole plan (flat: 1).
 3. **A few minutes of training per method** at equal tokens (the token budget that takes concat
    about ``--train-minutes``), with evaluations; the comparison table of ``ddecomp compare``.
 
@@ -71,6 +74,7 @@ from ddecomp.training.stepcost import ideal_step_cost, measure_step_costs, price
 # Bucket token shares (%) of a DCLM subset, 256..8192 (docs/method.md section 6): the paper's web
 # data, whose DD step cost the paper's "8k at the cost of 2k" refers to.
 DCLM_SHARES = {256: 10.8, 512: 18.2, 1024: 22.5, 2048: 19.2, 4096: 15.7, 8192: 13.7}
+FLAT = "dd-flat"  # DD in the flat layout (--layout flat/both): FlexAttention, one compiled graph
 TOKENS_PER_STEP = {"tiny": 1024, "small": 16384, "160m": 65536, "410m": 32768, "1b": 16384}
 
 
@@ -119,6 +123,7 @@ def summarize_method(
         "mean_len": float(L.mean()), "mfu": float(np.mean(mfu)) if mfu else None,
         "peak_memory_gib": summary.get("peak_memory_gib"),
         "graphs_compiled_in_loop": summary.get("graphs_compiled_in_loop"),
+        "graphs_compiled": summary.get("graphs_compiled"), "compile_s": summary.get("compile_s"),
     }  # fmt: skip
     if method in ("dd", "concat"):
         ideal = ideal_step_cost(L.tolist(), costs)
@@ -202,6 +207,9 @@ def step_time_lines(
     graphs = {k: r["graphs_compiled_in_loop"] for k, r in table.items() if "error" not in r}
     if any(v is not None for v in graphs.values()):
         lines += ["", f"Graphs compiled inside the timed loops (0: warm-up covered all): {graphs}"]
+        ok = {k: r for k, r in table.items() if "error" not in r}
+        total = {k: (r["graphs_compiled"], r["compile_s"]) for k, r in ok.items()}
+        lines += ["", f"Graphs compiled for the whole run and compile seconds: {total}"]
     return lines
 
 
@@ -251,12 +259,14 @@ def measure_size(
     runs_dir = Path(args.runs_dir)
     for m in methods:
         run = runs_dir / f"steps_{size}{tag.replace('@', '_')}_{m}"
-        res = run_method(replace(base, method=m), run)
+        cfg = replace(base, method="dd", layout="flat") if m == FLAT else replace(base, method=m)
+        res = run_method(cfg, run)
         if not isinstance(res, dict):
             table[f"{key}/{m}"] = {"error": res}
         else:
+            priced = "dd" if m == FLAT else m  # flat DD: the same ideal as rows (causal per L)
             table[f"{key}/{m}"] = summarize_method(
-                run, args.skip, m if medians else "-", max_len, medians
+                run, args.skip, priced if medians else "-", max_len, medians
             )
         print(key, m, table[f"{key}/{m}"], flush=True)
 
@@ -282,6 +292,11 @@ def main() -> int:
     )  # fmt: skip
     ap.add_argument("--extra-sizes", default="160m", help="model sizes for --extra-data")
     ap.add_argument("--smoke", action="store_true", help="tiny model, few steps, CPU")
+    ap.add_argument(
+        "--layout", choices=("rows", "flat", "both"), default="rows",
+        help="DD's batch layout in the step-time runs: rows (default), flat (one [1, T] stream, "
+        "FlexAttention through cu_seqlens, row dd-flat instead of dd) or both",
+    )  # fmt: skip
     args = ap.parse_args()
 
     data = Path(args.data)
@@ -301,6 +316,10 @@ def main() -> int:
     runs_dir = Path(args.runs) if args.runs else out / f"runs_{hw}_{date}"
     args.runs_dir = str(runs_dir)
     methods = args.methods.split(",")
+    if args.layout != "rows" and "dd" in methods:
+        methods.insert(methods.index("dd") + 1, FLAT)
+        if args.layout == "flat":
+            methods.remove("dd")
     t_start = time.perf_counter()
 
     costs: dict[str, Any] = {}
@@ -312,7 +331,8 @@ def main() -> int:
         for size in args.extra_sizes.split(","):
             tps = TOKENS_PER_STEP[size] if not args.smoke else 2 * max_len
             tag = f"@{Path(extra).name}"
-            measure_size(args, Path(extra), size, tps, ["dd", "concat"], tag, costs, step_table)
+            extra_methods = ["dd", *([FLAT] if FLAT in methods else []), "concat"]
+            measure_size(args, Path(extra), size, tps, extra_methods, tag, costs, step_table)
 
     stem = f"train_{hw}_{date}"
     plot = out / f"{stem}.png"
@@ -350,7 +370,8 @@ def main() -> int:
     steps = 12 if args.smoke else max(50, int(args.train_minutes * 60 / sec))
     train_runs = []
     # concat first: it is the baseline of the comparison (time to reach its final val loss)
-    for m in sorted(methods, key=lambda x: x != "concat"):
+    # (dd-flat trains DD's steps with the same gradients: its step times above are the point)
+    for m in sorted((m for m in methods if m != FLAT), key=lambda x: x != "concat"):
         cfg = TrainConfig(
             data=str(data), out="", method=m, size=size, tokens=steps * tps, tokens_per_step=tps,
             max_len=max_len, warmup=max(1, steps // 20), device=device, compile=args.compile,

@@ -124,6 +124,14 @@ def register(sub: Any) -> None:
         "--compile", action="store_true", help="torch.compile the model (warms each shape)"
     )
     p.add_argument(
+        "--layout",
+        choices=("rows", "flat"),
+        default=d.layout,
+        help=f"batch layout (default {d.layout}): rows = [tokens per rank / L, L] per step, a "
+        "new shape per bucket length; flat = one [1, tokens per rank] stream every step, "
+        "attention block-diagonal per sequence (cu_seqlens), so --compile builds one graph",
+    )
+    p.add_argument(
         "--eval-every",
         type=int,
         default=d.eval_every,

@@ -5,7 +5,8 @@
     loading/ (VSLLoader, baselines: plan, rank slice, state)
       ├─> hf_batches ─> hf ─> transformers.Trainer   (hf_loss: logits -> exact loss;
       │                                               hf_state: loader state in checkpoint-N)
-      └─> lightning ───────> Lightning Trainer      (DDDataModule, dd_loss)
+      ├─> lightning ───────> Lightning Trainer      (DDDataModule, dd_loss)
+      └─> (layout="flat") ─> torchtitan ─> torchtitan's trainer (a BaseDataLoader, DCP state)
 
     one global step = one optimizer update; the loss is normalised by the step's global targets
 
@@ -24,6 +25,9 @@
   ``DistributedSampler`` is added), places it at the trainer's rank, saves its state in every
   checkpoint and restores it on ``fit(ckpt_path=...)`` at exactly the next global step; and
   ``dd_loss(logits, batch)``, the step's loss normalised over every rank's targets.
+- :mod:`.torchtitan`: :class:`~ddecomp.integrations.torchtitan.DDDataLoader`, DD's flat layout as
+  torchtitan 0.3.0's dataloader (``pip install "ddecomp[torchtitan]"``), its state in
+  torchtitan's DCP checkpoints.
 
 Each framework is an optional extra (``pip install "ddecomp[hf]"``, ``ddecomp[lightning]``)
 imported only by its own module on first use: ``import ddecomp`` and ``import

@@ -4,9 +4,9 @@
 
     curriculum, budget ─> plan ───┐   (odds and rows per bucket; the pure list of global steps)
                                   v
-    protocols, world ──> base ─┬─> vsl     (DD's loader: one bucket per step)
-                               ├─> concat  (concat-and-chunk baselines, optional doc mask)
-                               └─> pack    (best-fit-decreasing packing with a doc mask)
+    protocols, world, flat ──> base ─┬─> vsl     (DD's loader: one bucket per step)
+                                     ├─> concat  (concat-and-chunk baselines, optional doc mask)
+                                     └─> pack    (best-fit-decreasing packing with a doc mask)
 
 - :mod:`.curriculum`: named odds (uniform, grow-linear, grow-p2, ...) per bucket.
 - :mod:`.budget`: rows per bucket: one pass over the data, or the run of ``total_tokens``
@@ -19,6 +19,8 @@
   value for the loaders and the trainer; from a data-parallel process group or ``DeviceMesh``
   dimension, the ranks of one replica get the same batches.
 - :mod:`.rebucket`: a dataset served at a shorter maximum, longer rows split (nothing dropped).
+- :mod:`.flat`: the ``"flat"`` layout, a rows batch as one ``[1, T]`` stream with
+  ``cu_seqlens`` / ``position_ids`` (the same shape every step).
 - :mod:`.base`: what every loader shares: executing a plan per rank, epoch cursor, workers,
   state dict, resume.
 - :mod:`.vsl`: :class:`VSLLoader`, one bucket per step, constant tokens per step.

@@ -14,6 +14,8 @@ A loader here is a pure function ``make_step(epoch, step) -> batch`` plus this m
   :class:`_WorkerSteps`, where worker ``w`` builds steps ``start + w, start + w + n, ...`` in order;
   the DataLoader's in-order round-robin hands them back as ``start, start + 1, ...`` and the main
   process checks every step number, so the served order never depends on workers' timing;
+- layout: ``layout="flat"`` serves every batch as one ``[1, T]`` stream with ``cu_seqlens``
+  (:mod:`ddecomp.loading.flat`); the layout is not part of the state (it changes no order);
 - state: ``{version, <identity>, epoch, step, world_size}``, small and JSON-serialisable, counting
   *global* steps; ``load_state_dict`` continues at exactly the next batch on any world size whose
   batch divides, and refuses a state whose identity (dataset, seed, ...) differs, with one line
@@ -31,6 +33,7 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ddecomp.errors import UserError
+from ddecomp.loading.flat import check_layout, to_flat
 from ddecomp.loading.plan import Plan
 from ddecomp.loading.protocols import Batch
 from ddecomp.loading.world import World, WorldSpec, as_world
@@ -73,9 +76,10 @@ class StepLoader(ABC):
 
     tokens_per_step: int  # global tokens per step (every rank: ``tokens_per_step / world_size``)
 
-    def __init__(self, world: WorldSpec) -> None:
+    def __init__(self, world: WorldSpec, layout: str = "rows") -> None:
         # a process group or DeviceMesh is the data-parallel group: one replica, one slice
         self.world: World = as_world(world)
+        self.layout = check_layout(layout)  # not in the state: it changes no order
         self._epoch, self._step = 0, 0
         self._plan: Plan | None = None
 
@@ -110,6 +114,10 @@ class StepLoader(ABC):
     def _canonical(self, key: str, value: Any) -> Any:
         """A state's ``value`` for ``key`` in the form :meth:`_identity` uses."""
         return value
+
+    def _laid_out(self, batch: Batch) -> Batch:
+        """``batch`` (rows) in this loader's layout (:mod:`ddecomp.loading.flat`)."""
+        return to_flat(batch) if self.layout == "flat" else batch
 
     # ---- plan ----------------------------------------------------------------------------------
     def plan_for(self, epoch: int) -> Plan:

@@ -22,8 +22,10 @@ summary counts the masked labels.
 
 Batches: ``input_ids`` / ``labels`` int64 ``[tokens_per_step // (seq_len * world_size), seq_len]``,
 ``seq_len``, ``step``, ``epoch``; state and resume as in :class:`~ddecomp.loading.vsl.VSLLoader`
-(a changed dataset, seed, seq_len, tokens_per_step or doc_mask is refused). Reading a row is one
-slice copy per run of adjacent documents (the whole row when the split is contiguous).
+(a changed dataset, seed, seq_len, tokens_per_step or doc_mask is refused). ``layout="flat"``
+serves each batch as one ``[1, T]`` stream (:mod:`ddecomp.loading.flat`), for both baselines.
+Reading a row is one slice copy per run of adjacent documents (the whole row when the split is
+contiguous).
 """
 
 from __future__ import annotations
@@ -78,11 +80,17 @@ class _FixedLengthLoader(StepLoader):
     kind = "fixed"
 
     def __init__(
-        self, ds: DocumentData, seq_len: int, tokens_per_step: int, seed: int, world: WorldSpec
+        self,
+        ds: DocumentData,
+        seq_len: int,
+        tokens_per_step: int,
+        seed: int,
+        world: WorldSpec,
+        layout: str = "rows",
     ) -> None:
         if not isinstance(seq_len, int | np.integer) or seq_len < 1:
             raise UserError(f"seq_len {seq_len!r} must be a positive integer")
-        super().__init__(world)
+        super().__init__(world, layout)
         self.ds, self.seq_len, self.seed = ds, int(seq_len), int(seed)
         check_tokens_per_step(tokens_per_step, [self.seq_len], self.world.world_size)
         self.tokens_per_step = int(tokens_per_step)
@@ -151,7 +159,7 @@ class _FixedLengthLoader(StepLoader):
             batch["cu_seqlens"] = mask["cu_seqlens"]
             batch["max_seqlen"] = mask["max_seqlen"]
             batch["position_ids"] = mask["position_ids"]
-        return batch
+        return self._laid_out(batch)
 
     def summary(self) -> dict[str, Any]:
         S, B = len(self), self.rows_per_batch
@@ -185,8 +193,9 @@ class ConcatChunkLoader(_FixedLengthLoader):
         doc_mask: bool = False,
         seed: int = 0,
         world: WorldSpec = None,
+        layout: str = "rows",
     ) -> None:
-        super().__init__(ds, seq_len, tokens_per_step, seed, world)
+        super().__init__(ds, seq_len, tokens_per_step, seed, world, layout)
         self.doc_mask = bool(doc_mask)
         starts, ends = ds.document_bounds()
         lengths = ends - starts

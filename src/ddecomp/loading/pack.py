@@ -71,8 +71,9 @@ class PackedLoader(_FixedLengthLoader):
         tokens_per_step: int,
         seed: int = 0,
         world: WorldSpec = None,
+        layout: str = "rows",
     ) -> None:
-        super().__init__(ds, seq_len, tokens_per_step, seed, world)
+        super().__init__(ds, seq_len, tokens_per_step, seed, world, layout)
         starts, ends = ds.document_bounds()
         pstart, psize = document_pieces(starts, ends, self.seq_len)
         bins, nbins = best_fit_decreasing(psize, self.seq_len + 1)

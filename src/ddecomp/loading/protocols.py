@@ -113,6 +113,10 @@ class Batch(TypedDict):
     buffer unless labels are masked); ``seq_len``, ``step`` (global step in the epoch),
     ``epoch``. Document-masked baselines add ``cu_seqlens`` (int32, flash-attn varlen layout
     flattened over rows), ``max_seqlen`` and ``position_ids`` (int64 ``[rows, seq_len]``).
+
+    In the ``"flat"`` layout (:mod:`ddecomp.loading.flat`) the same tokens come as ``[1, T]``
+    (``T = rows * seq_len``) and ``cu_seqlens`` / ``max_seqlen`` / ``position_ids`` (``[1, T]``)
+    are always present: sequences of ``seq_len`` (and any pieces inside them) are marked there.
     """
 
     input_ids: torch.Tensor

@@ -92,7 +92,8 @@ class VSLLoader(StepLoader):
     over the run; :mod:`ddecomp.loading.budget`), so ``len(loader)`` is the run's steps; a later
     epoch is another run in a new order. None (default): each epoch is one pass over the data.
     ``mode``: ``release`` (default), ``odds``, ``olmo-layout`` or ``symmetric-layout``
-    (:mod:`ddecomp.loading.plan`).
+    (:mod:`ddecomp.loading.plan`). ``layout``: ``rows`` (default, ``[T / L, L]``) or ``flat``
+    (``[1, T]`` with ``cu_seqlens``, the same shape every step; :mod:`ddecomp.loading.flat`).
     """
 
     def __init__(
@@ -108,8 +109,9 @@ class VSLLoader(StepLoader):
         oom_probe: bool = True,
         mixture: MixtureSpec = None,
         total_tokens: int | None = None,
+        layout: str = "rows",
     ) -> None:
-        super().__init__(world)
+        super().__init__(world, layout)
         self.ds = ds
         check_tokens_per_step(tokens_per_step, list(ds.bucket_rows), self.world.world_size)
         self.tokens_per_step = int(tokens_per_step)
@@ -152,7 +154,7 @@ class VSLLoader(StepLoader):
 
     def make_step(self, epoch: int, step: int, shared: bool = False) -> Batch:
         plan = self.plan_for(epoch)
-        return make_batch(self.ds, plan, step, self.rank_rows(plan, step), shared)
+        return self._laid_out(make_batch(self.ds, plan, step, self.rank_rows(plan, step), shared))
 
     # ---- state ---------------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:

@@ -13,6 +13,9 @@ Three paths, one function (:func:`attend`), all on ``q, k, v`` of shape ``[B, H,
   documents' boundaries (:func:`flex_block_mask`) in ``O(B * (L / 128)^2)``, not by evaluating
   the mask on all ``B * L^2`` pairs as ``create_block_mask`` does: at ``B = 8, L = 8192`` that
   would materialise 512 MiB every step (1.6 s per step on the CPU here, measured 2026-11-27).
+- **flat layout** (:func:`make_flat_mask`, ``[1, T]`` streams of sequences): the same masks
+  over the whole stream (flex on GPU; dense on the CPU when compiled, so the graph does not
+  depend on the sequence length), or eagerly on the CPU attention per sequence (``chunk``).
 - **document mask on CPU**: SDPA with a dense boolean ``[B, 1, L, L]`` mask (``same document and
   key <= query``). Memory is ``B * L^2`` bytes, e.g. 8 MiB at ``B = 8, L = 1024``; fine for the
   ``tiny`` and ``small`` CPU runs this path exists for, and exact (it is the reference the GPU
@@ -35,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ddecomp.errors import UserError
+
 _FLEX: dict[str, Any] = {}  # the compiled flex_attention, built on first GPU use
 FLEX_BLOCK = 128  # flex attention's default sparse block size (tokens per tile side)
 
@@ -45,11 +50,15 @@ class DocMask:
 
     ``doc_ids``: int32 ``[B, L]``; ``block_mask``: a flex-attention ``BlockMask`` (GPU) or None;
     ``dense``: bool ``[B, 1, L, L]`` (CPU) or None. Build with :func:`make_doc_mask`.
+    ``chunk``: the flat layout's sequence length on the CPU's eager path (:func:`make_flat_mask`):
+    attention runs per ``chunk`` tokens of the ``[1, T]`` stream, ``dense`` then ``[T / chunk,
+    1, chunk, chunk]`` (pieces inside the sequences) or None (plain causal sequences).
     """
 
     doc_ids: Tensor
     block_mask: Any | None = None
     dense: Tensor | None = None
+    chunk: int | None = None
 
 
 def _check_cu_seqlens(cu: Tensor, total: int) -> None:
@@ -134,10 +143,63 @@ def make_doc_mask(
     return DocMask(doc_ids=doc, dense=dense[:, None])
 
 
+DENSE_STREAM_LIMIT = 1 << 30
+"""Bytes of the dense ``[T, T]`` stream mask a compiled CPU flat run may build per micro-batch."""
+
+
+def check_dense_stream(total: int) -> None:
+    """Refuse a dense stream mask over ``total`` tokens larger than :data:`DENSE_STREAM_LIMIT`
+    (a compiled CPU run of the flat layout builds one per step), in one line."""
+    if total * total > DENSE_STREAM_LIMIT:
+        raise UserError(
+            f"--layout flat --compile on the CPU masks attention with a dense {total} x {total} "
+            f"matrix ({total * total / 2**30:.1f} GiB) per step; use --micro-batch-tokens "
+            f"{int(DENSE_STREAM_LIMIT**0.5)} or less, drop --compile (exact per-sequence "
+            "attention), or train on a GPU (FlexAttention)"
+        )
+
+
+def make_flat_mask(
+    cu_seqlens: Tensor, seq_len: int, total: int, device: torch.device, compiled: bool
+) -> DocMask:
+    """The mask of a flat ``[1, total]`` stream of sequences of ``seq_len`` (``cu_seqlens`` at
+    every multiple of it, plus any pieces inside; :mod:`ddecomp.loading.flat`): block-diagonal
+    causal attention, exact on every path.
+
+    On CUDA, or with ``compiled``, the mask is a tensor over the whole stream (flex block mask on
+    CUDA, dense ``[1, 1, T, T]`` elsewhere): its shape does not depend on ``seq_len``, so a
+    compiled model keeps one graph for every step. Eager on the CPU, attention runs per sequence
+    (``chunk``): ``O(T * L)`` instead of the dense mask's ``O(T^2)`` (benchmarks/bench_flat.py).
+    """
+    if compiled or device.type == "cuda":
+        if device.type != "cuda":
+            check_dense_stream(total)
+        return make_doc_mask(cu_seqlens, 1, total, device)
+    rows = total // seq_len
+    assert rows * seq_len == total, (total, seq_len)
+    doc = _doc_ids(cu_seqlens.to(device), 1, total)
+    if cu_seqlens.numel() == rows + 1:  # only the sequence boundaries: causal per sequence
+        return DocMask(doc_ids=doc, chunk=seq_len)
+    per_row = make_doc_mask(cu_seqlens, rows, seq_len, device)  # pieces inside the sequences
+    return DocMask(doc_ids=doc, dense=per_row.dense, chunk=seq_len)
+
+
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: DocMask | None = None) -> Tensor:
     """Causal attention over ``[B, H, L, hd]`` tensors, restricted to documents when ``mask``."""
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if mask.chunk is not None:  # a flat stream [1, H, T, hd] attended as rows [T / c, H, c, hd]
+        _, H, T, hd = q.shape
+        c = mask.chunk
+
+        def rows(t: Tensor) -> Tensor:
+            return t.reshape(H, T // c, c, hd).transpose(0, 1)
+
+        if mask.dense is None:
+            y = F.scaled_dot_product_attention(rows(q), rows(k), rows(v), is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(rows(q), rows(k), rows(v), attn_mask=mask.dense)
+        return y.transpose(0, 1).reshape(1, H, T, hd)
     if mask.block_mask is not None:
         if "fn" not in _FLEX:
             from torch.nn.attention.flex_attention import flex_attention

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ddecomp.training.attention import make_doc_mask
+from ddecomp.training.attention import check_dense_stream, make_doc_mask, make_flat_mask
 from ddecomp.training.microbatch import row_slices
 from ddecomp.training.step import autocast_for
 
@@ -51,11 +51,14 @@ def build_loader(cfg: TrainConfig, ds: TrainData, max_len: int, world: World) ->
             world=world,
             mode=cfg.mode,
             total_tokens=cfg.tokens,
+            layout=cfg.layout,
         )
     if cfg.method == "pack":
         from ddecomp.loading.pack import PackedLoader
 
-        return PackedLoader(ds, seq_len=max_len, tokens_per_step=tps, seed=seed, world=world)
+        return PackedLoader(
+            ds, seq_len=max_len, tokens_per_step=tps, seed=seed, world=world, layout=cfg.layout
+        )
     from ddecomp.loading.concat import ConcatChunkLoader
 
     return ConcatChunkLoader(
@@ -65,7 +68,16 @@ def build_loader(cfg: TrainConfig, ds: TrainData, max_len: int, world: World) ->
         doc_mask=cfg.method == "concat-dm",
         seed=seed,
         world=world,
+        layout=cfg.layout,
     )
+
+
+def check_flat_fits(cfg: TrainConfig, world: World, device: torch.device) -> None:
+    """A compiled flat run on the CPU masks each micro-batch with a dense ``[T, T]`` matrix:
+    refuse one too large now, in one line, before any data is read."""
+    if cfg.layout == "flat" and cfg.compile and device.type != "cuda":
+        per_rank = cfg.tokens_per_step // world.world_size
+        check_dense_stream(min(per_rank, cfg.micro_batch_tokens or per_rank))
 
 
 def build_optimizer(
@@ -110,7 +122,8 @@ def warm_shapes(
     and backward on random tokens per shape triggers the compilation; the gradients are discarded.
     Inputs are contiguous, as the training loop makes them (a compiled graph guards on strides).
     Doc-masked methods warm with one document per row (the mask's values do not change shapes);
-    DD's lengths with tail rows (``masked_lengths``) warm both ways.
+    DD's lengths with tail rows (``masked_lengths``) warm both ways. The flat layout has one
+    shape ``[1, tokens per rank]`` (per micro-batch width), masked: one graph for the whole run.
     """
     import torch._dynamo
 
@@ -131,6 +144,15 @@ def warm_shapes(
         }
     )
     dyn.cache_size_limit = max(dyn.cache_size_limit, 2 * len(shapes) + 4)
+    if cfg.layout == "flat":  # [1, B * L] streams: one shape per distinct width, not per length
+        for W in sorted({B * L for B, L in shapes}):
+            x = torch.randint(0, vocab, (1, W), generator=g).to(device)
+            cu = torch.tensor([0, W], dtype=torch.int32)  # the mask's values change no shape
+            stream_mask = make_flat_mask(cu, W, W, device, compiled=True)
+            stream_pos = torch.arange(W, device=device)[None]
+            with autocast_for(device):
+                model(x, stream_pos, stream_mask).float().mean().backward()
+        shapes = []
     for B, L in shapes:
         x = torch.randint(0, vocab, (B, L), generator=g).to(device)
         for doc_masked in {cfg.doc_masked, L in masked}:

@@ -131,6 +131,9 @@ class TrainConfig:
     micro_batch_tokens: at most this many tokens per forward/backward (None: a rank's whole share
     of the step); the step's gradient is the same (:mod:`ddecomp.training.microbatch`); at least
     ``max_len``, since rows are never cut. May change on resume.
+    layout: ``rows`` (default: ``[T / L, L]`` per step, one compiled graph per length) or
+    ``flat`` (``[1, T]`` streams attended block-diagonally through ``cu_seqlens``, one graph for
+    the run; :mod:`ddecomp.loading.flat`). The same tokens and gradients; may change on resume.
     progress: a progress bar when stderr is a terminal (else, and when False, plain lines).
     stop_after: stop (with a checkpoint) after this many steps, as a preemption would; the
     schedule still spans the whole run. resume: continue RUN from its latest checkpoint.
@@ -169,8 +172,11 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     factors: tuple[float, ...] | None = None
     shares: tuple[float, ...] | None = None
+    layout: str = "rows"
 
     def __post_init__(self) -> None:
+        if self.layout not in ("rows", "flat"):
+            raise UserError(f"--layout {self.layout!r}: use rows or flat")
         if self.method not in METHODS:
             raise UserError(f"--method {self.method!r}: use one of {', '.join(METHODS)}")
         if self.size not in SIZES:

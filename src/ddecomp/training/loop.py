@@ -30,7 +30,9 @@ evaluation, checkpoints and ``--compile`` warm-up are reported apart in the summ
 compared on the work the method changes. The machine synchronises once per step (the loss is read
 back for the log), which the step times include. With ``--compile`` the summary also counts the
 graphs compiled inside the timed loop (``graphs_compiled_in_loop``): 0 when the warm-up covered
-every shape, as tested on CPU for DD's per-bucket shapes and the document-masked baselines.
+every shape, as tested on CPU for DD's per-bucket shapes and the document-masked baselines;
+``graphs_compiled`` counts all: one per bucket length in the ``rows`` layout, one for the run in
+the ``flat`` layout (block-diagonal through ``cu_seqlens``; ``attention.make_flat_mask``).
 
 Exact resume: a checkpoint holds model, optimizer, scheduler, loader state and RNG states; a
 resumed run truncates the logs to the checkpoint's step and continues. On CPU with
@@ -57,8 +59,14 @@ from ddecomp.errors import UserError
 from ddecomp.loading.base import StepLoader
 from ddecomp.loading.protocols import IGNORE_INDEX, Batch
 from ddecomp.loading.world import World
-from ddecomp.training.attention import make_doc_mask
-from ddecomp.training.builders import build_loader, build_optimizer, cosine_schedule, warm_shapes
+from ddecomp.training.attention import make_doc_mask, make_flat_mask
+from ddecomp.training.builders import (
+    build_loader,
+    build_optimizer,
+    check_flat_fits,
+    cosine_schedule,
+    warm_shapes,
+)
 from ddecomp.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -158,17 +166,24 @@ def _batches(loader: StepLoader, epoch: int, resumed: bool) -> Iterator[Batch]:
 def _micro_batches(
     batch: Batch, x: Tensor, y: Tensor, pos: Tensor | None, cfg: TrainConfig, device: torch.device
 ) -> list[MicroBatch]:
-    """The step's micro-batches: row slices of the device tensors, with their own doc masks."""
-    B, L = x.shape
-    slices = row_slices(B, L, cfg.micro_batch_tokens)
+    """The step's micro-batches: row slices (flat: at multiples of L), their own doc masks."""
+    L, flat = batch["seq_len"], cfg.layout == "flat"
+    slices = row_slices(x.numel() // L, L, cfg.micro_batch_tokens)
     out: list[MicroBatch] = []
     for r in slices:
-        mask = None
-        if cfg.doc_masked or "cu_seqlens" in batch:  # pack, concat-dm, DD's tail rows
+        mask, n = None, r.stop - r.start
+        if flat or cfg.doc_masked or "cu_seqlens" in batch:  # pack, concat-dm, DD's tail rows
             cu = batch["cu_seqlens"]
             cu = cu if len(slices) == 1 else slice_cu_seqlens(cu, r, L)
-            mask = make_doc_mask(cu, r.stop - r.start, L, device)
-        out.append((x[r], y[r], None if pos is None else pos[r], mask))
+            if flat:
+                mask = make_flat_mask(cu, L, n * L, device, cfg.compile)
+            else:
+                mask = make_doc_mask(cu, n, L, device)
+        if flat:
+            a, b = r.start * L, r.stop * L
+            out.append((x[:, a:b], y[:, a:b], None if pos is None else pos[:, a:b], mask))
+        else:
+            out.append((x[r], y[r], None if pos is None else pos[r], mask))
     return out
 
 
@@ -190,6 +205,7 @@ def train(cfg: TrainConfig, world: World | None = None) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, Any]:
     _configure_determinism(cfg, device)
+    check_flat_fits(cfg, world, device)  # before any data is read
     ds = open_sources(cfg.data_dirs, cfg.factors, cfg.shares, cfg.seed, split="train")
     val = ds.for_split("val")  # a blend's held-out data in the same mix
     max_len = cfg.max_len or ds.max_len
@@ -231,7 +247,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
     elif cfg.resume and world.is_main:
         print(f"ddecomp train: no checkpoint in {run}, starting from step 0")
     model: torch.nn.Module = raw
-    compile_s = 0.0
+    compile_s, graphs_start = 0.0, _compiled_graphs()
     if cfg.compile:
         model = torch.compile(raw, dynamic=False)  # type: ignore[assignment]
     if world.distributed:
@@ -307,7 +323,8 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
         # One host-to-device copy of the loader's [B, L + 1] buffer, sliced on the device;
         # input_ids contiguous (a compiled model guards on strides, warm_shapes compiled those).
         x, y, pos = to_device(batch)
-        B, L = x.shape
+        L = batch["seq_len"]
+        B = x.numel() // L  # rows of L (a flat batch is [1, B * L])
         pairs = causal_pairs(L, B)
         if cfg.doc_masked or "cu_seqlens" in batch:  # pack, concat-dm, DD's tail rows
             pairs = doc_mask_pairs(batch["cu_seqlens"].numpy(), L, B * L)
@@ -371,6 +388,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
         "checkpoint_s": ckpt_s,
         "compile_s": compile_s,
         "graphs_compiled_in_loop": _compiled_graphs() - graphs_before if cfg.compile else None,
+        "graphs_compiled": _compiled_graphs() - graphs_start if cfg.compile else None,
         "peak_memory_gib": (
             torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
         ),

@@ -14,8 +14,9 @@ its micro-batch``, which differs as soon as micro-batches hold different numbers
 (padding, masked labels, an uneven last slice).
 
 :func:`row_slices` is the cut; :func:`split_batch` applies it to a loader's :class:`Batch` for
-users' own loops (``cu_seqlens`` is re-based per slice); the reference trainer cuts the device
-copy of the batch instead, after its one host-to-device copy.
+users' own loops (``cu_seqlens`` is re-based per slice; a ``"flat"`` batch ``[1, T]`` is cut at
+multiples of ``seq_len`` into ``[1, n * seq_len]`` slices, :mod:`ddecomp.loading.flat`); the
+reference trainer cuts the device copy of the batch instead, after its one host-to-device copy.
 """
 
 from __future__ import annotations
@@ -60,11 +61,18 @@ def split_batch(batch: Batch, micro_batch_tokens: int | None) -> list[Batch]:
     (``(labels != IGNORE_INDEX).sum()`` of the whole batch, all ranks), never by a micro-batch's
     own."""
     L = batch["seq_len"]
+    x = batch["input_ids"]
+    flat = x.shape[1] != L  # [1, T]: cut at sequence boundaries, each slice again [1, n * L]
+    rows = x.numel() // L
+
+    def cut(t: torch.Tensor, r: slice) -> torch.Tensor:
+        return t.reshape(rows, L)[r].reshape(1, -1) if flat else t[r]
+
     out: list[Batch] = []
-    for r in row_slices(batch["input_ids"].shape[0], L, micro_batch_tokens):
+    for r in row_slices(rows, L, micro_batch_tokens):
         mb: Batch = {
-            "input_ids": batch["input_ids"][r],
-            "labels": batch["labels"][r],
+            "input_ids": cut(x, r),
+            "labels": cut(batch["labels"], r),
             "seq_len": L,
             "step": batch["step"],
             "epoch": batch["epoch"],
@@ -73,6 +81,6 @@ def split_batch(batch: Batch, micro_batch_tokens: int | None) -> list[Batch]:
             mb["cu_seqlens"] = slice_cu_seqlens(batch["cu_seqlens"], r, L)
             mb["max_seqlen"] = batch["max_seqlen"]
         if "position_ids" in batch:
-            mb["position_ids"] = batch["position_ids"][r]
+            mb["position_ids"] = cut(batch["position_ids"], r)
         out.append(mb)
     return out
