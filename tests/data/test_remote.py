@@ -97,7 +97,9 @@ def test_prepare_to_s3_then_open_and_verify_through_the_cache(
     names = {k.split("/ds1/", 1)[1] for k in _fs().find(f"{BUCKET}/ds1")}
     here = {str(p.relative_to(tmp_path / "local")) for p in (tmp_path / "local").rglob("*")
             if p.is_file()}  # fmt: skip
-    assert names == here  # every file, and no temporary or staging leftover
+    chunks = {n for n in names if n.endswith(".chunks.bin")}  # the digests reads check
+    assert len(chunks) == local["totals"]["shards"]
+    assert names - chunks == here  # every file, and no temporary or staging leftover
     staged = [p for p in (tmp_path / "cache" / "staging").rglob("*") if p.is_file()]
     assert all(p.name in (".prepare.json", "manifest.json") for p in staged), staged
     ds = open_dataset(url, cache_dir=tmp_path / "c1")
@@ -121,10 +123,15 @@ def test_a_file_changed_in_storage_is_never_read(
     data = bytearray(_fs().cat_file(key))
     data[100] ^= 1  # same size, one bit
     _fs().pipe_file(key, bytes(data))
+    ds = open_dataset(url, cache_dir=tmp_path / "c")  # the index files are intact
+    with pytest.raises(DataError, match=r"ds2/shards/00001.tokens.bin: bytes \[0, 65536\) differ"):
+        for L in ds.bucket_lengths:
+            ds.rows(L, np.arange(ds.num_rows(L)))
+    assert not list((tmp_path / "c").rglob("00001.000000000.chunk"))  # nothing unverified kept
     with pytest.raises(DataError, match=r"ds2/shards/00001.tokens.bin: .* another sha256"):
-        open_dataset(url, cache_dir=tmp_path / "c")
-    assert not list((tmp_path / "c").rglob("00001.tokens.bin"))  # nothing unverified kept
-    assert not list((tmp_path / "c").rglob("manifest.json"))
+        verify_dataset(url, cache_dir=tmp_path / "c2")
+    assert not list((tmp_path / "c2").rglob("00001.tokens.bin"))
+    assert not list((tmp_path / "c2").rglob("manifest.json"))
 
 
 def test_a_killed_upload_reruns_to_the_same_dataset(
