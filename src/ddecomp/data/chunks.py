@@ -242,22 +242,21 @@ class ChunkStore:
         if self.limit is not None and len(data) > self.limit:
             return  # never above the limit (0: no disk cache)
         name = self._name(key)
-        with self._lock:
+        tmp = self.dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with self._lock:  # evict, write and count as one step: no file outlives its count
             if name in self._disk:
                 return
             self._evict(len(data))
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(data)
+                os.replace(tmp, self.dir / name)
+            except OSError:  # a full disk, or another reader removed the temp: not cached
+                tmp.unlink(missing_ok=True)
+                return
             self._disk[name] = len(data)
             self._disk_bytes += len(data)
             self.peak_disk_bytes = max(self.peak_disk_bytes, self._disk_bytes)
-        tmp = self.dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
-            os.replace(tmp, self.dir / name)
-        except OSError:  # a full disk, or another reader removed the temp: just not cached
-            tmp.unlink(missing_ok=True)
-            with self._lock:
-                self._disk_bytes -= self._disk.pop(name, 0)
 
     def _evict(self, room: int) -> None:
         """Delete the least recently used chunks until ``room`` more bytes fit (lock held)."""
