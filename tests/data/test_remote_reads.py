@@ -106,8 +106,8 @@ print(total)
 """
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     run = [sys.executable, "-c", code]
-    res = subprocess.run([*run, "kill"], env=env, capture_output=True, timeout=300)
-    assert res.returncode == -signal.SIGKILL, res.stderr
+    killed = subprocess.run([*run, "kill"], env=env, capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert 0 < _disk(tmp_path / "c") <= limit  # vacuity: killed with chunks in the cache
     res = subprocess.run([*run, "full"], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
