@@ -3,15 +3,11 @@
 ``build_plan(bucket_rows, tokens_per_step, curriculum, cycles, seed, epoch, total_tokens=...)``
 returns a :class:`Plan`: for every global step ``s`` its bucket length ``step_length[s]`` and which
 batch of that bucket it takes, ``step_batch[s]`` (the k-th batch of bucket L in this plan). The
-rows of that batch are the rows at serving positions ``[k*B_L, (k+1)*B_L)`` with
-``B_L = tokens_per_step // L``: position ``p`` is row ``perm_j(p mod n_L)`` of pass
-``j = p // n_L``, ``perm_j`` a seeded bijection computed per position in O(1) memory
-(:meth:`Plan.rows_at`, :mod:`ddecomp.permutation`); rank ``r`` of ``W`` takes the
-contiguous slice ``[r*B_L/W, (r+1)*B_L/W)``. A plan holds three int64 arrays of its steps
-(24 bytes per step: 6 MB for the 250,000 steps of 10^12 tokens at 4M tokens per step) and
-nothing per row. Nothing depends on
-world size or worker count, so an elastic resume continues the same global order and the plan is
-testable without processes.
+rows of that batch are those at positions ``[k*B_L, (k+1)*B_L)``, ``B_L = tokens_per_step // L``,
+of a seeded O(1)-memory order (:meth:`Plan.rows_at`); rank ``r`` of ``W`` takes the contiguous
+slice ``[r*B_L/W, (r+1)*B_L/W)``. A plan holds 24 bytes per step, nothing per row. Nothing
+depends on world size or worker count, so an elastic resume continues the same global order and
+the plan is testable without processes.
 
 What a plan covers (:mod:`ddecomp.loading.budget`): with ``total_tokens`` the whole run, as the
 reference release plans it: ``total_tokens // tokens_per_step`` steps shared among the buckets by
@@ -57,7 +53,7 @@ bucket shares it predicts 0.80x of always-8192, as measured. Only the ratio ``al
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -72,6 +68,7 @@ LEGACY_MODES = {"sample": "odds", "layout": "symmetric-layout"}  # names before 
 COST_ALPHA = 0.1910  # s/step, 160M model, H100, 65,536 tokens/step (docs/method.md section 6)
 COST_BETA = 9.49e-6  # seconds per step per unit of sequence length, same fit
 _ORDER_STREAM = 0  # rng key for the step order; row permutations use the bucket length L >= 1
+_BLOCK = 1 << 14  # positions of a bucket's order computed at once (and kept) by rank_rows
 _ROW_STREAM = 0x726F7773  # "rows": the row bijections' key ends with it
 
 
@@ -121,6 +118,7 @@ class Plan:
     step_batch: np.ndarray  # int64 [S]: the k-th batch of its bucket this epoch
     step_cycle: np.ndarray  # int64 [S]: the cycle the step belongs to
     total_tokens: int | None = None  # the run's tokens; None: the plan is one pass
+    _blocks: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return int(self.step_length.shape[0])
@@ -136,13 +134,9 @@ class Plan:
         return self.budget[L] % self.rows_per_batch(L)
 
     def rows_at(self, L: int, positions: np.ndarray) -> np.ndarray:
-        """Rows of bucket L at serving ``positions`` (int64, any shape; each < ``budget[L]``).
-
-        Position ``p`` is in pass ``j = p // rows[L]`` and takes row ``perm_j(p % rows[L])``,
-        ``perm_j`` the seeded bijection keyed ``(seed, epoch, L, j)``
-        (:mod:`ddecomp.permutation`): every pass serves each row once, an upsampled
-        bucket repeats it in further passes, and nothing per row is ever built.
-        """
+        """Rows of bucket L at serving ``positions`` (int64, each < ``budget[L]``): position
+        ``p`` of pass ``j = p // rows[L]`` is row ``perm_j(p % rows[L])``, ``perm_j`` the bijection
+        keyed ``(seed, epoch, L, j)`` (:mod:`ddecomp.permutation`); nothing per row is built."""
         pos = np.asarray(positions, dtype=np.int64)
         n = self.rows[L]
         if pos.size and (int(pos.min()) < 0 or int(pos.max()) >= self.budget[L]):
@@ -186,18 +180,33 @@ class Plan:
         return self.rank_rows(step, 0, 1)
 
     def rank_rows(self, step: int, rank: int, world_size: int) -> np.ndarray:
-        """Rank ``rank``'s contiguous slice of a step's global batch (only its rows computed)."""
+        """Rank ``rank``'s contiguous slice of a step's global batch."""
         L = int(self.step_length[step])
         B = self.rows_per_batch(L)
         assert B % world_size == 0, (B, world_size)
         per = B // world_size
         lo = int(self.step_batch[step]) * B + rank * per
-        return self.rows_at(L, np.arange(lo, lo + per, dtype=np.int64))
+        parts, hi = [], lo + per
+        while lo < hi:  # through blocks of the order: one network call per _BLOCK positions
+            b = lo // _BLOCK
+            rows = self._block(L, b)
+            take = rows[lo - b * _BLOCK : hi - b * _BLOCK]
+            parts.append(take)
+            lo += take.size
+        return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+
+    def _block(self, L: int, b: int) -> np.ndarray:
+        """Rows at positions ``[b, b + 1) * _BLOCK`` of bucket L, the last one kept per bucket."""
+        got = self._blocks.get(L)
+        if got is None or got[0] != b:
+            lo = b * _BLOCK
+            pos = np.arange(lo, min(lo + _BLOCK, self.budget[L]), dtype=np.int64)
+            got = self._blocks[L] = (b, self.rows_at(L, pos))
+        return got[1]
 
     def left_out_rows(self, L: int) -> np.ndarray:
-        """Rows of bucket L not served this epoch (the remainder, and rows past the budget),
-        ascending. Served rows are the first positions of pass 0 (and later passes), so these
-        are the rows at the positions past them: O(rows left out), not O(rows)."""
+        """Rows of bucket L not served this epoch, ascending: pass 0's positions past the
+        served ones (O(rows left out))."""
         served, n = self.batches(L) * self.rows_per_batch(L), self.rows[L]
         if served >= n:
             return np.zeros(0, dtype=np.int64)
