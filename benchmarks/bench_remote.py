@@ -90,7 +90,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=4_000_000)
     ap.add_argument("--md")
+    ap.add_argument(
+        "--memory-bytes",
+        type=int,
+        default=None,
+        help="the reader's in-memory chunk LRU (default ddecomp's 256 MiB; a small one stands in "
+        "for a dataset much larger than memory)",
+    )
     args = ap.parse_args()
+    if args.memory_bytes is not None:
+        import ddecomp.data.chunks
+
+        ddecomp.data.chunks.MEMORY_BYTES = args.memory_bytes
     sys.path.insert(0, str(Path(__file__).parent))
     from benchlib import hardware, synth_tokens
 
@@ -131,7 +142,9 @@ def main() -> int:
             ref = open_dataset(Path(tmp) / "local")
             tok_bytes = sum(p.stat().st_size for p in (Path(tmp) / "local").rglob("*.tokens.bin"))
             local_tps, _ = epoch(ref, None)
+            mem = args.memory_bytes or 256 << 20
             lines += [f"dataset: {args.tokens:,} synthetic tokens ({tok_bytes:,} token bytes), "
+                      f"in-memory chunk LRU {mem:,} B, "
                       f"prepared to S3 in {up:.1f} s; local epoch {local_tps / 1e6:.1f}M tokens/s",
                       "", "| latency per request | tokens/s | bytes fetched per token served "
                       "| cache limit | cache peak |", "|---|---|---|---|---|"]  # fmt: skip

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import ddecomp
 from ddecomp import TokensConfig, open_dataset, prepare_tokens
 from ddecomp.cli import main
 from ddecomp.loading.vsl import VSLLoader
@@ -133,3 +134,17 @@ def test_plan_of_a_url_reads_the_manifest_alone(
     assert "2,441 steps" in remote_out
     assert remote_out.splitlines()[1:] == local_out.splitlines()[1:]  # all but the name
     assert not (tmp_path / "c").exists()  # nothing fetched but the manifest (not cached)
+
+
+def test_loader_workers_read_a_remote_dataset(remote: tuple[str, Path], tmp_path: Path) -> None:
+    """Worker processes (forked) read on demand too, with the same rows as the local copy."""
+    url, local = remote
+    ds = open_dataset(url, cache_dir=tmp_path / "c", cache_limit=1 << 20)
+    kw: dict[str, Any] = dict(tokens_per_step=1024, seed=4)
+    got = VSLLoader(ds, world=ddecomp.World(num_workers=2), **kw)
+    want = VSLLoader(open_dataset(local), world=None, **kw)
+    n = 0
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a["input_ids"], b["input_ids"])
+        n += 1
+    assert n == len(want) > 40

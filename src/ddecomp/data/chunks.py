@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ddecomp.errors import DataError
+from ddecomp.io import url_filesystem
 
 CHUNK_BYTES = 1 << 16  # prepare's chunk: 64 KiB, digests 0.05% of the tokens
 MEMORY_BYTES = 256 << 20  # verified chunks kept in memory (prefetched steps included)
@@ -107,6 +108,7 @@ class ChunkStore:
         self, fs: Any, url: str, shards: list[ShardChunks], cache: Path, cache_limit: int | None
     ) -> None:
         self.fs, self.url, self.shards = fs, url.rstrip("/"), shards
+        self._fs_pid = os.getpid()
         self.dir, self.limit = cache, cache_limit
         self._lock = threading.Lock()
         self._mem: OrderedDict[tuple[int, int], bytes] = OrderedDict()
@@ -117,7 +119,6 @@ class ChunkStore:
         self.fetched_bytes = 0
         self._pending: dict[tuple[int, int], Future[bytes]] = {}
         self._pool: ThreadPoolExecutor | None = None
-        self._pid = -1
         if self.limit != 0 and self.dir.is_dir():  # a restarted reader counts what is there
             for p in self.dir.glob(".*.tmp"):  # a killed reader's unfinished write
                 p.unlink(missing_ok=True)
@@ -146,8 +147,17 @@ class ChunkStore:
             out.update((shard, c) for c in range(int(first[i]) + 1, int(last[i]) + 1))
         return out
 
+    def _check_fork(self) -> None:
+        """In a forked process (a loader worker): a fresh lock, pool and filesystem; the
+        parent's threads and their pending fetches did not come along."""
+        if self._fs_pid != os.getpid():
+            self._lock = threading.Lock()
+            self._pending, self._pool = {}, None
+            self.fs, self._fs_pid = url_filesystem(self.url)[0], os.getpid()
+
     def chunk(self, shard: int, c: int) -> bytes:
         """Chunk ``c`` of a shard: from memory, the disk cache or storage, checked."""
+        self._check_fork()
         key = (shard, c)
         with self._lock:
             got = self._mem.get(key)
@@ -171,6 +181,7 @@ class ChunkStore:
             self._submit(k)
 
     def _submit(self, key: tuple[int, int]) -> Future[bytes] | None:
+        self._check_fork()
         with self._lock:
             if key in self._mem:
                 return None
@@ -180,9 +191,8 @@ class ChunkStore:
             return fut
 
     def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None or self._pid != os.getpid():  # threads do not survive a fork
-            self._pool, self._pid = ThreadPoolExecutor(FETCH_THREADS), os.getpid()
-            self._pending = {}
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(FETCH_THREADS)
         return self._pool
 
     def _load(self, key: tuple[int, int]) -> bytes:
