@@ -154,3 +154,30 @@ def test_a_packed_tails_dataset_in_storage_is_readable(
     ds = open_dataset(url, cache_dir=tmp_path / "c")
     assert ds.packed_lengths  # vacuity: tail rows are there
     assert _same(ds, open_dataset(local))
+
+
+def test_a_forged_chunk_record_is_refused_before_anything_is_written(
+    tmp_path: Path, s3: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack on the chunk digests (new with on-demand reads): a record naming another path or
+    sizes that do not fit is one line, and nothing is written outside the cache."""
+    monkeypatch.setenv("DDECOMP_CACHE", str(tmp_path / "cache"))
+    url, _, _ = _prepare(tmp_path, "forged")
+    key = f"{BUCKET}/forged/manifest.json"
+    good = s3_fs().cat_file(key)
+    forgeries: list[dict[str, Any]] = [
+        {"path": "../../outside.bin"},
+        {"bytes": 0},
+        {"size": 32},
+        {"sha256": "zz" * 32},
+        {"extra": 1},
+    ]
+    for forge in forgeries:
+        man = json.loads(good)
+        man["shards"][0]["files"]["tokens"]["chunks"].update(forge)
+        s3_fs().pipe_file(key, json.dumps(man).encode())
+        with pytest.raises(DataError, match=r"shard 00000's files.tokens.chunks is damaged") as e:
+            open_dataset(url, cache_dir=tmp_path / "c" / "d")
+        assert "\n" not in str(e.value)
+    assert not (tmp_path / "outside.bin").exists()
+    assert not (tmp_path / "c" / "outside.bin").exists()
