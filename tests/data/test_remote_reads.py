@@ -4,6 +4,7 @@ killed reader restarts; ``plan URL`` reads the manifest alone. Through moto on 1
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -148,3 +149,21 @@ def test_loader_workers_read_a_remote_dataset(remote: tuple[str, Path], tmp_path
         assert torch.equal(a["input_ids"], b["input_ids"])
         n += 1
     assert n == len(want) > 40
+
+
+def test_stats_of_a_url_reads_no_token(
+    remote: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, local = remote
+    os.environ["DDECOMP_CACHE"] = str(tmp_path / "c")
+    try:
+        assert main(["stats", url, "--json"]) == 0
+    finally:
+        del os.environ["DDECOMP_CACHE"]
+    got = json.loads(capsys.readouterr().out)
+    assert main(["stats", str(local), "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    assert got["buckets"] == want["buckets"]
+    assert got["num_tokens"] == want["num_tokens"] > 0
+    assert list((tmp_path / "c").rglob("*.npy"))  # the index files were fetched
+    assert not list((tmp_path / "c").rglob("*.chunk"))  # and no token byte
