@@ -20,9 +20,12 @@ Five stages, one subpackage each; data flows left to right and down, never back:
   cli/: prepare, inspect (verify, stats), plan, train, compare; blend_args
 
   top level: decompose (the pure decomposition), binpack (best-fit decreasing), attention_cost
-  (attended query-key pairs), errors, io (atomic writes, sha256), version
+  (attended query-key pairs), permutation (seeded O(1)-memory row orders), errors, io (atomic
+  writes, sha256), version
 
 - ``binpack``: best-fit-decreasing packing (the pack baseline's bins, ``--tails pack``'s rows).
+- ``permutation``: seeded bijections of ``[0, n)`` (keyed Feistel network, cycle-walking): a
+  plan's and a blend's row orders computed per position, nothing built per row.
 - ``decompose``: pure numpy, a document of n tokens -> power-of-two pieces of its n - 1 targets
   (``docs/method.md`` section 2 states the one-token-overlap convention).
 - :mod:`ddecomp.preparing` writes a dataset directory; everything after reads it through

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,51 +15,11 @@ import pytest
 
 from ddecomp import DataError, TokensConfig, UserError, open_dataset, prepare_tokens
 from ddecomp.data.verify import verify_dataset
-from tests._fixtures import EOS, SRC, free_port, identity_tokens, random_lengths
+from tests._fixtures import EOS, SRC, identity_tokens, random_lengths
+from tests._s3 import BUCKET, s3_fs, s3_server  # skips the module without fsspec, s3fs, moto
 
-fsspec = pytest.importorskip("fsspec")
-pytest.importorskip("s3fs")
-pytest.importorskip("moto")
-
-BUCKET = "ddecomp-test"
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[dict[str, str]]:
-    port = free_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}  # fmt: skip
-    server = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "moto_server exited"
-                assert time.monotonic() < deadline, "moto_server did not listen in 60 s"
-                time.sleep(0.2)
-        fsspec.filesystem("s3", skip_instance_cache=True).mkdir(BUCKET)
-        yield env
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _fs():
-    return fsspec.filesystem("s3", skip_instance_cache=True)
+s3 = s3_server
+_fs = s3_fs
 
 
 def _tokens(tmp_path: Path) -> Path:
@@ -73,6 +30,11 @@ def _tokens(tmp_path: Path) -> Path:
 
 KW: dict[str, Any] = dict(eos_id=EOS, dtype="uint32", min_len=16, max_len=512, val_fraction=0.1,
           shard_size=20_000)  # fmt: skip
+
+
+def _read_all(ds: Any) -> None:
+    for L in ds.bucket_lengths:
+        ds.rows(L, np.arange(ds.num_rows(L)))
 
 
 def _same_rows(a, b) -> int:
@@ -97,7 +59,9 @@ def test_prepare_to_s3_then_open_and_verify_through_the_cache(
     names = {k.split("/ds1/", 1)[1] for k in _fs().find(f"{BUCKET}/ds1")}
     here = {str(p.relative_to(tmp_path / "local")) for p in (tmp_path / "local").rglob("*")
             if p.is_file()}  # fmt: skip
-    assert names == here  # every file, and no temporary or staging leftover
+    chunks = {n for n in names if n.endswith(".chunks.bin")}  # the digests reads check
+    assert len(chunks) == local["totals"]["shards"]
+    assert names - chunks == here  # every file, and no temporary or staging leftover
     staged = [p for p in (tmp_path / "cache" / "staging").rglob("*") if p.is_file()]
     assert all(p.name in (".prepare.json", "manifest.json") for p in staged), staged
     ds = open_dataset(url, cache_dir=tmp_path / "c1")
@@ -121,10 +85,14 @@ def test_a_file_changed_in_storage_is_never_read(
     data = bytearray(_fs().cat_file(key))
     data[100] ^= 1  # same size, one bit
     _fs().pipe_file(key, bytes(data))
+    ds = open_dataset(url, cache_dir=tmp_path / "c")  # the index files are intact
+    with pytest.raises(DataError, match=r"ds2/shards/00001.tokens.bin: bytes \[0, 65536\) differ"):
+        _read_all(ds)
+    assert not list((tmp_path / "c").rglob("00001.000000000.chunk"))  # nothing unverified kept
     with pytest.raises(DataError, match=r"ds2/shards/00001.tokens.bin: .* another sha256"):
-        open_dataset(url, cache_dir=tmp_path / "c")
-    assert not list((tmp_path / "c").rglob("00001.tokens.bin"))  # nothing unverified kept
-    assert not list((tmp_path / "c").rglob("manifest.json"))
+        verify_dataset(url, cache_dir=tmp_path / "c2")
+    assert not list((tmp_path / "c2").rglob("00001.tokens.bin"))
+    assert not list((tmp_path / "c2").rglob("manifest.json"))
 
 
 def test_a_killed_upload_reruns_to_the_same_dataset(

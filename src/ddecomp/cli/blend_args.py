@@ -27,8 +27,9 @@ def shares(text: str) -> tuple[float, ...]:
     return got
 
 
-def add_source_arguments(p: Any) -> None:
-    """``DIR [DIR ...]`` and either ``--factors`` or ``--shares`` (argparse refuses both).
+def add_source_arguments(p: Any, optional: bool = False) -> None:
+    """``DIR [DIR ...]`` and either ``--factors`` or ``--shares`` (argparse refuses both);
+    ``optional``: no DIR is needed (``plan --rows``).
 
     How many weights there are is checked where the data is opened
     (:func:`ddecomp.data.blend.open_sources`), so a library caller gets the same check.
@@ -36,7 +37,7 @@ def add_source_arguments(p: Any) -> None:
     p.add_argument(
         "data",
         metavar="DIR",
-        nargs="+",
+        nargs="*" if optional else "+",
         help="prepared dataset (ddecomp prepare); several are blended into one",
     )
     weights = p.add_mutually_exclusive_group()

@@ -6,6 +6,10 @@ pass over the data. Reads only the datasets' bucket row counts; builds the same
 :class:`~ddecomp.loading.plan.Plan` the loader executes, so what it prints is what training will
 serve. Several directories are planned
 as a :class:`~ddecomp.data.blend.Blend` (``--factors`` or ``--shares``).
+
+Without data: ``--rows 256=N,512=M,...`` plans from bucket row counts alone (a run of 10^12
+tokens plans in well under a second: the plan holds its steps, never a row order). A dataset
+URL (``s3://...``) is planned from its manifest alone: no index or token file is fetched.
 """
 
 from __future__ import annotations
@@ -40,7 +44,14 @@ def register(sub: Any) -> None:
         "front, so a run that would run out of memory does so at once (nothing added or lost).",
     )
     d = TrainConfig(data="", out="")
-    add_source_arguments(p)
+    add_source_arguments(p, optional=True)
+    p.add_argument(
+        "--rows",
+        type=bucket_counts,
+        metavar="L=N,...",
+        help="plan without data from rows per bucket length, e.g. 256=4000000,512=2000000 "
+        "(instead of DIR)",
+    )
     p.add_argument(
         "--tokens-per-step",
         type=int,
@@ -121,15 +132,54 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ddecomp.data.blend import Blend, format_blend, open_sources
+def bucket_counts(text: str) -> dict[int, int]:
+    """``--rows 256=4000000,512=2000000``: rows per bucket length (an argparse type)."""
+    out: dict[int, int] = {}
+    for part in text.split(","):
+        L, sep, n = part.partition("=")
+        try:
+            length, rows = int(L), int(n)
+        except ValueError:
+            length, rows = 0, -1
+        if not sep or length <= 0 or length & (length - 1) or rows < 0 or length in out:
+            msg = f"{part!r} in {text!r} is not LENGTH=ROWS (a power of two, a count >= 0, once)"
+            raise argparse.ArgumentTypeError(msg)
+        out[length] = rows
+    return out
 
+
+def _bucket_source(args: argparse.Namespace) -> tuple[dict[int, int], Any, str]:
+    """Rows per bucket, the opened data (None without), and a name for titles."""
+    from ddecomp.data.blend import Blend, open_sources
+    from ddecomp.data.remote import is_url, manifest_bucket_rows, read_remote_manifest
+
+    if args.rows is not None:
+        if args.data:
+            raise UserError("give either DIR or --rows, not both")
+        lengths = sorted(args.rows)
+        full = {L: args.rows.get(L, 0) for L in lengths}
+        return full, None, "--rows"
+    if not args.data:
+        raise UserError("give a prepared dataset DIR (or URL), or --rows L=N,... to plan without")
+    if len(args.data) == 1 and is_url(args.data[0]) and args.factors is args.shares is None:
+        man = read_remote_manifest(args.data[0])
+        return manifest_bucket_rows(man, args.split), None, args.data[0].rstrip("/")
     ds = open_sources(args.data, args.factors, args.shares, args.seed, args.split)
+    return dict(ds.bucket_rows), ds, "blend" if isinstance(ds, Blend) else ds.root.name
+
+
+def run(args: argparse.Namespace) -> int:
+    from ddecomp.data.blend import Blend, format_blend
+    from ddecomp.data.remote import is_url
+
+    if args.measure and (args.rows is not None or any(map(is_url, args.data))):
+        raise UserError("--measure needs a local dataset DIR (its vocabulary size)")
+    rows, ds, name = _bucket_source(args)
     if args.world_size < 1:
         raise UserError(f"--world-size {args.world_size} must be >= 1")
-    check_tokens_per_step(args.tokens_per_step, list(ds.bucket_rows), args.world_size)
+    check_tokens_per_step(args.tokens_per_step, list(rows), args.world_size)
     plan = build_plan(
-        ds.bucket_rows,
+        rows,
         args.tokens_per_step,
         curriculum=args.curriculum,
         cycles=args.cycles,
@@ -143,13 +193,12 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(ds, Blend):
         s["blend"] = ds.summary()
     else:
-        s["dataset"] = str(ds.root)
+        s["dataset"] = name if ds is None else str(ds.root)
     s["world_size"] = args.world_size
     s["tokens_per_rank_step"] = args.tokens_per_step // args.world_size
     if args.plot:
         from ddecomp.reporting.plots import plot_plan
 
-        name = "blend" if isinstance(ds, Blend) else ds.root.name
         scope = "one pass" if args.tokens is None else f"run of {args.tokens:,} tokens"
         title = (
             f"{name}: {args.tokens_per_step:,} tokens per step, {plan.curriculum.describe()}, "

@@ -4,7 +4,8 @@
 
     layout ────┬─> dataset ─> blend   (names, manifest; memory-mapped buckets; several as one)
     tailrows ──┤     │  ^
-    tokenfile ─┘     │  └── remote    (a URL's files fetched and checked into a local cache)
+    tokenfile ─┘     │  └── remote    (a URL's manifest and index files, checked and cached)
+    chunks ─> remote_tokens ─┘        (token bytes on demand: hashed chunks, bounded cache)
                      ├─> verify       (sizes, sha256, invariants against the manifest)
                      └─> stats        (bucket shares, drops, lengths, attention cost)
 
@@ -13,7 +14,9 @@
 - :mod:`.tailrows`: packed tail rows (``--tails pack``): their files, checks and gather.
 - :mod:`.tokenfile`: a shard's tokens, from its own file or a range of an ``--in-place`` file.
 - :mod:`.dataset`: :func:`open_dataset` -> :class:`Dataset`, read-only memmaps, ``rows(L, idx)``.
-- :mod:`.remote`: datasets in object storage, read through a sha256-checked local cache.
+- :mod:`.remote`: datasets in object storage: manifest, index files (sha256-checked, cached).
+- :mod:`.chunks`: token bytes of a remote dataset in hashed chunks, a cache of ``cache_limit``.
+- :mod:`.remote_tokens`: a remote dataset's rows read on demand, prefetch of steps ahead.
 - :mod:`.blend`: :class:`Blend`, several datasets as one at per-source repetition factors.
 - :mod:`.verify`: ``ddecomp verify``.
 - :mod:`.stats`: ``ddecomp stats``.

@@ -42,8 +42,9 @@ from ddecomp.data.dataset import Dataset, check_out, open_dataset
 from ddecomp.data.tailrows import PackedRows
 from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import UserError
+from ddecomp.permutation import Permutation, permutation
 
-BLEND_VERSION = 1
+BLEND_VERSION = 2  # 2: fractional windows in the O(1)-memory order (loading/permutation.py)
 _PERMUTATION_STREAM = 0x62_6C_65_6E_64  # "blend": keeps these rngs apart from the plan's
 _TOKENIZER_KEYS = ("vocab_size", "eos_id", "bos_id", "sha256")
 
@@ -106,7 +107,6 @@ class Blend:
         self.bucket_lengths = [L_ for L_, n in self.bucket_rows.items() if n]
         self.packed_lengths = tuple(sorted({L for ds in self.datasets for L in ds.packed_lengths}))
         self.fingerprint = self._fingerprint()
-        self._perms: dict[tuple[int, int], np.ndarray] = {}
         # the baselines' token space: source after source; token_base marks every shard start
         sizes = [int(ds.token_base[-1]) for ds in self.datasets]
         self._source_base = np.cumsum([0, *sizes], dtype=np.int64)
@@ -177,14 +177,11 @@ class Blend:
             raise KeyError(f"no bucket of length {L}; buckets are {list(self.bucket_rows)}")
         return self.bucket_rows[L]
 
-    def _permutation(self, s: int, L: int) -> np.ndarray:
-        key = (s, L)
-        perm = self._perms.get(key)
-        if perm is None:
-            n = self.datasets[s].bucket_rows.get(L, 0)
-            rng = np.random.default_rng([self.seed, _PERMUTATION_STREAM, s, L])
-            perm = self._perms[key] = rng.permutation(n)
-        return perm
+    def _permutation(self, s: int, L: int) -> Permutation:
+        """Source ``s``'s bucket ``L`` in a fixed seeded order, computed per position in O(1)
+        memory (:mod:`ddecomp.permutation`)."""
+        n = self.datasets[s].bucket_rows.get(L, 0)
+        return permutation(n, self.seed, _PERMUTATION_STREAM, s, L)
 
     def source_rows(self, L: int, indices: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """``(source, row)`` behind each blend row ``indices`` of bucket ``L`` in ``epoch``."""
@@ -201,7 +198,7 @@ class Blend:
             j = row[sel]
             extra = j >= whole
             j[~extra] %= max(n, 1)
-            j[extra] = self._permutation(s, L)[(epoch * m + j[extra] - whole) % n]
+            j[extra] = self._permutation(s, L)((epoch * m + j[extra] - whole) % n)
             row[sel] = j
         return src, row
 

@@ -29,15 +29,14 @@ file and points to ``ddecomp verify DIR``.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ddecomp.data.files import check_files, read_npy
+from ddecomp.data.files import check_files, check_out, pointing_to_verify, read_npy
 from ddecomp.data.layout import (
     MANIFEST,
     SPLITS,
@@ -58,6 +57,9 @@ from ddecomp.data.tokenfile import token_array
 from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import DataError, UserError
 
+if TYPE_CHECKING:
+    from ddecomp.data.remote_tokens import RemoteTokens
+
 # Rows spread over several shards: from this width on, per-row slice copies into ``out`` beat
 # per-shard window gathers, whose results must be scattered into ``out`` through a temporary.
 _ROW_COPY_WIDTH = 512
@@ -66,8 +68,11 @@ _ROW_COPY_WIDTH = 512
 class Dataset:
     """One split of a prepared dataset. Construct with :func:`open_dataset`."""
 
-    def __init__(self, root: Path, manifest: dict[str, Any], split: str) -> None:
+    def __init__(
+        self, root: Path, manifest: dict[str, Any], split: str, remote: RemoteTokens | None = None
+    ) -> None:
         self.root = root
+        self.remote = remote  # a dataset in object storage: its tokens, read on demand
         self.manifest = manifest
         self.split = split
         self.fingerprint: str = manifest["fingerprint"]
@@ -79,15 +84,8 @@ class Dataset:
         self.vocab_size: int = tok["vocab_size"]
         self.dtype = np.dtype(manifest["dtype"])
         shards = manifest["shards"]
-        self._tokens: list[np.ndarray] = []
-        bases = [0]
-        for sh in shards:
-            # A plain ndarray view of the map: slicing a np.memmap runs Python-level
-            # __getitem__/__array_finalize__ (~1.4 us per row, a quarter of an 8192-row copy).
-            arr = token_array(root, manifest, sh)
-            self._tokens.append(arr)
-            bases.append(bases[-1] + arr.size)
-        self.token_base = np.asarray(bases, dtype=np.int64)
+        self._tokens: list[np.ndarray] = self._token_arrays()
+        self.token_base = np.cumsum([0] + [int(sh["tokens"]) for sh in shards], dtype=np.int64)
         self._starts: dict[int, np.ndarray] = {}
         policy, tail_len = tail_policy(manifest)
         self.tails: str = policy
@@ -121,6 +119,14 @@ class Dataset:
         self._doc_bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._windows: dict[tuple[int, int], np.ndarray] = {}
 
+    def _token_arrays(self) -> list[np.ndarray]:
+        """Every shard's tokens, memory-mapped (a remote dataset reads them on demand instead).
+        A plain ndarray view of the map: slicing a np.memmap runs Python-level
+        ``__getitem__``/``__array_finalize__`` (~1.4 us per row, a quarter of an 8192-row copy)."""
+        if self.remote is not None:
+            return []
+        return [token_array(self.root, self.manifest, sh) for sh in self.manifest["shards"]]
+
     @property
     def tail_index(self) -> TailIndex | None:
         """This split's packed tail rows (``--tails pack``), else None."""
@@ -152,9 +158,11 @@ class Dataset:
         targets = np.concatenate(t_parts) if t_parts else z
         return TailIndex(length, starts, targets, row_pointers(targets, length))
 
-    def __reduce__(self) -> tuple[Any, tuple[str, str, str]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Pickled (e.g. into spawned loader workers) by path: reopening maps the same files,
-        # where pickling the memmaps would copy every token.
+        # where pickling the memmaps would copy every token. A remote one: by URL and cache.
+        if self.remote is not None:
+            return (_reopen, (*self.remote.reopen_args(), self.split, self.fingerprint))
         return (_reopen, (str(self.root), self.split, self.fingerprint))
 
     def __repr__(self) -> str:
@@ -169,7 +177,24 @@ class Dataset:
 
     def for_split(self, split: str) -> Dataset:
         """The same prepared dataset's ``split`` (train | val)."""
-        return self if split == self.split else open_dataset(self.root, split)
+        if split == self.split:
+            return self
+        if self.remote is not None:
+            url, cache_dir, cache_limit = self.remote.reopen_args()
+            return open_dataset(url, split, cache_dir, cache_limit)
+        return open_dataset(self.root, split)
+
+    @property
+    def prefetch_steps(self) -> int:
+        """Steps a loader should ask for ahead (:meth:`prefetch`): 0 for a local dataset."""
+        return 0 if self.remote is None else 2
+
+    def prefetch(self, L: int, indices: Sequence[int] | np.ndarray) -> None:
+        """Start reading rows ``indices`` of bucket ``L`` (plain ones) in the background."""
+        if self.remote is not None:
+            idx = self._indices(L, indices)
+            idx = idx[idx < self.packed_from.get(L, self.bucket_rows[L])]
+            self.remote.prefetch(self._starts[L][idx], L + 1, self.token_base)
 
     def num_rows(self, L: int) -> int:
         if L not in self._starts:
@@ -263,6 +288,9 @@ class Dataset:
     def _gather(self, starts: np.ndarray, width: int, out: np.ndarray) -> None:
         if starts.size == 0:  # a shard may be shorter than the window of an empty request
             return
+        if self.remote is not None:
+            self.remote.gather(starts, width, out, self.token_base)
+            return
         if len(self._tokens) == 1:
             out[...] = self._window(0, width)[starts]
             return
@@ -320,8 +348,10 @@ class Dataset:
         """Tokens ``[start, end)`` of the global token space (within one shard)."""
         s = int(np.searchsorted(self.token_base, start, side="right")) - 1
         lo, hi = start - int(self.token_base[s]), end - int(self.token_base[s])
-        if s < 0 or hi > self._tokens[s].size or lo > hi:
+        if not 0 <= s < self.token_base.size - 1 or lo > hi or hi > np.diff(self.token_base)[s]:
             raise IndexError(f"token range [{start}, {end}) is not inside one shard")
+        if self.remote is not None:
+            return self.remote.tokens(s, lo, hi)
         return self._tokens[s][lo:hi]
 
     def documents(self) -> Iterator[np.ndarray]:
@@ -331,52 +361,35 @@ class Dataset:
             yield np.asarray(self.tokens(a, b))
 
 
-def _reopen(root: str, split: str, fingerprint: str) -> Dataset:
-    ds = open_dataset(root, split)
+def _reopen(*args: Any) -> Dataset:
+    """``(root, split, fingerprint)`` or ``(url, cache_dir, cache_limit, split, fingerprint)``."""
+    *where, split, fingerprint = args
+    ds = open_dataset(where[0], split, *where[1:])
     if ds.fingerprint != fingerprint:
-        raise DataError(f"{root}: the dataset changed on disk while it was in use")
+        raise DataError(f"{where[0]}: the dataset changed on disk while it was in use")
     return ds
 
 
-def check_out(out: np.ndarray, shape: tuple[int, int], vocab_size: int) -> None:
-    """Refuse an ``out`` buffer the rows cannot go into unchanged: another shape, read-only, or a
-    dtype that is not an integer type holding every id below ``vocab_size`` (numpy would wrap
-    id 313 to 57 in int8 and round large ids in float32, silently)."""
-    if not isinstance(out, np.ndarray) or out.shape != shape:
-        raise UserError(f"out has shape {getattr(out, 'shape', None)}, expected {shape}")
-    if out.dtype.kind not in "iu" or int(np.iinfo(out.dtype).max) < vocab_size - 1:
-        raise UserError(
-            f"out has dtype {out.dtype}, which cannot hold token ids up to {vocab_size - 1}; "
-            "pass an int64 buffer (or an integer type that holds the vocabulary)"
-        )
-    if not out.flags.writeable:
-        raise UserError("out is read-only")
-
-
-@contextlib.contextmanager
-def pointing_to_verify(root: Path) -> Iterator[None]:
-    """A :class:`DataError` raised inside also names the command that checks every file."""
-    try:
-        yield
-    except DataError as e:
-        raise DataError(f"{e}; run `ddecomp verify {root}`") from e
-
-
 def open_dataset(
-    root: str | Path, split: str = "train", cache_dir: str | Path | None = None
+    root: str | Path,
+    split: str = "train",
+    cache_dir: str | Path | None = None,
+    cache_limit: int | None = None,
 ) -> Dataset:
     """Open a prepared dataset read-only; refuses unknown format versions and splits, and a
     manifest or file that does not hold what the format promises (see the module docstring).
 
-    ``root`` may be a URL (``s3://bucket/prefix``): its files are fetched whole, sha256-checked,
-    into ``cache_dir`` (default ``$DDECOMP_CACHE`` or ``~/.cache/ddecomp``) on first use and
-    read from there (:mod:`ddecomp.data.remote`)."""
+    ``root`` may be a URL (``s3://bucket/prefix``): its manifest and index files are fetched,
+    sha256-checked, into ``cache_dir`` (default ``$DDECOMP_CACHE`` or ``~/.cache/ddecomp``) and
+    token bytes are read on demand in checked chunks, at most ``cache_limit`` bytes of them
+    cached on disk (None: no limit, 0: none) (:mod:`ddecomp.data.remote`)."""
     if split not in SPLITS:
         raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}")
-    from ddecomp.data.remote import cache_dataset, is_url
+    from ddecomp.data.remote import is_url, open_remote
 
     if is_url(root):
-        root = cache_dataset(root, cache_dir)
+        local, remote_man, tokens = open_remote(root, cache_dir, cache_limit)
+        return Dataset(local, remote_man, split, tokens)
     root = Path(root)
     man = load_manifest(root)
     with pointing_to_verify(root):

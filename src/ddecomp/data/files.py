@@ -9,9 +9,10 @@ dataset of 1,160 files is checked in about 5 ms (this 2-core machine, 2026-12-01
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from ddecomp.data.layout import SHARD_DIR, shard_files
 from ddecomp.data.tokenfile import token_file
-from ddecomp.errors import DataError
+from ddecomp.errors import DataError, UserError
 
 
 def _inside(root: Path, path: Path) -> None:
@@ -104,3 +105,27 @@ def read_npy(path: Path, dtype: str, count: int) -> np.ndarray:
     if arr.size != count:  # the file shrank while it was read
         raise DataError(f"{path}: {arr.size} entries read, {count} expected")
     return arr
+
+
+def check_out(out: np.ndarray, shape: tuple[int, int], vocab_size: int) -> None:
+    """Refuse an ``out`` buffer the rows cannot go into unchanged: another shape, read-only, or a
+    dtype that is not an integer type holding every id below ``vocab_size`` (numpy would wrap
+    id 313 to 57 in int8 and round large ids in float32, silently)."""
+    if not isinstance(out, np.ndarray) or out.shape != shape:
+        raise UserError(f"out has shape {getattr(out, 'shape', None)}, expected {shape}")
+    if out.dtype.kind not in "iu" or int(np.iinfo(out.dtype).max) < vocab_size - 1:
+        raise UserError(
+            f"out has dtype {out.dtype}, which cannot hold token ids up to {vocab_size - 1}; "
+            "pass an int64 buffer (or an integer type that holds the vocabulary)"
+        )
+    if not out.flags.writeable:
+        raise UserError("out is read-only")
+
+
+@contextlib.contextmanager
+def pointing_to_verify(root: Path) -> Iterator[None]:
+    """A :class:`DataError` raised inside also names the command that checks every file."""
+    try:
+        yield
+    except DataError as e:
+        raise DataError(f"{e}; run `ddecomp verify {root}`") from e

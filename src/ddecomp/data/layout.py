@@ -94,8 +94,25 @@ def shard_files(shard: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def fingerprint(manifest: dict[str, Any]) -> str:
-    """sha256 of the manifest's canonical JSON, without fields that vary between equal runs."""
-    return canonical_sha256({k: v for k, v in manifest.items() if k not in _VOLATILE_KEYS})
+    """sha256 of the manifest's canonical JSON, without fields that vary between equal runs
+    and without the token files' ``chunks`` (digests an upload adds, :mod:`ddecomp.data.chunks`):
+    a dataset prepared to a URL has the fingerprint of the same dataset prepared locally."""
+    body = {k: v for k, v in manifest.items() if k not in _VOLATILE_KEYS}
+    shards = body.get("shards")
+    if isinstance(shards, list) and any(_chunked(sh) for sh in shards):
+        body["shards"] = [_unchunked(sh) if _chunked(sh) else sh for sh in shards]
+    return canonical_sha256(body)
+
+
+def _chunked(sh: Any) -> bool:
+    files = sh.get("files") if isinstance(sh, dict) else None
+    tok = files.get("tokens") if isinstance(files, dict) else None
+    return isinstance(tok, dict) and "chunks" in tok
+
+
+def _unchunked(sh: dict[str, Any]) -> dict[str, Any]:
+    tok = {k: v for k, v in sh["files"]["tokens"].items() if k != "chunks"}
+    return {**sh, "files": {**sh["files"], "tokens": tok}}
 
 
 # JSON's names for the Python types json.load returns: the manifest is JSON to whoever edits it.

@@ -16,11 +16,13 @@ A loader here is a pure function ``make_step(epoch, step) -> batch`` plus this m
   process checks every step number, so the served order never depends on workers' timing;
 - layout: ``layout="flat"`` serves every batch as one ``[1, T]`` stream with ``cu_seqlens``
   (:mod:`ddecomp.loading.flat`); the layout is not part of the state (it changes no order);
-- state: ``{version, <identity>, epoch, step, world_size}``, small and JSON-serialisable, counting
-  *global* steps; ``load_state_dict`` continues at exactly the next batch on any world size whose
-  batch divides, and refuses a state whose identity (dataset, seed, ...) differs, with one line
-  naming the field and both values. A malformed state (not a mapping, a field missing, of the
-  wrong type or out of range) is refused the same way, naming the field: never a KeyError.
+- state: ``{version, <identity>, order, epoch, step, world_size}``, small and
+  JSON-serialisable, counting *global* steps (``order``: the row order's version,
+  :data:`ddecomp.permutation.ORDER_VERSION`; another is refused); ``load_state_dict``
+  continues at exactly the next batch on any world size whose batch divides, and refuses a
+  state whose identity (dataset, seed, ...) differs, with one line naming the field and both
+  values. A malformed state (not a mapping, a field missing, of the wrong type or out of
+  range) is refused the same way, naming the field: never a KeyError.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ddecomp.loading.flat import check_layout, to_flat
 from ddecomp.loading.plan import Plan
 from ddecomp.loading.protocols import Batch
 from ddecomp.loading.world import World, WorldSpec, as_world
+from ddecomp.permutation import ORDER_VERSION, check_order
 
 STATE_VERSION = 1
 _POSITION = ("epoch", "step", "world_size")  # state fields after the identity
@@ -189,6 +192,7 @@ class StepLoader(ABC):
         return {
             "version": STATE_VERSION,
             **self._identity(),
+            "order": ORDER_VERSION,
             "epoch": self._epoch,
             "step": self._step,
             "world_size": self.world.world_size,
@@ -204,6 +208,7 @@ class StepLoader(ABC):
                 f"loader state version {state.get('version')!r} is not {STATE_VERSION}; "
                 "it was written by another ddecomp version"
             )
+        check_order(state.get("order", 1))
         for key, ours in self._identity().items():
             if key not in state:
                 raise UserError(f"cannot resume: the loader state has no field {key!r}")

@@ -10,7 +10,7 @@ Two scopes (docs/method.md section 3.5):
   weights). Each ``n_L`` is within one step of its exact quota and they sum to ``S``, so every
   bucket's share of the run's tokens is within one global batch of its target. ``n_L x B_L``
   rows are served: whole passes over the bucket plus a seeded window of the next pass
-  (:meth:`ddecomp.loading.plan.Plan.order`): more rows than the bucket holds repeat it (a run
+  (:meth:`ddecomp.loading.plan.Plan.rows_at`): more rows than the bucket holds repeat it (a run
   longer than the data), fewer sub-sample it (a shorter run), every bucket keeping its share.
 """
 

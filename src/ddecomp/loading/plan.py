@@ -3,11 +3,11 @@
 ``build_plan(bucket_rows, tokens_per_step, curriculum, cycles, seed, epoch, total_tokens=...)``
 returns a :class:`Plan`: for every global step ``s`` its bucket length ``step_length[s]`` and which
 batch of that bucket it takes, ``step_batch[s]`` (the k-th batch of bucket L in this plan). The
-rows of that batch are ``order_L[k*B_L : (k+1)*B_L]`` with ``B_L = tokens_per_step // L`` and
-``order_L`` seeded permutations of the bucket's rows, one after another (:meth:`Plan.order`);
-rank ``r`` of ``W`` takes the contiguous slice ``[r*B_L/W, (r+1)*B_L/W)``. Nothing depends on
-world size or worker count, so an elastic resume continues the same global order and the plan is
-testable without processes.
+rows of that batch are those at positions ``[k*B_L, (k+1)*B_L)``, ``B_L = tokens_per_step // L``,
+of a seeded O(1)-memory order (:meth:`Plan.rows_at`); rank ``r`` of ``W`` takes the contiguous
+slice ``[r*B_L/W, (r+1)*B_L/W)``. A plan holds 24 bytes per step, nothing per row. Nothing
+depends on world size or worker count, so an elastic resume continues the same global order and
+the plan is testable without processes.
 
 What a plan covers (:mod:`ddecomp.loading.budget`): with ``total_tokens`` the whole run, as the
 reference release plans it: ``total_tokens // tokens_per_step`` steps shared among the buckets by
@@ -61,12 +61,15 @@ import numpy as np
 from ddecomp.errors import UserError
 from ddecomp.loading.budget import MixtureSpec, apportion, budget_rows, run_steps
 from ddecomp.loading.curriculum import LAYOUTS, Curriculum, layout_weights, resolve_curriculum
+from ddecomp.permutation import permutation
 
 MODES = ("release", "odds", "olmo-layout", "symmetric-layout")
 LEGACY_MODES = {"sample": "odds", "layout": "symmetric-layout"}  # names before the release mode
 COST_ALPHA = 0.1910  # s/step, 160M model, H100, 65,536 tokens/step (docs/method.md section 6)
 COST_BETA = 9.49e-6  # seconds per step per unit of sequence length, same fit
 _ORDER_STREAM = 0  # rng key for the step order; row permutations use the bucket length L >= 1
+_BLOCK = 1 << 14  # positions of a bucket's order computed at once (and kept) by rank_rows
+_ROW_STREAM = 0x726F7773  # "rows": the row bijections' key ends with it
 
 
 def resolve_mode(mode: str) -> str:
@@ -115,7 +118,7 @@ class Plan:
     step_batch: np.ndarray  # int64 [S]: the k-th batch of its bucket this epoch
     step_cycle: np.ndarray  # int64 [S]: the cycle the step belongs to
     total_tokens: int | None = None  # the run's tokens; None: the plan is one pass
-    _orders: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _blocks: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return int(self.step_length.shape[0])
@@ -130,26 +133,36 @@ class Plan:
         """Budget rows of bucket L that do not fill a whole global batch (left out)."""
         return self.budget[L] % self.rows_per_batch(L)
 
-    def order(self, L: int) -> np.ndarray:
-        """Row indices of bucket L in serving order: ``budget[L]`` of them (int64, cached).
+    def rows_at(self, L: int, positions: np.ndarray) -> np.ndarray:
+        """Rows of bucket L at serving ``positions`` (int64, each < ``budget[L]``): position
+        ``p`` of pass ``j = p // rows[L]`` is row ``perm_j(p % rows[L])``, ``perm_j`` the bijection
+        keyed ``(seed, epoch, L, j)`` (:mod:`ddecomp.permutation`); nothing per row is built."""
+        pos = np.asarray(positions, dtype=np.int64)
+        n = self.rows[L]
+        if pos.size and (int(pos.min()) < 0 or int(pos.max()) >= self.budget[L]):
+            raise IndexError(f"position out of range for bucket {L}'s {self.budget[L]} rows")
+        if not pos.size:
+            return pos.copy()
+        passes, within = np.divmod(pos, n)
+        first, last = int(passes.min()), int(passes.max())
+        if first == last:
+            return permutation(n, *self._order_key(L, first))(within)
+        out = np.empty_like(pos)
+        for j in range(first, last + 1):
+            sel = passes == j
+            if sel.any():
+                out[sel] = permutation(n, *self._order_key(L, j))(within[sel])
+        return out
 
-        The first ``rows[L]`` are one seeded permutation; an upsampled bucket appends further
-        permutations seeded ``(seed, epoch, L, j)`` for repeat ``j = 1, 2, ...``.
+    def _order_key(self, L: int, j: int) -> tuple[int, ...]:
+        return (self.seed, self.epoch, L, j, _ROW_STREAM)
+
+    def order(self, L: int) -> np.ndarray:
+        """Every row index of bucket L in serving order: ``budget[L]`` of them (int64).
+
+        O(budget) memory: for tests and inspection; loaders call :meth:`rows_at` per step.
         """
-        got = self._orders.get(L)
-        if got is None:
-            n, want = self.rows[L], self.budget[L]
-            passes = -(-want // n) if n else 0
-            parts = [
-                np.random.default_rng([self.seed, self.epoch, L, *([j] if j else [])]).permutation(
-                    n
-                )
-                for j in range(passes)
-            ]
-            got = np.concatenate(parts)[:want] if parts else np.zeros(0, np.int64)
-            got = got.astype(np.int64, copy=False)
-            self._orders[L] = got
-        return got
+        return self.rows_at(L, np.arange(self.budget[L], dtype=np.int64))
 
     def passes(self, L: int) -> float:
         """Served rows of bucket L over its rows: 0.1 sub-samples it, 3.5 repeats it."""
@@ -164,24 +177,40 @@ class Plan:
 
     def global_rows(self, step: int) -> np.ndarray:
         """Row indices (of bucket ``step_length[step]``) of the whole global batch of a step."""
-        L = int(self.step_length[step])
-        B = self.rows_per_batch(L)
-        k = int(self.step_batch[step])
-        return self.order(L)[k * B : (k + 1) * B]
+        return self.rank_rows(step, 0, 1)
 
     def rank_rows(self, step: int, rank: int, world_size: int) -> np.ndarray:
         """Rank ``rank``'s contiguous slice of a step's global batch."""
-        rows = self.global_rows(step)
-        assert rows.size % world_size == 0, (rows.size, world_size)
-        per = rows.size // world_size
-        return rows[rank * per : (rank + 1) * per]
+        L = int(self.step_length[step])
+        B = self.rows_per_batch(L)
+        assert B % world_size == 0, (B, world_size)
+        per = B // world_size
+        lo = int(self.step_batch[step]) * B + rank * per
+        parts, hi = [], lo + per
+        while lo < hi:  # through blocks of the order: one network call per _BLOCK positions
+            b = lo // _BLOCK
+            rows = self._block(L, b)
+            take = rows[lo - b * _BLOCK : hi - b * _BLOCK]
+            parts.append(take)
+            lo += take.size
+        return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+
+    def _block(self, L: int, b: int) -> np.ndarray:
+        """Rows at positions ``[b, b + 1) * _BLOCK`` of bucket L, the last one kept per bucket."""
+        got = self._blocks.get(L)
+        if got is None or got[0] != b:
+            lo = b * _BLOCK
+            pos = np.arange(lo, min(lo + _BLOCK, self.budget[L]), dtype=np.int64)
+            got = self._blocks[L] = (b, self.rows_at(L, pos))
+        return got[1]
 
     def left_out_rows(self, L: int) -> np.ndarray:
-        """Rows of bucket L not served this epoch (the remainder, and rows past the budget)."""
-        served = self.order(L)[: self.batches(L) * self.rows_per_batch(L)]
-        mask = np.ones(self.rows[L], dtype=bool)
-        mask[served] = False
-        return np.flatnonzero(mask)
+        """Rows of bucket L not served this epoch, ascending: pass 0's positions past the
+        served ones (O(rows left out))."""
+        served, n = self.batches(L) * self.rows_per_batch(L), self.rows[L]
+        if served >= n:
+            return np.zeros(0, dtype=np.int64)
+        return np.sort(permutation(n, *self._order_key(L, 0))(np.arange(served, n)))
 
     def summary(self, alpha: float = COST_ALPHA, beta: float = COST_BETA) -> dict[str, Any]:
         """Steps per bucket, rows left out, mean length and predicted relative step cost (JSON)."""

@@ -78,6 +78,20 @@ class BucketData(Protocol):
 
 
 @runtime_checkable
+class Prefetching(Protocol):
+    """Data whose rows are worth asking for early (a dataset in object storage)."""
+
+    @property
+    def prefetch_steps(self) -> int:
+        """Steps to ask for ahead of the one being built (0: none)."""
+        ...
+
+    def prefetch(self, L: int, indices: Sequence[int] | np.ndarray) -> None:
+        """Start reading rows ``indices`` of bucket ``L`` in the background."""
+        ...
+
+
+@runtime_checkable
 class DocumentData(Protocol):
     """A dataset as documents in one token space (the concat and pack baselines)."""
 

@@ -36,7 +36,7 @@ from ddecomp.loading.plan import (
     check_tokens_per_step,
     resolve_mode,
 )
-from ddecomp.loading.protocols import Batch, BucketData
+from ddecomp.loading.protocols import Batch, BucketData, Prefetching
 from ddecomp.loading.world import WorldSpec
 
 
@@ -154,7 +154,13 @@ class VSLLoader(StepLoader):
 
     def make_step(self, epoch: int, step: int, shared: bool = False) -> Batch:
         plan = self.plan_for(epoch)
-        return self._laid_out(make_batch(self.ds, plan, step, self.rank_rows(plan, step), shared))
+        batch = make_batch(self.ds, plan, step, self.rank_rows(plan, step), shared)
+        if isinstance(self.ds, Prefetching) and self.ds.prefetch_steps:  # remote data
+            stride = max(1, self.world.num_workers)  # this worker's next steps
+            ahead = step + stride * self.ds.prefetch_steps + 1
+            for s in range(step + stride, min(len(plan), ahead), stride):
+                self.ds.prefetch(int(plan.step_length[s]), self.rank_rows(plan, s))
+        return self._laid_out(batch)
 
     # ---- state ---------------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:

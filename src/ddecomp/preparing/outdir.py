@@ -32,7 +32,10 @@ STATE_FILE = ".prepare.json"
 
 # Every name ddecomp gives a file in shards/: 00000.tokens.bin, 00000.train.L00256.npy, ...
 # and the temporary ".<name>.<random>.tmp" of a write in progress (io.atomic_file).
-_SHARD_FILE = r"\d{5,}\.(?:tokens\.bin|docs\.npy|split\.npy|done\.json|(?:train|val)\.L\d{5,}\.npy)"
+_SHARD_FILE = (
+    r"\d{5,}\.(?:tokens\.bin|chunks\.bin|docs\.npy|split\.npy|done\.json"
+    r"|(?:train|val)\.L\d{5,}\.npy)"
+)
 _OWN_SHARD_NAME = re.compile(rf"{_SHARD_FILE}|\.{_SHARD_FILE}\.[^/]*\.tmp")
 # A killed write of a top-level file leaves ".manifest.json.<random>.tmp" and the like.
 _OWN_TOP_TMP = re.compile(r"\.(?:manifest\.json|tokenizer\.json|\.prepare\.json)\.[^/]*\.tmp")

@@ -10,7 +10,12 @@ completed), so the order gives the same commit points as a local directory:
 - a shard is finished when its record exists (and every file it lists has its size): a rerun
   keeps it; a shard whose upload was killed has no record and is written again (same bytes);
 - the manifest is written after every record, so a reader (:mod:`ddecomp.data.remote`, which
-  also checks every file's sha256) never reads an unfinished dataset.
+  also checks every file's sha256) never reads an unfinished dataset;
+- each shard's tokens also get chunk digests (``shards/NNNNN.chunks.bin``: the sha256 of every
+  64 KiB, named with its own sha256 in the token record), so a reader that fetches only the
+  bytes of the rows it needs checks every byte it serves (:mod:`ddecomp.data.chunks`);
+- a rerun keeps a finished shard only if every file's size and sha256 in storage are the
+  record's (read back once per resume: an object replaced with same-size bytes is redone).
 
 Ownership is the local rule applied to the prefix: ``.prepare.json`` holds the run's identity;
 a prefix holding other objects but no ``.prepare.json`` is refused; another identity is refused
@@ -26,10 +31,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ddecomp.data.chunks import CHUNK_BYTES, chunk_digests, chunks_file
 from ddecomp.data.layout import FORMAT_NAME, MANIFEST, SHARD_DIR, TOKENIZER_FILE, shard_files
-from ddecomp.data.remote import default_cache
+from ddecomp.data.remote import default_cache, remote_filesystem
 from ddecomp.errors import UserError
-from ddecomp.io import canonical_sha256, url_filesystem
+from ddecomp.io import canonical_sha256, write_bytes_atomic, write_json_atomic
 from ddecomp.preparing.outdir import _OWN_SHARD_NAME, STATE_FILE, claim_dir, claim_staging
 from ddecomp.preparing.shards import done_path
 from ddecomp.version import __version__
@@ -58,7 +64,7 @@ class RemoteOut:
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
-        self.fs, root = url_filesystem(self.url)
+        self.fs, root = remote_filesystem(self.url)
         self.root = root.rstrip("/")
         self._sizes: dict[str, int] = {}
 
@@ -146,16 +152,30 @@ class RemoteOut:
         return self._path(rel)
 
     def done(self, index: int) -> dict[str, Any] | None:
-        """The shard's record if it was uploaded whole (the record and each file's size)."""
+        """The shard's record if it was uploaded whole: the record, and each file's size and
+        sha256 (read back: an object replaced in storage with same-size bytes is redone; this
+        costs one read of the finished shards per resume)."""
         rel = str(done_path(Path(), index))
         if rel not in self._sizes:
             return None
         rec = self._read_json(rel)
         try:
-            ok = all(self._sizes.get(f["path"]) == f["bytes"] for f in shard_files(rec))
+            files = [*shard_files(rec)]
+            ch = rec["files"]["tokens"].get("chunks")
+            if isinstance(ch, dict):
+                files.append({"path": ch["path"], "bytes": ch["size"], "sha256": ch["sha256"]})
+            ok = all(self._sizes.get(f["path"]) == f["bytes"] for f in files)
+            ok = ok and all(self._sha256(f["path"]) == f["sha256"] for f in files)
         except (KeyError, TypeError):
             return None
         return rec if ok else None
+
+    def _sha256(self, rel: str) -> str:
+        h = hashlib.sha256()
+        with self.fs.open(self._path(rel), "rb", block_size=1 << 23) as f:
+            while block := f.read(1 << 23):
+                h.update(block)
+        return h.hexdigest()
 
     def put_bytes(self, rel: str, data: bytes) -> None:
         self.fs.pipe_file(self._path(rel), data)
@@ -167,8 +187,17 @@ class RemoteOut:
                 self.fs.put_file(str(staging / name), self._path(name))
 
     def upload_shard(self, staging: Path, rec: dict[str, Any]) -> None:
-        """Upload a written shard: its files, then its record; remove the local copies."""
-        files = [f["path"] for f in shard_files(rec)] + [str(done_path(Path(), rec["index"]))]
+        """Upload a written shard: its files and their chunk digests, then its record (which
+        names the digests' file and sha256, so the manifest covers them); remove the local
+        copies."""
+        tok = rec["files"]["tokens"]
+        rel = chunks_file(rec["name"])
+        digests = chunk_digests(staging / tok["path"], CHUNK_BYTES)
+        tok["chunks"] = {"bytes": CHUNK_BYTES, "path": rel, "size": len(digests),
+                         "sha256": hashlib.sha256(digests).hexdigest()}  # fmt: skip
+        write_bytes_atomic(staging, rel, [digests])
+        write_json_atomic(done_path(staging, rec["index"]), rec)
+        files = [f["path"] for f in shard_files(rec)] + [rel, str(done_path(Path(), rec["index"]))]
         for rel in files:  # the record last
             self.fs.put_file(str(staging / rel), self._path(rel))
         for rel in files:

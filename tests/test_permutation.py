@@ -1,0 +1,101 @@
+"""The O(1)-memory row order: a bijection for every n, and a fair shuffle (ddecomp.permutation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ddecomp.errors import UserError
+from ddecomp.permutation import ORDER_VERSION, Permutation, check_order, permutation
+
+# n from 1 to 10^7: small, primes, powers of two and their neighbours, round numbers
+SIZES = [1, 2, 3, 4, 5, 7, 8, 17, 64, 97, 256, 1000, 4093, 4096, 65_537, 10**6, 2**23, 9_999_991]
+SIZES += [10**7]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(min_value=0, max_value=3000),
+    key=st.lists(st.integers(min_value=0, max_value=2**63), min_size=1, max_size=5),
+)
+def test_a_bijection_on_every_small_n(n: int, key: list[int]) -> None:
+    got = Permutation(n, tuple(key))(np.arange(n))
+    assert got.dtype == np.int64
+    assert np.array_equal(np.sort(got), np.arange(n))
+
+
+@pytest.mark.parametrize("n", [4093, 4096, 65_537, 10**6])
+def test_a_bijection_on_larger_n(n: int) -> None:
+    got = permutation(n, 3, 1, 4)(np.arange(n))
+    assert np.array_equal(np.bincount(got, minlength=n), np.ones(n, np.int64))
+
+
+def test_pure_in_its_key_and_different_across_keys() -> None:
+    a = Permutation(10_000, (1, 2, 3))(np.arange(10_000))
+    assert np.array_equal(a, Permutation(10_000, (1, 2, 3))(np.arange(10_000)))
+    b = Permutation(10_000, (1, 2, 4))(np.arange(10_000))
+    assert (a != b).mean() > 0.99
+    # any shape of positions, any order: the map, not a stream
+    pos = np.array([[5, 9999], [0, 5]])
+    assert np.array_equal(Permutation(10_000, (1, 2, 3))(pos), a[pos])
+
+
+@pytest.mark.parametrize("n", [n for n in SIZES if n >= 64])
+def test_positions_and_rows_are_uncorrelated(n: int) -> None:
+    """Pearson correlation of position and row, and of neighbouring rows, on up to 100,000
+    positions: |r| stays within 5 standard errors of 0 (and so does a second seed)."""
+    m = min(n, 100_000)
+    pos = np.random.default_rng(n).choice(n, size=m, replace=False) if n > m else np.arange(n)
+    pos = np.sort(pos)
+    for seed in (0, 1):
+        perm = permutation(n, seed, 0, 256, 0)
+        rows = perm(pos).astype(np.float64)
+        assert np.unique(rows).size == m  # vacuity: m distinct rows were compared
+        bound = 5 / np.sqrt(m)
+        assert abs(np.corrcoef(pos, rows)[0, 1]) < bound
+        nxt = perm(np.minimum(pos + 1, n - 1)).astype(np.float64)
+        assert abs(np.corrcoef(rows, nxt)[0, 1]) < bound + 1 / m
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_first_rows_are_uniform(n: int) -> None:
+    """Over 2,000 keys, the row at position 0 (and at the last position) falls in each of
+    min(n, 20) equal bins about equally often: chi-square below its 1e-6 quantile."""
+    keys = 2000
+    bins = min(n, 20)
+    ends = np.array([0, n - 1])
+    both = np.stack([Permutation(n, (k, 7))(ends) for k in range(keys)])
+    for first in both.T:
+        counts = np.bincount(first * bins // n, minlength=bins)
+        if bins == 1:
+            assert counts[0] == keys
+            continue
+        # rows per bin: floor-spaced bins hold n // bins or n // bins + 1 rows each
+        per_bin = np.diff(-(-np.arange(bins + 1) * n // bins))
+        expected = per_bin / n * keys
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        # 1e-6 upper quantiles of chi-square with bins - 1 degrees of freedom (bins <= 20)
+        limit = {1: 23.9, 2: 27.6, 3: 30.7, 4: 33.4, 6: 38.3}.get(bins - 1, 56.0)
+        assert chi2 < limit, (n, counts.tolist())
+
+
+def test_position_checks_and_bad_sizes() -> None:
+    p = Permutation(10, (0,))
+    with pytest.raises(IndexError):
+        p(np.array([10]))
+    with pytest.raises(IndexError):
+        p(np.array([-1]))
+    assert p(np.zeros(0, np.int64)).size == 0
+    for bad in (-1, 1.5, True, 1 << 62):
+        with pytest.raises(ValueError, match="n"):
+            Permutation(bad, (0,))  # type: ignore[arg-type]
+
+
+def test_an_old_or_foreign_order_is_refused_in_one_line() -> None:
+    check_order(ORDER_VERSION)
+    for bad in (1, 3, "2", None, True):
+        with pytest.raises(UserError, match="row order") as e:
+            check_order(bad)
+        assert "\n" not in str(e.value)
