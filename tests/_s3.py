@@ -19,7 +19,7 @@ import pytest
 from tests._fixtures import free_port
 
 fsspec = pytest.importorskip("fsspec")
-pytest.importorskip("s3fs")
+s3fs = pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
 BUCKET = "ddecomp-test"
@@ -37,6 +37,9 @@ def s3_server() -> Iterator[dict[str, str]]:
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    # fsspec caches filesystems by their arguments, not by the environment: one cached from an
+    # earlier module's server (another port) would be reused here and connect to a dead port
+    s3fs.S3FileSystem.clear_instance_cache()
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -52,6 +55,7 @@ def s3_server() -> Iterator[dict[str, str]]:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+        s3fs.S3FileSystem.clear_instance_cache()
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
