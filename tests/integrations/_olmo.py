@@ -69,7 +69,7 @@ def recorder() -> tuple[Any, list[dict[str, torch.Tensor]], dict[int, float]]:
     batches: list[dict[str, torch.Tensor]] = []
     losses: dict[int, float] = {}
 
-    class Record(Callback):  # type: ignore[misc]
+    class Record(Callback):
         def pre_step(self, batch: dict[str, Any]) -> None:
             batches.append({k: v.clone() for k, v in batch.items() if torch.is_tensor(v)})
 

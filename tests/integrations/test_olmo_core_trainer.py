@@ -3,7 +3,6 @@ checkpoints (a tiny OLMo-core transformer from its own config, CPU, one process)
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,10 +11,10 @@ import torch
 
 pytest.importorskip("olmo_core")
 
-import ddecomp  # noqa: E402
-from ddecomp.integrations.olmo_core import DDDataLoader  # noqa: E402
-from tests.integrations._olmo import build_trainer, one_thread, recorder  # noqa: E402
-from tests.training._corpus import TPS, make_dataset  # noqa: E402
+import ddecomp
+from ddecomp.integrations.olmo_core import DDDataLoader
+from tests.integrations._olmo import build_trainer, one_thread, recorder
+from tests.training._corpus import TPS, make_dataset
 
 STEPS, K = 16, 8  # the run, and the step its checkpoint is taken at
 
@@ -64,7 +63,10 @@ def test_trainer_trains_the_plans_lengths_and_rows_once(run: dict[str, Any]) -> 
 def test_trainer_loss_decreases(run: dict[str, Any]) -> None:
     losses = run["full"][1]
     assert sorted(losses) == list(range(1, STEPS + 1))
-    first, last = np.mean([losses[s] for s in (1, 2, 3)]), np.mean([losses[s] for s in (STEPS - 2, STEPS - 1, STEPS)])
+    first, last = (
+        np.mean([losses[s] for s in (1, 2, 3)]),
+        np.mean([losses[s] for s in (STEPS - 2, STEPS - 1, STEPS)]),
+    )
     assert np.isfinite(last)
     assert last < first - 0.5, (first, last)
 

@@ -124,6 +124,12 @@ class DDDataLoader(TextDataLoaderBase):
     flash-attn). ``work_dir``: OLMo-core's required local directory; nothing is written there.
     """
 
+    # set by OLMo-core's base class
+    _global_batch_size: int
+    _epoch: int | None
+    batches_processed: int
+    tokens_processed: int
+
     def __init__(
         self,
         ds: BucketData,
