@@ -1,7 +1,7 @@
 """Dataset Decomposition in OLMo-core's own Trainer: ``DDDataLoader`` serves ddecomp's plan.
 
     pip install torch==2.13.0 'ddecomp[olmo-core]'
-    python examples/olmo_core_trainer.py data --steps 40    # prepares the default corpus if missing
+    python examples/olmo_core_trainer.py data --steps 30    # prepares the default corpus if missing
     python examples/olmo_core_trainer.py data --steps 80 --save run --stop-at 30   # "preempted"
     python examples/olmo_core_trainer.py data --steps 80 --save run   # resumes at step 31
 
@@ -33,8 +33,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("data", nargs="+", help="prepared dataset directories; several are blended")
     ap.add_argument("--shares", help="blend: comma-separated token shares (default: each DIR once)")
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--tokens-per-step", type=int, default=16384)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--tokens-per-step", type=int, default=8192)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--save", help="checkpoint folder (default: a new temporary one)")
     ap.add_argument("--stop-at", type=int, help="stop (and checkpoint) at this step, as a "

@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("olmo_core")
 
 import ddecomp
+from ddecomp.errors import UserError
 from ddecomp.integrations.olmo_core import DDDataLoader
 from tests.integrations._olmo import build_trainer, one_thread, recorder
 from tests.training._corpus import TPS, make_dataset
@@ -29,7 +30,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     new Trainer, model and loader."""
     root = tmp_path_factory.mktemp("olmo")
     ds = ddecomp.open_dataset(make_dataset(root / "ds", n_tokens=60_000))
-    out: dict[str, Any] = {"ds": ds}
+    out: dict[str, Any] = {"ds": ds, "root": root}
     with one_thread():
         cb, batches, losses = recorder()
         build_trainer(_loader(ds), root / "a", STEPS, ds.vocab_size, {"rec": cb},
@@ -86,3 +87,17 @@ def test_resume_through_olmo_core_checkpoint_serves_the_same_batches(run: dict[s
         [full_losses[s] for s in sorted(resumed_losses)],
         rtol=1e-5,
     )
+
+
+def test_a_checkpoint_of_another_dataset_is_refused_by_the_trainer(run: dict[str, Any]) -> None:
+    root = run["root"]
+    other = ddecomp.open_dataset(make_dataset(root / "other", n_tokens=60_000, seed=1))
+    assert other.fingerprint != run["ds"].fingerprint
+    with one_thread():
+        trainer = build_trainer(_loader(other), root / "c", STEPS, other.vocab_size, {},
+                                load_path=root / "a" / f"step{K}")  # fmt: skip
+        with pytest.raises(UserError) as e:
+            trainer.fit()
+    assert "\n" not in str(e.value)
+    assert "cannot resume: dataset" in str(e.value)
+    assert not (root / "c" / f"step{STEPS}").exists()  # nothing trained, nothing saved
