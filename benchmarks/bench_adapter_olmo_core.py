@@ -185,7 +185,10 @@ def report(r: dict[str, Any]) -> str:
         f"# OLMo-core adapter: overhead and resume ({hw['date']})", "",
         f"Machine: {hw['cores']}-core {hw['cpu']}, no GPU, shared with other jobs; one torch "
         f"thread; torch {hw.get('torch')}, ai2-olmo-core {r['olmo_core']}. "
-        "`python benchmarks/bench_adapter_olmo_core.py`. CPU time per step (medians).", "",
+        "`python benchmarks/bench_adapter_olmo_core.py`. CPU time per step (medians). Data: "
+        "the tests' learnable corpus (120k tokens, buckets 16..128), grow-p2, 1,024 tokens per "
+        "step; model: OLMo-core's llama-like transformer, d_model 64, 2 layers, vocab 64 (a "
+        "tiny step, so any per-step overhead shows).", "",
         "| measure | ddecomp alone | through the adapter | overhead |", "|---|---|---|---|",
         f"| loader, per batch | {lo['vsl_us_per_batch']:.0f} us (`VSLLoader`) | "
         f"{lo['adapter_us_per_batch']:.0f} us (`DDDataLoader`) | {extra_us:+.0f} us = "
@@ -204,9 +207,10 @@ def report(r: dict[str, Any]) -> str:
         "the next batch.", "",
         f"Wall times depend on the other jobs on the shared cores (load average "
         f"{r['loadavg'][0]:.1f} at the start, {r['loadavg'][1]:.1f} at the end): CPU time is the "
-        "comparable measure. The loader rows differ by a few microseconds, within the noise of "
-        "a best-of-3 (the adapter's per-batch work is a dict of the same tensors; doc_lens only "
-        "for packed tail rows, none here).", "",
+        "comparable measure; the rounds show its spread. The adapter's own per-batch work is a "
+        "dict of the same tensors (doc_lens only for packed tail rows, none here): microseconds, "
+        "at the noise level of a best-of-3; the rest of the Trainer's difference is OLMo-core's "
+        "train module and callbacks.", "",
     ])  # fmt: skip
 
 
