@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import pytest
+
 from tests._fixtures import run_python
 
 PROBE = (
@@ -18,6 +20,7 @@ def test_ddecomp_does_not_import_olmo_core() -> None:
     assert r.stdout.strip() == "[]"
 
 
+@pytest.mark.slow  # a fresh process importing OLMo-core: ~20 s on the shared 2 cores
 def test_the_adapter_imports_olmo_core_or_says_which_extra() -> None:
     r = run_python("-c", "import ddecomp.integrations.olmo_core")
     if importlib.util.find_spec("olmo_core") is not None:
