@@ -15,7 +15,7 @@ pytest.importorskip("olmo_core")
 
 from olmo_core.data.utils import get_cumulative_document_lengths, get_labels
 
-from ddecomp import TokensConfig, VSLLoader, World, open_dataset, prepare_tokens
+from ddecomp import Blend, TokensConfig, VSLLoader, World, open_dataset, prepare_tokens
 from ddecomp.integrations.olmo_core import DDDataLoader
 from ddecomp.loading.protocols import IGNORE_INDEX
 from tests._fixtures import EOS, identity_tokens, random_lengths
@@ -177,3 +177,18 @@ def test_mock_batch_is_a_real_longest_batch_and_keeps_the_position(plain: Path) 
     assert mock["input_ids"].shape == (TPS // ds.max_len, ds.max_len)
     assert loader.state_dict()["ddecomp"]["step"] == 0
     assert len(_epoch(loader)) == loader.total_batches
+
+
+def test_a_blend_is_served_as_ddecomp_serves_it(plain: Path, packed: Path) -> None:
+    blend = Blend([(plain, 1.0), (packed, 0.5)], seed=1)
+    ours = _epoch(DDDataLoader(blend, global_batch_size=256, seed=8, document_mask=True))
+    ref = list(VSLLoader(blend, tokens_per_step=256, seed=8, world=World()))
+    assert len(ours) == len(ref) > 5
+    masked = 0
+    for a, b in zip(ours, ref, strict=True):
+        assert torch.equal(a["input_ids"], b["input_ids"])
+        assert torch.equal(a["labels"], b["labels"])
+        if "cu_seqlens" in b:
+            masked += 1
+            assert torch.equal(get_cumulative_document_lengths(a["doc_lens"]), b["cu_seqlens"])
+    assert masked > 0  # the packed source's tail rows came through the blend
