@@ -192,3 +192,13 @@ def test_a_blend_is_served_as_ddecomp_serves_it(plain: Path, packed: Path) -> No
             masked += 1
             assert torch.equal(get_cumulative_document_lengths(a["doc_lens"]), b["cu_seqlens"])
     assert masked > 0  # the packed source's tail rows came through the blend
+
+
+def test_workers_serve_the_same_batches(plain: Path) -> None:
+    ds = open_dataset(plain)
+    ref = _epoch(DDDataLoader(ds, global_batch_size=TPS, seed=9))
+    got = _epoch(DDDataLoader(ds, global_batch_size=TPS, seed=9, num_workers=2))
+    assert len(got) == len(ref) > 5
+    for a, b in zip(got, ref, strict=True):
+        assert torch.equal(a["input_ids"], b["input_ids"])
+        assert torch.equal(a["labels"], b["labels"])
