@@ -177,7 +177,7 @@ def _error(e: BaseException) -> dict[str, Any]:
 
 
 def _dataset(a: dict[str, Any]) -> Any:
-    from olmo_core.data.numpy_dataset import (  # type: ignore[import-not-found]
+    from olmo_core.data.numpy_dataset import (
         NumpyVSLDataset,
         VSLGrowLinearCurriculum,
         VSLGrowP2Curriculum,
@@ -206,7 +206,7 @@ def _doc_index(ds: Any) -> np.ndarray:
 
 
 def cmd_index(a: dict[str, Any]) -> dict[str, Any]:
-    from olmo_core.data.utils import bucket_documents  # type: ignore[import-not-found]
+    from olmo_core.data.utils import bucket_documents
 
     tokens = np.memmap(a["tokens"], dtype=np.uint16, mode="r")
     n = int(tokens.size)
@@ -248,8 +248,8 @@ def cmd_index(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_loader(a: dict[str, Any]) -> dict[str, Any]:
-    from olmo_core.data.collator import DataCollator  # type: ignore[import-not-found]
-    from olmo_core.data.data_loader import NumpyDataLoaderBase  # type: ignore[import-not-found]
+    from olmo_core.data.collator import DataCollator
+    from olmo_core.data.data_loader import NumpyDataLoaderBase
 
     out: dict[str, Any] = {}
     try:
