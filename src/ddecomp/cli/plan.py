@@ -16,6 +16,7 @@ from typing import Any
 
 from ddecomp.cli.blend_args import add_source_arguments
 from ddecomp.data.layout import SPLITS
+from ddecomp.decompose import describe_long_docs, long_docs_of
 from ddecomp.errors import UserError
 from ddecomp.loading.curriculum import CURRICULA
 from ddecomp.loading.plan import (
@@ -142,8 +143,10 @@ def run(args: argparse.Namespace) -> int:
     s = plan.summary()
     if isinstance(ds, Blend):
         s["blend"] = ds.summary()
+        s["long_docs"] = {str(d.root): long_docs_of(d.manifest) for d in ds.datasets}
     else:
         s["dataset"] = str(ds.root)
+        s["long_docs"] = long_docs_of(ds.manifest)
     s["world_size"] = args.world_size
     s["tokens_per_rank_step"] = args.tokens_per_step // args.world_size
     if args.plot:
@@ -166,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
         if "blend" in s:
             print(format_blend(s["blend"]))
         print(format_summary(s))
+        policies = s["long_docs"] if isinstance(s["long_docs"], dict) else {"": s["long_docs"]}
+        for root, policy in policies.items():
+            print(f"long documents{' of ' + root if root else ''}: {describe_long_docs(policy)}")
         if s.get("oom_probe"):
             print(
                 "step 0 is the OOM probe: one batch of the longest bucket moved to the front "
