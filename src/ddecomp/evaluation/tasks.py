@@ -88,6 +88,11 @@ def min_length(task: str, choices: int) -> int:
 
 def _keys(rng: np.random.Generator, vocab: np.ndarray, n: int) -> np.ndarray:
     """``n`` distinct random keys ``[n, K]`` from ``vocab``."""
+    if vocab.size**KEY_TOKENS < 4 * n:  # else drawing distinct keys could take forever
+        raise UserError(
+            f"the held-out text has only {vocab.size} distinct tokens: too few for {n} distinct "
+            f"{KEY_TOKENS}-token keys; evaluate on a dataset with a richer held-out split"
+        )
     out: list[tuple[int, ...]] = []
     seen: set[tuple[int, ...]] = set()
     while len(out) < n:
@@ -159,6 +164,11 @@ def build_examples(
     """``samples`` examples of ``task`` at length ``L`` and ``depth`` (seeded per example)."""
     if task not in TASKS:
         raise UserError(f"--task {task!r} is not one of {', '.join(TASKS)}")
+    if task == "kv-retrieval" and choices > MAX_DOCS:
+        raise UserError(
+            f"--choices {choices} is more than kv-retrieval's {MAX_DOCS} documents (its "
+            f"distractors are other documents' values); use at most {MAX_DOCS}"
+        )
     if L < min_length(task, choices):
         raise UserError(
             f"--lengths {L} is too short for {task} with {choices} choices: use at least "
