@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,3 +133,20 @@ def test_the_release_recipe_sets_its_values_and_explicit_flags_win() -> None:
         apply_recipe("openlm", {})
     with pytest.raises(UserError, match="z-loss"):
         config_from_args(_parse("--z-loss", "-1"))
+
+
+def test_a_recipe_run_trains_and_records_what_it_used(tmp_path: Path) -> None:
+    import json
+
+    from ddecomp.training.loop import train
+    from tests.training._corpus import cfg_for, make_dataset
+
+    data = make_dataset(tmp_path / "ds", n_tokens=20_000)
+    kw = apply_recipe("release", {"tokens": 4 * 1024, "tokens_per_step": 1024})
+    s = train(cfg_for(data, tmp_path / "run", **kw))
+    assert s["finished"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["recipe"] == "release"
+    assert (config["train"]["qk_norm"], config["train"]["z_loss"]) == (True, 1e-4)
+    assert (config["model"]["qk_norm"], config["model"]["norm"]) == (True, "layernorm")
+    assert config["train"]["min_lr_ratio"] == 0.01
