@@ -119,7 +119,7 @@ def test_lm_eval_runs_a_local_task_on_the_run(
 
     from ddecomp.evaluation.lm_eval_model import DDecompLM
 
-    docs = [
+    docs: list[dict[str, Any]] = [
         {"question": "the cat sat on the", "choices": [" mat", " blue", " then"], "label": 0},
         {"question": "the dog ran on a", "choices": [" log", " and", " it"], "label": 0},
         {"question": "a big red", "choices": [" dog", " was", " on"], "label": 0},
