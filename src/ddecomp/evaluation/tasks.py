@@ -17,7 +17,7 @@ it (an induction-style retrieval, as the passkey test reduces to for a base mode
   document, at position ``round(depth * (D - 1))``, carries the queried key. The prompt ends with
   that key and the answer is its value; the distractors are values of other documents in the
   context, so a model must find the right record, not just any record. ``D = clamp(body // 64,
-  choices, 20)`` for a body of ``L - 2K`` tokens (20 documents at 1,280 tokens and above).
+  choices, 20)`` for a body of ``L - 2K`` tokens (20 documents from 1,288 tokens on).
 
 Seeds: example ``i`` at length ``L`` and depth index ``j`` of task ``t`` draws from
 ``default_rng([seed, t, L, j, i])``, so an example never depends on the other lengths, depths or
