@@ -109,6 +109,7 @@ def test_loglikelihoods_are_the_gpts_own(run: Path) -> None:
         lm.generate_until([_Req("the", "")])
 
 
+@pytest.mark.slow  # end to end through lm-eval's evaluator and the datasets library
 def test_lm_eval_runs_a_local_task_on_the_run(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -87,6 +87,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow  # end to end: train, eval twice, the CLI, compare with its figure
 def test_a_trained_run_scores_deterministically_and_compare_draws_it(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
