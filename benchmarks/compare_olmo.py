@@ -114,7 +114,7 @@ def dd_index(a: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     cfg = TokensConfig(
         a["tokens"], a["out"], a["eos_id"], dtype="uint16", min_len=a["min_len"],
-        max_len=a["max_len"], workers=1, overwrite=True,
+        max_len=a["max_len"], workers=1, overwrite=True, long_docs="split",  # OLMo-core's cap
     )  # fmt: skip
     man = prepare_tokens(cfg)
     t_prep = time.perf_counter() - t0

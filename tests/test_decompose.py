@@ -151,3 +151,37 @@ def test_spread_needs_an_rng_and_a_known_policy() -> None:
         decompose_corpus(one * 0, one * 10, 2, 4, "spread")
     with pytest.raises(UserError, match="long-docs"):
         decompose_corpus(one * 0, one * 10, 2, 4, "random")
+
+
+def test_spread_is_the_release_law_piece_by_piece() -> None:
+    """The release's ``get_binary(randomize=True)``, in our overlap convention: while at least
+    2 x max targets remain, a piece of 2^k targets (min <= 2^k <= max) is drawn with P ~ 2^-k;
+    below that the rest is cut greedily (largest power of two first)."""
+    lo, hi, n_docs = 4, 32, 20_000
+    # 2 x max targets exactly: the first piece is a random draw, the rest (>= max) is greedy
+    lens = np.full(n_docs, 2 * hi + 1, dtype=np.int64)
+    starts = np.arange(n_docs, dtype=np.int64) * (2 * hi + 1)
+    dec = decompose_corpus(starts, lens, lo, hi, "spread", np.random.default_rng(0))
+    first = np.zeros(n_docs, dtype=np.int64)
+    for L, rows in dec.buckets.items():
+        at_start = np.isin(rows, starts)
+        first[np.searchsorted(starts, rows[at_start])] = L
+    assert (first > 0).all()
+    lengths = np.asarray(bucket_lengths_for(lo, hi))
+    law = (1.0 / lengths) / (1.0 / lengths).sum()
+    seen = np.array([(first == L).sum() for L in lengths]) / n_docs
+    sigma = np.sqrt(law * (1 - law) / n_docs)
+    assert (np.abs(seen - law) < 5 * sigma).all(), (seen, law)
+    # after the draw the rest (2 x max - L targets) is greedy binary, largest first
+    for pieces, s0 in zip(_pieces_by_doc(starts, dec), starts.tolist(), strict=True):
+        rest = [L for s, L in pieces if s != s0]
+        assert rest == decompose(2 * hi + 1 - pieces[0][1], lo, hi)
+    # one target fewer than 2 x max: no draw at all, exactly the greedy split
+    short = decompose_corpus(starts, lens - 1, lo, hi, "spread", np.random.default_rng(0))
+    greedy = decompose_corpus(starts, lens - 1, lo, hi, "split")
+    assert all(np.array_equal(short.buckets[L], greedy.buckets[L]) for L in greedy.buckets)
+    assert greedy.buckets[hi].size == n_docs  # vacuity guard: the documents were kept
+
+
+def test_prepare_defaults_to_the_release_spread() -> None:
+    assert PrepareConfig(out=Path("unused")).long_docs == "spread"

@@ -16,8 +16,9 @@ Five stages, one subpackage each; data flows left to right and down, never back:
                       ├> concat   ═══ batches ════> step <─ stepcost       ├─> runlog
                       └> pack                       distributed            └─> evaluate
                                                                            v
+                                                    evaluation/: tasks ─> scoring ─> runmodel
                                                     reporting/: plots, compare
-  cli/: prepare, inspect (verify, stats), plan, train, compare; blend_args
+  cli/: prepare, inspect (verify, stats), plan, train, eval, compare; blend_args
 
   top level: decompose (the pure decomposition), binpack (best-fit decreasing), attention_cost
   (attended query-key pairs), permutation (seeded O(1)-memory row orders), errors, io (atomic
@@ -32,8 +33,9 @@ Five stages, one subpackage each; data flows left to right and down, never back:
   :func:`open_dataset` (:mod:`ddecomp.data`), never writing it.
 - :mod:`ddecomp.loading` turns a dataset or :class:`Blend` into batches: a pure plan of global
   steps, executed per rank and worker; the baselines share its interface.
-- :mod:`ddecomp.training` trains the reference GPT on any loader; :mod:`ddecomp.reporting` draws
-  and compares. Each subpackage's docstring draws its own modules.
+- :mod:`ddecomp.training` trains the reference GPT on any loader; :mod:`ddecomp.evaluation`
+  runs retrieval tasks (and lm-eval) on a trained run; :mod:`ddecomp.reporting` draws and
+  compares. Each subpackage's docstring draws its own modules.
 
 Importing ``ddecomp`` does not import torch: the loaders and the model load on first use.
 """

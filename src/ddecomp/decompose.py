@@ -22,15 +22,19 @@ below ``min`` (the whole of a short document, or the tail of a kept one: the bit
 so ``prepare --tails pack`` can keep them (:mod:`ddecomp.preparing.tails`); ``--tails drop``
 ignores them. A document of one token has no target and no piece.
 
-Long documents: ``long_docs="split"`` (default) cuts them into ``max`` pieces as above.
-``"spread"`` follows the paper's reference release: while at least ``2 * max`` targets remain, a
-piece of random length ``2^k`` (``min <= 2^k <= max``) is cut with probability proportional to
-``2^-k``, so every bucket receives the same expected number of tokens from long documents; the
-remainder (``max <= rest < 2 * max``) is split as above. It is seeded through the ``rng`` argument.
+Long documents: ``"spread"`` (:data:`DEFAULT_LONG_DOCS`, what ``ddecomp prepare`` does unless
+told otherwise) follows the paper's reference release (its ``make_dd_buckets.py`` with
+``randomize=True``): while at least ``2 * max`` targets remain, a piece of random length ``2^k``
+(``min <= 2^k <= max``) is cut with probability proportional to ``2^-k``, so every bucket receives
+the same expected number of tokens from long documents; the remainder (``max <= rest < 2 * max``)
+is split greedily as above. It is seeded through the ``rng`` argument. ``"split"`` (OLMo-core's
+``capped_powers_of_2``) cuts long documents into ``max`` pieces; it is :func:`decompose_corpus`'s
+default because it needs no ``rng``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +42,7 @@ import numpy as np
 from ddecomp.errors import UserError
 
 LONG_DOC_POLICIES: tuple[str, ...] = ("split", "spread")
+DEFAULT_LONG_DOCS = "spread"  # the reference release's default; "split" is OLMo-core's
 TAIL_POLICIES: tuple[str, ...] = ("drop", "pack")
 MAX_LEN_LIMIT = 1 << 20
 
@@ -75,6 +80,21 @@ def check_long_docs(long_docs: str) -> None:
     """Raise :class:`UserError` unless ``long_docs`` is one of :data:`LONG_DOC_POLICIES`."""
     if long_docs not in LONG_DOC_POLICIES:
         raise UserError(f"--long-docs {long_docs!r} is not one of {', '.join(LONG_DOC_POLICIES)}")
+
+
+def long_docs_of(manifest: Mapping[str, object]) -> str:
+    """The long-document policy a dataset was prepared with: its manifest's ``long_docs``, or
+    ``"unknown"`` when the manifest does not record one (nothing is guessed)."""
+    got = manifest.get("long_docs")
+    return got if isinstance(got, str) and got in LONG_DOC_POLICIES else "unknown"
+
+
+def describe_long_docs(policy: str) -> str:
+    """``policy`` with what it means, for ``ddecomp stats`` and ``ddecomp plan``."""
+    return {
+        "spread": "spread (random lengths, P(2^k) ~ 2^-k: the paper's release)",
+        "split": "split (max-length pieces: OLMo-core's)",
+    }.get(policy, f"{policy} (not recorded in the manifest)")
 
 
 def check_tails(tails: str, tail_len: int | None, min_len: int) -> None:

@@ -141,6 +141,9 @@ EOS = 1_000_000  # above every position, so token value = position identifies ev
 
 
 def prepared(tmp_path: Path, lengths: list[int], **kw: Any) -> Path:
+    """The tables below are hand-computed with OLMo-core's ``split`` of long documents (the
+    default ``spread`` draws random pieces); a test may still ask for ``spread``."""
+    kw.setdefault("long_docs", "split")
     out = tmp_path / "ds"
     prepare_tokens(TokensConfig(identity_tokens(lengths, EOS), out, eos_id=EOS, **kw))
     return out

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddecomp.errors import UserError
-from ddecomp.loading.curriculum import layout_weights
+from ddecomp.loading.curriculum import layout_counts, layout_weights
 from ddecomp.loading.plan import apportion, build_plan, format_summary
 
 ROWS = {256: 12000, 512: 7000, 1024: 3500, 2048: 1700, 4096: 800, 8192: 400}
@@ -335,11 +335,12 @@ def test_old_mode_names_map_to_their_new_names():
     [("olmo-layout", [8, 16, 32, 4, 2, 1]), ("symmetric-layout", [8, 16, 32, 16, 8, 4])],
 )
 def test_layout_modes_spread_each_bucket_with_their_weights(mode, third):
-    n = 630  # equal batches per bucket, one cycle: sub-cycle j holds apportion(n, w[i])[j] of i
+    n = 630  # equal batches per bucket, one cycle: sub-cycle j holds layout_counts(...)[i, j]
     rows = {L: n * (TPS // L) for L in ROWS}
     w = layout_weights(np.exp2(np.arange(5, -1, -1.0)), mode)
     assert w[2].tolist() == third
-    counts = apportion(np.full(6, n), w)
+    # each mode's own rounding (symmetric: cumulative round-half, no longer a cumulative floor)
+    counts = layout_counts(np.full(6, n), w, mode)
     bounds = np.cumsum(counts.sum(axis=0))
     p = build_plan(rows, TPS, "grow-p2", 1, 0, mode=mode, oom_probe=False)
     sub = np.searchsorted(bounds, np.arange(len(p)), side="right")

@@ -30,15 +30,21 @@ def _rows_by_doc(ds) -> dict[int, list[tuple[int, np.ndarray]]]:
     return out
 
 
-@pytest.mark.parametrize("shard_tokens", [None, 5_000])
+@pytest.mark.parametrize(
+    ("shard_tokens", "long_docs"), [(None, "split"), (5_000, "split"), (5_000, "spread")]
+)
 def test_rows_concatenate_back_to_each_document_minus_the_tail(
-    tmp_path: Path, shard_tokens
+    tmp_path: Path, shard_tokens, long_docs
 ) -> None:
     lens = random_lengths(300, seed=3, hi=5000)
     toks = identity_tokens(lens)
     man = prepare_tokens(
-        TokensConfig(toks, tmp_path, EOS, min_len=16, max_len=1024, shard_size=shard_tokens)
-    )
+        TokensConfig(
+            toks, tmp_path, EOS, min_len=16, max_len=1024, shard_size=shard_tokens,
+            long_docs=long_docs,
+        )
+    )  # fmt: skip
+    assert man["long_docs"] == long_docs
     if shard_tokens is None:
         assert man["totals"]["shards"] == 1
     else:
@@ -52,7 +58,10 @@ def test_rows_concatenate_back_to_each_document_minus_the_tail(
         assert doc[-1] == EOS
         assert doc.size == lens[d]
         pieces = sorted(by_doc.get(d, []), key=lambda x: x[0])
-        assert [r.size - 1 for _, r in pieces] == decompose(int(lens[d]), 16, 1024)
+        if long_docs == "split":
+            assert [r.size - 1 for _, r in pieces] == decompose(int(lens[d]), 16, 1024)
+        else:  # random pieces of long documents, the same targets in all
+            assert sum(r.size - 1 for _, r in pieces) == sum(decompose(int(lens[d]), 16, 1024))
         if not pieces:
             continue
         rebuilt = np.concatenate([r[:-1] for _, r in pieces] + [pieces[-1][1][-1:]])
@@ -117,7 +126,9 @@ def test_ten_million_token_document_and_ids_beyond_uint16(tmp_path: Path) -> Non
     n = 10_000_000
     toks = (np.arange(n, dtype=np.uint32) % 100_000) + 1  # ids up to 100000: needs uint32
     toks[-1] = 0
-    man = prepare_tokens(TokensConfig(toks, tmp_path, 0, min_len=256, max_len=8192))
+    man = prepare_tokens(
+        TokensConfig(toks, tmp_path, 0, min_len=256, max_len=8192, long_docs="split")
+    )  # split: the rows of 8192 are counted below
     assert man["dtype"] == "uint32"
     assert man["tokenizer"]["vocab_size"] == 100_001
     ds = open_dataset(tmp_path)

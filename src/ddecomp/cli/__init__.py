@@ -20,7 +20,7 @@ from ddecomp.errors import DataError, UserError
 from ddecomp.version import __version__
 
 # Subcommand modules, in the order `ddecomp --help` lists them.
-_COMMANDS = ("prepare", "inspect", "plan", "train", "compare")
+_COMMANDS = ("prepare", "inspect", "plan", "train", "eval", "compare")
 _SIGPIPE_EXIT = 128 + 13  # 13 = SIGPIPE on POSIX
 # What an interrupted command's user does next (commands not named here simply start again).
 _RESUME_HINT = {

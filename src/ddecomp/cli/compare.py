@@ -28,11 +28,13 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddecomp.reporting.compare import compare, format_table, load_run
+    from ddecomp.reporting.compare import compare, format_retrieval, format_table, load_run
 
     runs = [load_run(r) for r in args.runs]
     rows = compare(runs)
     print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    if not args.json and any(r.tasks for r in runs):
+        print(format_retrieval(runs))
     if args.plot:
         from ddecomp.reporting.plots import plot_runs
 

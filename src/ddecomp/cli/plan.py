@@ -20,6 +20,7 @@ from typing import Any
 
 from ddecomp.cli.blend_args import add_source_arguments
 from ddecomp.data.layout import SPLITS
+from ddecomp.decompose import describe_long_docs, long_docs_of
 from ddecomp.errors import UserError
 from ddecomp.loading.curriculum import CURRICULA
 from ddecomp.loading.plan import (
@@ -148,8 +149,9 @@ def bucket_counts(text: str) -> dict[int, int]:
     return out
 
 
-def _bucket_source(args: argparse.Namespace) -> tuple[dict[int, int], Any, str]:
-    """Rows per bucket, the opened data (None without), and a name for titles."""
+def _bucket_source(args: argparse.Namespace) -> tuple[dict[int, int], Any, str, str]:
+    """Rows per bucket, the opened data (None without), a name for titles, and the long-document
+    policy of data that is not opened (a URL's manifest; ``--rows`` has none)."""
     from ddecomp.data.blend import Blend, open_sources
     from ddecomp.data.remote import is_url, manifest_bucket_rows, read_remote_manifest
 
@@ -158,14 +160,15 @@ def _bucket_source(args: argparse.Namespace) -> tuple[dict[int, int], Any, str]:
             raise UserError("give either DIR or --rows, not both")
         lengths = sorted(args.rows)
         full = {L: args.rows.get(L, 0) for L in lengths}
-        return full, None, "--rows"
+        return full, None, "--rows", "n/a"
     if not args.data:
         raise UserError("give a prepared dataset DIR (or URL), or --rows L=N,... to plan without")
     if len(args.data) == 1 and is_url(args.data[0]) and args.factors is args.shares is None:
         man = read_remote_manifest(args.data[0])
-        return manifest_bucket_rows(man, args.split), None, args.data[0].rstrip("/")
+        rows = manifest_bucket_rows(man, args.split)
+        return rows, None, args.data[0].rstrip("/"), long_docs_of(man)
     ds = open_sources(args.data, args.factors, args.shares, args.seed, args.split)
-    return dict(ds.bucket_rows), ds, "blend" if isinstance(ds, Blend) else ds.root.name
+    return dict(ds.bucket_rows), ds, "blend" if isinstance(ds, Blend) else ds.root.name, ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.measure and (args.rows is not None or any(map(is_url, args.data))):
         raise UserError("--measure needs a local dataset DIR (its vocabulary size)")
-    rows, ds, name = _bucket_source(args)
+    rows, ds, name, policy = _bucket_source(args)
     if args.world_size < 1:
         raise UserError(f"--world-size {args.world_size} must be >= 1")
     check_tokens_per_step(args.tokens_per_step, list(rows), args.world_size)
@@ -192,8 +195,10 @@ def run(args: argparse.Namespace) -> int:
     s = plan.summary()
     if isinstance(ds, Blend):
         s["blend"] = ds.summary()
+        s["long_docs"] = {str(d.root): long_docs_of(d.manifest) for d in ds.datasets}
     else:
         s["dataset"] = name if ds is None else str(ds.root)
+        s["long_docs"] = policy if ds is None else long_docs_of(ds.manifest)
     s["world_size"] = args.world_size
     s["tokens_per_rank_step"] = args.tokens_per_step // args.world_size
     if args.plot:
@@ -215,6 +220,11 @@ def run(args: argparse.Namespace) -> int:
         if "blend" in s:
             print(format_blend(s["blend"]))
         print(format_summary(s))
+        policies = s["long_docs"] if isinstance(s["long_docs"], dict) else {"": s["long_docs"]}
+        for root, policy in policies.items():
+            if policy == "n/a":  # --rows: no data, no decomposition
+                continue
+            print(f"long documents{' of ' + root if root else ''}: {describe_long_docs(policy)}")
         if s.get("oom_probe"):
             print(
                 "step 0 is the OOM probe: one batch of the longest bucket moved to the front "

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ddecomp.decompose import LONG_DOC_POLICIES, TAIL_POLICIES
+from ddecomp.decompose import DEFAULT_LONG_DOCS, LONG_DOC_POLICIES, TAIL_POLICIES
 from ddecomp.errors import UserError
 from ddecomp.preparing.config import (
     DEFAULT_VOCAB,
@@ -126,9 +126,10 @@ def register(sub: Any) -> None:
     dec.add_argument(
         "--long-docs",
         choices=LONG_DOC_POLICIES,
-        default="split",
-        help="pieces above max: split into max pieces (default) or spread over random lengths "
-        "like the paper's reference release",
+        default=DEFAULT_LONG_DOCS,
+        help="documents above 2 x max targets: spread over random lengths 2^k with P ~ 2^-k "
+        "while 2 x max targets remain, as the paper's reference release (default spread, seeded "
+        "by --seed), or split into max pieces as OLMo-core",
     )
     dec.add_argument(
         "--tails",

@@ -24,6 +24,7 @@ from ddecomp.training.config import (
     TrainConfig,
     default_warmup,
 )
+from ddecomp.training.recipe import RECIPES, apply_recipe
 
 
 def register(sub: Any) -> None:
@@ -77,11 +78,11 @@ def register(sub: Any) -> None:
         help=f"curriculum cycles per run, a count (default {d.cycles})",
     )
     opt = p.add_argument_group("optimizer (AdamW, linear warmup then one cosine decay)")
-    opt.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    opt.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {d.lr})")
     opt.add_argument(
         "--min-lr-ratio",
         type=float,
-        default=d.min_lr_ratio,
+        default=None,  # None: the recipe's, else TrainConfig's
         help=f"final learning rate as a fraction of --lr (default {d.min_lr_ratio})",
     )
     opt.add_argument(
@@ -94,14 +95,37 @@ def register(sub: Any) -> None:
     opt.add_argument(
         "--weight-decay",
         type=float,
-        default=d.weight_decay,
+        default=None,  # None: the recipe's, else TrainConfig's
         help=f"AdamW weight decay, a coefficient (default {d.weight_decay})",
     )
     opt.add_argument(
         "--grad-clip",
         type=float,
-        default=d.grad_clip,
+        default=None,  # None: the recipe's, else TrainConfig's
         help=f"gradient-norm clip, an L2 norm (default {d.grad_clip})",
+    )
+    rec = p.add_argument_group("model recipe (the release: QK-norm on, z-loss 1e-4)")
+    rec.add_argument(
+        "--qk-norm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="normalise queries and keys before attention (default off; the release's recipe: on)",
+    )
+    rec.add_argument(
+        "--z-loss",
+        type=float,
+        default=None,
+        metavar="COEF",
+        help="add COEF x mean(logsumexp(logits)^2) to the loss, a coefficient (default 0: off; "
+        "the release's recipe: 1e-4)",
+    )
+    rec.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default=None,
+        help="set the paper's release settings: AdamW betas 0.9/0.95, lr 3e-3 cosine to 1%% of "
+        "peak, warmup 5000/55040 of the steps, weight decay 0.033, QK-norm, z-loss 1e-4, RoPE "
+        "base 100000, LayerNorm; explicit flags override it (default: none)",
     )
     p.add_argument(
         "--mode",
@@ -200,11 +224,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's config. Flags are named after TrainConfig's fields (``--tokens-per-step`` ->
     ``tokens_per_step``); only the data and the two ``--no-*`` switches need translating."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"data"}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     return TrainConfig(
         data=args.data[0] if len(args.data) == 1 else tuple(args.data),  # one DIR stays a string
         checkpoints=not args.no_checkpoints,
         progress=not args.no_progress,
-        **{k: v for k, v in vars(args).items() if k in fields},
+        **apply_recipe(getattr(args, "recipe", None), given),
     )
 
 

@@ -46,7 +46,7 @@ import numpy as np
 
 from ddecomp.attention_cost import causal_pairs, doc_mask_pairs
 from ddecomp.data.dataset import Dataset
-from ddecomp.decompose import bucket_lengths_for
+from ddecomp.decompose import bucket_lengths_for, describe_long_docs, long_docs_of
 from ddecomp.errors import DataError
 
 PERCENTILES = (10, 25, 50, 75, 90, 99)
@@ -175,8 +175,8 @@ def compute_stats(ds: Dataset) -> dict[str, Any]:
     """All statistics of one opened split as a JSON-serialisable dict (see the module docstring).
 
     Keys: ``split``, ``root``, ``tails`` (the policy), ``tail`` (None unless ``pack``),
-    ``fingerprint``, ``min_len``, ``max_len``, ``long_docs`` (what
-    happened above ``max_len``: ``split`` or ``spread``; None if unrecorded), ``num_documents``,
+    ``fingerprint``, ``min_len``, ``max_len``, ``long_docs`` (what happened above ``max_len``:
+    ``split``, ``spread``, or ``unknown`` if unrecorded), ``num_documents``,
     ``num_tokens``, ``kept_targets``, ``buckets`` (list of ``{L, rows, tokens, share}`` for every
     L from min to max; ``tokens = rows * L`` trained targets, ``share`` of ``kept_targets``),
     ``dropped``, ``doc_length`` (:func:`length_summary`), ``doc_length_hist``
@@ -237,7 +237,7 @@ def compute_stats(ds: Dataset) -> dict[str, Any]:
         "fingerprint": ds.fingerprint,
         "min_len": int(ds.min_len),
         "max_len": int(ds.max_len),
-        "long_docs": ds.manifest.get("long_docs"),
+        "long_docs": long_docs_of(ds.manifest),
         "num_documents": int(lengths.size),
         "num_tokens": num_tokens,
         "kept_targets": kept,
@@ -274,6 +274,7 @@ def format_stats(stats: Mapping[str, Any]) -> str:
         f"documents {stats['num_documents']:,}  tokens {n_tok:,}  trained targets {kept:,}"
         f" ({_num(_ratio(100 * kept, n_tok), '.1f', '%')} of tokens)"
         f"  lengths {stats['min_len']}..{stats['max_len']}",
+        f"long documents: {describe_long_docs(stats.get('long_docs') or 'unknown')}",
         "",
         f"{'bucket L':>9} {'rows':>12} {'tokens':>15} {'share':>7}",
     ]

@@ -146,6 +146,53 @@ def layout_weights(odds: np.ndarray, kind: str) -> np.ndarray:
     return np.where(j <= rank[:, None], desc[dist], desc[np.broadcast_to(j, dist.shape)])
 
 
+def split_ceiling_first(totals: np.ndarray, cycles: int) -> np.ndarray:
+    """``[n, cycles]``: each total split over the cycles as OLMo-core's ``divide_into_buckets``
+    does, ``ceil(rest / cycles_left)`` cycle after cycle: with ``q, r = divmod(n, c)`` the first
+    ``r`` cycles get ``q + 1``, the others ``q`` (exact totals)."""
+    t = np.asarray(totals, dtype=np.int64)
+    q, r = np.divmod(t, cycles)
+    return q[:, None] + (np.arange(cycles)[None, :] < r[:, None])
+
+
+def round_half_cumulative(totals: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Split integer ``totals[n]`` by ``weights[n, m] >= 0`` into counts ``[n, m]`` by cumulative
+    round-half: ``bound_j = floor(total * cum_j / cum_m + 1/2)``, the last bound ``total``.
+    Monotone bounds, so counts are >= 0 and every row sums to its total exactly; unlike a
+    cumulative floor, the rounding remainder is not pushed to the end."""
+    t = np.asarray(totals, dtype=np.int64)
+    cum = np.cumsum(np.asarray(weights, dtype=np.float64), axis=1)
+    bounds = np.floor(t[:, None] * (cum / cum[:, -1:]) + 0.5).astype(np.int64)
+    bounds[:, -1] = t
+    counts = np.diff(bounds, axis=1, prepend=0)
+    assert (counts >= 0).all()
+    assert (counts.sum(axis=1) == t).all()
+    return counts
+
+
+def layout_counts(totals: np.ndarray, weights: np.ndarray, kind: str) -> np.ndarray:
+    """Batches per sub-cycle ``[n, k]`` of buckets holding ``totals[n]`` batches in a cycle, with
+    the sub-cycle weights ``weights[n, k]`` of :func:`layout_weights` (rows repeated per cycle).
+
+    ``olmo-layout`` rounds as OLMo-core's growth curricula do (docs/method.md section 3.4):
+    proportions ``p_j = w_j / sum(w)`` in float64, ``round(p_j * n)`` to nearest (ties to even,
+    as Python's ``round``), the shortfall added to the last sub-cycle. Where that hands out more
+    than ``n`` batches (OLMo-core's GrowLinear can; it then fails an assertion), the row is
+    rounded by :func:`round_half_cumulative` instead, so totals are always exact.
+    ``symmetric-layout`` uses :func:`round_half_cumulative` throughout.
+    """
+    t = np.asarray(totals, dtype=np.int64)
+    w = np.asarray(weights, dtype=np.float64)
+    exact = round_half_cumulative(t, w)
+    if kind == "symmetric-layout":
+        return exact
+    assert kind == "olmo-layout", kind
+    olmo = np.round((w / w.sum(axis=1, keepdims=True)) * t[:, None]).astype(np.int64)
+    short = t - olmo.sum(axis=1)
+    olmo[:, -1] += np.maximum(short, 0)
+    return np.where((short >= 0)[:, None], olmo, exact)
+
+
 def resolve_curriculum(spec: str | Sequence[float] | Curriculum) -> Curriculum:
     """A registry name, a list of odds, a comma list ``"32,16,8"`` or a :class:`Curriculum`."""
     if isinstance(spec, Curriculum):

@@ -35,8 +35,11 @@ Order (docs/method.md section 3), all seeded by ``(seed, epoch)``:
   drawing among the non-empty buckets (memorylessness), so the whole plan is one ``lexsort``;
 - ``mode="olmo-layout"`` (OLMo-core's) and ``"symmetric-layout"`` (ddecomp's earlier ``layout``):
   a cycle is cut into k sub-cycles; bucket i's part is spread over them with the weights of
-  :func:`~ddecomp.loading.curriculum.layout_weights`, peaking in the sub-cycle of its odds rank
-  (cumulative rounding again, exact); batches are shuffled within a sub-cycle;
+  :func:`~ddecomp.loading.curriculum.layout_weights`, peaking in the sub-cycle of its odds rank,
+  and batches are shuffled within a sub-cycle. ``olmo-layout`` splits a bucket over the cycles
+  ceiling-first and over the sub-cycles by OLMo-core's rounding, so its per-(cycle, sub-cycle,
+  bucket) counts are OLMo-core's wherever OLMo-core's totals come out exact; ``symmetric-layout``
+  by cumulative round-half (:func:`~ddecomp.loading.curriculum.layout_counts`; totals exact);
 - ``natural`` has no odds: each cycle is a seeded shuffle of its batches, in every mode;
 - ``oom_probe`` moves the first batch of the longest bucket to step 0 (nothing added or lost).
 
@@ -60,7 +63,14 @@ import numpy as np
 
 from ddecomp.errors import UserError
 from ddecomp.loading.budget import MixtureSpec, apportion, budget_rows, run_steps
-from ddecomp.loading.curriculum import LAYOUTS, Curriculum, layout_weights, resolve_curriculum
+from ddecomp.loading.curriculum import (
+    LAYOUTS,
+    Curriculum,
+    layout_counts,
+    layout_weights,
+    resolve_curriculum,
+    split_ceiling_first,
+)
 from ddecomp.permutation import permutation
 
 MODES = ("release", "odds", "olmo-layout", "symmetric-layout")
@@ -306,7 +316,10 @@ def build_plan(
     k = len(lengths)
     odds = None if cur.is_shuffle else cur.odds_for(k)
     # [k, cycles]: bucket i's batches in cycle c (exact split)
-    parts = apportion(nb, np.ones((k, int(cycles))))
+    if mode == "olmo-layout" and odds is not None:  # OLMo-core's divide_into_buckets
+        parts = split_ceiling_first(nb, int(cycles))
+    else:
+        parts = apportion(nb, np.ones((k, int(cycles))))
     rng = np.random.default_rng([seed, epoch, _ORDER_STREAM])
     label = np.repeat(np.repeat(np.arange(k), cycles), parts.ravel())  # bucket per batch
     cyc = np.repeat(np.tile(np.arange(cycles), k), parts.ravel())
@@ -314,7 +327,7 @@ def build_plan(
         order = np.lexsort((rng.random(label.size), cyc))
     elif mode in LAYOUTS:  # k sub-cycles per cycle, bucket i peaks in the sub-cycle of its rank
         w = layout_weights(odds, mode)  # [k buckets, k sub-cycles]
-        sub_counts = apportion(parts.ravel(), np.repeat(w, cycles, axis=0))  # [(i, c), j]
+        sub_counts = layout_counts(parts.ravel(), np.repeat(w, cycles, axis=0), mode)  # [(i,c),j]
         sub = np.repeat(np.tile(np.arange(k), k * int(cycles)), sub_counts.ravel())
         order = np.lexsort((rng.random(label.size), sub, cyc))
     else:  # Poisson race: segmented cumsum of Exp(1) / rate per (bucket, cycle)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddecomp.decompose import check_lengths, check_long_docs, check_tails
+from ddecomp.decompose import DEFAULT_LONG_DOCS, check_lengths, check_long_docs, check_tails
 from ddecomp.errors import UserError
 from ddecomp.preparing.shards import IndexParams
 
@@ -120,7 +120,7 @@ class PrepareConfig(RunSettings):
     vocab_size: int = DEFAULT_VOCAB
     min_len: int = 256
     max_len: int = 8192
-    long_docs: str = "split"
+    long_docs: str = DEFAULT_LONG_DOCS
     seed: int = 0
     val_fraction: float = 0.0
     shard_size: int | None = None
@@ -168,7 +168,7 @@ class TokensConfig(RunSettings):
     vocab_size: int | None = None
     min_len: int = 256
     max_len: int = 8192
-    long_docs: str = "split"
+    long_docs: str = DEFAULT_LONG_DOCS
     seed: int = 0
     val_fraction: float = 0.0
     shard_size: int | None = None

@@ -19,19 +19,23 @@ Runs are comparable when they use the same prepared data and model (checked: a d
 fingerprint or model size is refused) and evaluate the same held-out rows (they do: the choice is
 seeded by the dataset only, :func:`ddecomp.training.evaluate.eval_rows`).
 
+Retrieval tasks (``RUN/eval_<task>.json``, written by ``ddecomp eval``) are read with the run and
+tabulated by :func:`format_retrieval`, accuracy per context length.
+
 ``--plot`` draws the same runs with :func:`ddecomp.reporting.plots.plot_runs`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ddecomp.errors import UserError
+from ddecomp.reporting.retrieval import format_tasks, load_tasks
 from ddecomp.training.runlog import load_jsonl
 
 
@@ -42,6 +46,7 @@ class Run:
     metrics: list[dict[str, Any]]
     evals: list[dict[str, Any]]
     summary: dict[str, Any]
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # RUN/eval_<task>.json
 
     @property
     def method(self) -> str:
@@ -62,7 +67,7 @@ def load_run(path: str | Path) -> Run:
     summary = json.loads((p / "summary.json").read_text()) if (p / "summary.json").is_file() else {}
     evals = load_jsonl(p / "eval.jsonl") if (p / "eval.jsonl").is_file() else []
     config = json.loads((p / "config.json").read_text())
-    return Run(p.name or str(p), config, metrics, evals, summary)
+    return Run(p.name or str(p), config, metrics, evals, summary, load_tasks(p))
 
 
 def time_to_reach(run: Run, target: float) -> float | None:
@@ -125,6 +130,7 @@ def compare(runs: list[Run]) -> list[dict[str, Any]]:
                 "time_to_base_val_s": reach,
                 "time_to_base_val_ratio": reach / base_time if reach is not None else None,
                 "time_to_base_val_note": note,
+                "retrieval": {t: res["accuracy_by_length"] for t, res in r.tasks.items()},
             }
         )
     return rows
@@ -167,3 +173,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     notes = dict.fromkeys(r["time_to_base_val_note"] for r in rows if r["time_to_base_val_note"])
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)
+
+
+def format_retrieval(runs: list[Run]) -> str:
+    """The ``ddecomp eval`` results of the runs, one table per task (empty if none has one)."""
+    return format_tasks([(r.name, r.tasks) for r in runs])

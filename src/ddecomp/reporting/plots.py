@@ -33,6 +33,7 @@ from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullForma
 from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import UserError
 from ddecomp.io import atomic_file
+from ddecomp.reporting.retrieval import draw_task
 
 if TYPE_CHECKING:
     from ddecomp.reporting.compare import Run
@@ -295,9 +296,20 @@ def _smooth(y: np.ndarray, n: int) -> np.ndarray:
 
 def plot_runs(runs: Sequence[Run], path: str | Path) -> None:
     """Six panels: loss vs tokens, loss vs time, val loss per length, seq length per step,
-    loss by position on the longest held-out pieces, val loss vs time."""
-    fig = Figure(figsize=(16, 9), layout="constrained")
-    ax = fig.subplots(2, 3)
+    loss by position on the longest held-out pieces, val loss vs time; and a column with the
+    accuracy per context length of up to two ``ddecomp eval`` tasks when a run has one."""
+    tasks = sorted({t for r in runs for t in r.tasks})[:2]  # ddecomp eval: a fourth column
+    fig = Figure(figsize=(16 + 5 * bool(tasks), 9), layout="constrained")
+    grid = fig.subplots(2, 3 + bool(tasks))
+    ax = grid[:, :3]
+    for a, task in zip(grid[:, 3] if tasks else [], [*tasks, None, None], strict=False):
+        if task is None:
+            a.set_axis_off()
+            continue
+        draw_task(a, task, [(r.name, r.tasks[task]) for r in runs if task in r.tasks])
+        _panel(a, f"{task}: accuracy per context length", "context length", "accuracy %", size=10)
+        _log2_lengths(a, "x")
+        a.legend(fontsize=_SMALL)
     for r in runs:
         loss = r.column("loss")
         sm = _smooth(loss, max(1, len(loss) // 50))

@@ -9,6 +9,8 @@
                  distributed (the process group)
 
 - :mod:`.config`: validated :class:`ModelConfig` and :class:`TrainConfig` (no torch import).
+- :mod:`.recipe`: named recipes (``release``: the paper's optimiser and model settings) under
+  explicit flags.
 - :mod:`.model`: a compact GPT (RoPE, SwiGLU, pre-norm), FLOP counts.
 - :mod:`.attention`: causal SDPA, document masks (flex block mask on GPU, dense on CPU).
 - :mod:`.builders`: the loader of each method, AdamW, the cosine schedule, shape warm-up.

@@ -33,6 +33,7 @@ class ModelConfig:
     rope_base: float = 100_000.0
     tie_embeddings: bool = False
     init_std: float = 0.02
+    qk_norm: bool = False  # normalise q and k (``norm``, over d_model) before RoPE; release: on
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layer", "n_head", "d_ff"):
@@ -106,7 +107,11 @@ RESUME_FIXED = (
     "grad_clip",
     "seed",
     "model_overrides",
+    "qk_norm",
+    "z_loss",
 )
+# What a checkpoint written before a RESUME_FIXED field existed had (the field's old behaviour).
+RESUME_ABSENT = {"qk_norm": False, "z_loss": 0.0}
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,8 @@ class TrainConfig:
     max_len: longest sequence in tokens (None: the dataset's); the baselines' chunk/bin length.
     curriculum, cycles: DD's curriculum (see ddecomp.loading.curriculum) and its number of cycles,
     spread over the whole run; mode: how the plan realises the odds (ddecomp.loading.plan.MODES).
+    qk_norm, z_loss: the release's model recipe (QK-norm; z-loss coefficient), off by default;
+    recipe: the name of the recipe that set the defaults (recorded only).
     lr: peak learning rate; min_lr_ratio: final LR as a fraction of it; warmup: steps (None:
     :func:`default_warmup` of the run's steps, resolved here, so ``cfg.warmup`` is always an int
     after construction and ``config.json`` records the number used).
@@ -170,6 +177,9 @@ class TrainConfig:
     progress: bool = True
     peak_flops: float | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    qk_norm: bool = False  # QK-norm in the reference GPT (release recipe: on)
+    z_loss: float = 0.0  # coef x mean(logsumexp(logits)^2) added to the loss (release: 1e-4)
+    recipe: str | None = None  # the recipe the CLI applied (ddecomp.training.recipe), recorded
     factors: tuple[float, ...] | None = None
     shares: tuple[float, ...] | None = None
     layout: str = "rows"
@@ -220,8 +230,14 @@ class TrainConfig:
             isinstance(self.micro_batch_tokens, int) and self.micro_batch_tokens >= 1
         ):
             raise UserError(f"--micro-batch-tokens {self.micro_batch_tokens} must be >= 1")
+        if not (self.z_loss >= 0 and self.z_loss < float("inf")):
+            raise UserError(f"--z-loss {self.z_loss} must be a finite coefficient >= 0")
         if self.max_len is not None and not is_power_of_two(self.max_len):
             raise UserError(f"--max-len {self.max_len} must be a power of two")
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Fields of :class:`ModelConfig` this run sets: ``qk_norm``, then ``model_overrides``."""
+        return {"qk_norm": self.qk_norm, **self.model_overrides}
 
     @property
     def data_dirs(self) -> tuple[str, ...]:

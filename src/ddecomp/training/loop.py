@@ -75,7 +75,7 @@ from ddecomp.training.checkpoint import (
     set_rng_state,
 )
 from ddecomp.training.config import METHODS as METHODS
-from ddecomp.training.config import RESUME_FIXED, TrainConfig
+from ddecomp.training.config import RESUME_ABSENT, RESUME_FIXED, TrainConfig
 from ddecomp.training.distributed import (
     all_gather_object,
     all_sum,
@@ -120,9 +120,10 @@ def _compiled_graphs() -> int:
 def _check_resume(saved: dict[str, Any], cfg: TrainConfig, fingerprint: str) -> None:
     now = json.loads(json.dumps(asdict(cfg)))  # the checkpoint's config went through JSON too
     for k in RESUME_FIXED:
-        if saved["config"].get(k) != now[k]:
+        was = saved["config"].get(k, RESUME_ABSENT.get(k))
+        if was != now[k]:
             raise UserError(
-                f"--resume: {k} was {saved['config'].get(k)!r} in the checkpoint, now {now[k]!r}; "
+                f"--resume: {k} was {was!r} in the checkpoint, now {now[k]!r}; "
                 "use the same value or start a new run with another --out"
             )
     if saved["fingerprint"] != fingerprint:
@@ -225,7 +226,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
         open_run_dir(run)  # an unwritable --out fails now, not after the setup
 
     loader = build_loader(cfg, ds, max_len, world)
-    mcfg = model_config(cfg.size, ds.vocab_size, **cfg.model_overrides)
+    mcfg = model_config(cfg.size, ds.vocab_size, **cfg.model_kwargs())
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     raw = GPT(mcfg).to(device)
     opt = build_optimizer(raw, cfg, device)
@@ -342,6 +343,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
             counts[0],
             world.world_size,
             cfg.grad_clip,
+            cfg.z_loss,
         )
         total = all_sum(loss_sum.double().reshape(1), world)
         loss = float(total[0] / counts[0])

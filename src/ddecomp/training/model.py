@@ -76,15 +76,25 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class Attention(nn.Module):
+    """Multi-head attention. With ``qk_norm`` (OpenLM's ``--qk-norm``, on in the release's recipe)
+    q and k are normalised by the model's norm over all ``d_model`` features, before the split
+    into heads and before RoPE, each with its own gain."""
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.q_norm = _norm(cfg.norm, cfg.d_model) if cfg.qk_norm else None
+        self.k_norm = _norm(cfg.norm, cfg.d_model) if cfg.qk_norm else None
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: DocMask | None) -> Tensor:
         B, L, D = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x)
+        if self.q_norm is not None and self.k_norm is not None:
+            q_, k_, v_ = qkv.chunk(3, dim=-1)
+            qkv = torch.cat([self.q_norm(q_), self.k_norm(k_), v_], dim=-1)
+        q, k, v = qkv.view(B, L, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # [B, H, L, hd]
         y = attend(q, k, v, mask)
         return self.out(y.transpose(1, 2).reshape(B, L, D))
@@ -172,6 +182,14 @@ def matmul_params(cfg: ModelConfig) -> int:
 def train_flops(cfg: ModelConfig, tokens: int, attended_pairs: int) -> int:
     """Model FLOPs of one forward + backward over ``tokens`` with ``attended_pairs`` pairs."""
     return 6 * matmul_params(cfg) * tokens + 12 * cfg.n_layer * cfg.d_model * attended_pairs
+
+
+def z_loss_sum(logits: Tensor, labels: Tensor) -> Tensor:
+    """``sum(logsumexp(logits)^2)`` in float32 over the positions that have a target (labels
+    not ``IGNORE_INDEX``): the z-loss of OpenLM's ``--z-loss-coefficient`` (PaLM), before the
+    coefficient and the division by the step's targets that make it a mean."""
+    lse = torch.logsumexp(logits.float(), dim=-1)
+    return (lse.square() * (labels != IGNORE_INDEX)).sum()
 
 
 def token_losses(logits: Tensor, labels: Tensor) -> Tensor:

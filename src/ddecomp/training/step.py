@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from ddecomp.loading.protocols import IGNORE_INDEX
+from ddecomp.training.model import z_loss_sum
 
 if TYPE_CHECKING:
     from ddecomp.training.attention import DocMask
@@ -45,6 +46,7 @@ def train_step(
     global_targets: Tensor,
     world_size: int,
     grad_clip: float,
+    z_loss: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Forward, backward and optimizer step on ``batch = (x, y, position_ids, mask)``, or on a
     list of such micro-batches (one step, gradients accumulated).
@@ -52,7 +54,9 @@ def train_step(
     The loss is summed over this rank's targets and scaled by ``world_size / global_targets``, so
     DDP's gradient mean equals the single-process gradient of the global batch; micro-batches use
     the same scale, never their own target counts. Returns the detached summed loss and the
-    gradient norm before clipping (both on the device, unsynced).
+    gradient norm before clipping (both on the device, unsynced). ``z_loss > 0`` adds
+    ``z_loss x logsumexp(logits)^2`` per target to what is differentiated (the same scale, so a
+    mean over the step's targets); the returned loss stays the cross entropy alone.
     """
     micro = [batch] if isinstance(batch, tuple) else list(batch)
     assert micro, "a step needs at least one micro-batch"
@@ -73,7 +77,8 @@ def train_step(
                 ignore_index=IGNORE_INDEX,
                 reduction="sum",
             )
-            (part * scale).backward()
+            total = part + z_loss * z_loss_sum(logits, y) if z_loss else part
+            (total * scale).backward()
         loss_sum += part.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     opt.step()

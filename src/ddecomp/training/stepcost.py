@@ -51,7 +51,7 @@ def measure_step_costs(
         raise UserError(f"step costs need warmup >= 0 and iters >= 1, got {warmup} and {iters}")
     with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's RNG is untouched
         torch.manual_seed(cfg.seed)
-        raw = GPT(model_config(cfg.size, vocab_size, **cfg.model_overrides)).to(device)
+        raw = GPT(model_config(cfg.size, vocab_size, **cfg.model_kwargs())).to(device)
     model: torch.nn.Module = raw
     if cfg.compile:
         model = torch.compile(raw, dynamic=False)  # type: ignore[assignment]
@@ -69,7 +69,9 @@ def measure_step_costs(
         samples = []
         for i in range(warmup + iters):
             t0 = time.perf_counter()
-            loss, _ = train_step(model, raw.parameters(), opt, None, micro, n, 1, cfg.grad_clip)
+            loss, _ = train_step(
+                model, raw.parameters(), opt, None, micro, n, 1, cfg.grad_clip, cfg.z_loss
+            )
             float(loss)  # the loop reads the loss back every step: one sync, timed alike
             if i >= warmup:
                 samples.append(time.perf_counter() - t0)
