@@ -20,7 +20,8 @@ Five stages, one subpackage each; data flows left to right and down, never back:
   cli/: prepare, inspect (verify, stats), plan, train, compare; blend_args
 
   top level: decompose (the pure decomposition), binpack (best-fit decreasing), attention_cost
-  (attended query-key pairs), errors, io (atomic writes, sha256), version
+  (attended query-key pairs), errors, io (atomic writes, sha256), dirlock (one writer per
+  directory), version
 
 - ``binpack``: best-fit-decreasing packing (the pack baseline's bins, ``--tails pack``'s rows).
 - ``decompose``: pure numpy, a document of n tokens -> power-of-two pieces of its n - 1 targets

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ddecomp.data.layout import FORMAT_NAME, MANIFEST, SHARD_DIR, TOKENIZER_FILE
+from ddecomp.dirlock import LOCK_FILE
 from ddecomp.errors import UserError
 from ddecomp.io import canonical_sha256, read_json, write_json_atomic
 from ddecomp.version import __version__
@@ -32,7 +33,10 @@ STATE_FILE = ".prepare.json"
 
 # Every name ddecomp gives a file in shards/: 00000.tokens.bin, 00000.train.L00256.npy, ...
 # and the temporary ".<name>.<random>.tmp" of a write in progress (io.atomic_file).
-_SHARD_FILE = r"\d{5,}\.(?:tokens\.bin|docs\.npy|split\.npy|done\.json|(?:train|val)\.L\d{5,}\.npy)"
+_SHARD_FILE = (
+    r"\d{5,}\.(?:tokens\.bin|docs\.npy|split\.npy|done\.json"
+    r"|(?:train|val)\.(?:L\d{5,}|tail\.(?:starts|targets))\.npy)"
+)
 _OWN_SHARD_NAME = re.compile(rf"{_SHARD_FILE}|\.{_SHARD_FILE}\.[^/]*\.tmp")
 # A killed write of a top-level file leaves ".manifest.json.<random>.tmp" and the like.
 _OWN_TOP_TMP = re.compile(r"\.(?:manifest\.json|tokenizer\.json|\.prepare\.json)\.[^/]*\.tmp")
@@ -96,8 +100,18 @@ def claim_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str,
     state_path = out / STATE_FILE
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
-    # A run killed during its first write leaves only a temporary file of ours: not "used".
-    used = out.is_dir() and any(not _OWN_TOP_TMP.fullmatch(p.name) for p in out.iterdir())
+    shards = out / SHARD_DIR
+    if shards.is_symlink() or (shards.exists() and not shards.is_dir()):
+        # Writes (and --overwrite's removals) through it would land in another directory.
+        raise UserError(
+            f"{shards} is a symlink or not a directory; ddecomp never writes or deletes "
+            "through a symlink: remove it, or choose another --out"
+        )
+    # A run killed during its first write leaves only a temporary file of ours (and the lock
+    # file of the run that holds the directory now): not "used".
+    used = out.is_dir() and any(
+        not (_OWN_TOP_TMP.fullmatch(p.name) or p.name == LOCK_FILE) for p in out.iterdir()
+    )
     if used:
         state = _read_state(out)
         if state is None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from ddecomp.data.layout import FORMAT_NAME, MANIFEST, SHARD_DIR, TOKENIZER_FILE, shard_files
 from ddecomp.data.remote import default_cache
+from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
 from ddecomp.io import canonical_sha256, url_filesystem
 from ddecomp.preparing.outdir import _OWN_SHARD_NAME, STATE_FILE, claim_dir, claim_staging
@@ -41,10 +42,11 @@ def staging_dir(url: str) -> Path:
 
 
 def claim_out(
-    out: Path, url: str | None, identity: dict[str, Any], overwrite: bool
+    out: Path, url: str | None, identity: dict[str, Any], overwrite: bool, lock: DirLock
 ) -> dict[str, Any] | None:
-    """Own the output: the directory ``out``, or the prefix ``url`` and its staging ``out``.
-    Returns the finished manifest when the run is already done."""
+    """Own the output: the directory ``out``, or the prefix ``url`` and its staging ``out``
+    (locked first: one writer per directory). Returns the finished manifest when done."""
+    lock.acquire()
     if url is None:
         return claim_dir(out, identity, overwrite)
     finished = RemoteOut(url).claim(identity, overwrite)
