@@ -9,7 +9,8 @@ Layout inside a run directory::
 A checkpoint file is written to a temporary name in the same directory and renamed into place, and
 ``latest.json`` is replaced only after that, so a job killed at any moment leaves the previous
 checkpoint usable. The ``keep`` most recent checkpoints are kept (default 2: the newest could be on
-a failing disk); older ones are deleted after the new one is in place.
+a failing disk); older ones are deleted after the new one is in place, by their exact names
+(``step_`` + 7 or more digits + ``.pt``): any other file in the directory is the user's.
 
 What a checkpoint holds (the trainer fills it): model and optimizer state, the LR scheduler's
 state, the RNG states of every rank (python, numpy, torch CPU and CUDA, as tensors and numbers),
@@ -47,6 +48,7 @@ CKPT_DIR = "checkpoints"
 LATEST = "latest.json"
 FORMAT = 2  # 1: the pickled dicts of before (RNG states as numpy objects), refused on load
 _NAME = re.compile(r"step_[0-9]+\.pt")
+_OWN_NAME = re.compile(r"step_([0-9]{7,})\.pt")  # the names save_checkpoint writes, and prunes
 _SHA = re.compile(r"[0-9a-f]{64}")
 _STATE_PARTS = ("model", "optimizer", "scheduler", "rng")  # tensors in torch's own containers
 _META: dict[str, type | tuple[type, ...]] = {  # the JSON parts and their types
@@ -139,15 +141,27 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int =
             torch.save(payload, w)  # type: ignore[arg-type]  # a file-like with write()
         rec = {"step": step, "path": name, "bytes": w.nbytes, "sha256": w.h.hexdigest()}
         write_json_atomic(ckdir / LATEST, rec)
-        for old in sorted(ckdir.glob("step_*.pt"))[:-keep]:
-            if old.name != name:
-                old.unlink()
+        prune(ckdir, keep, name)
     except OSError as e:
         raise UserError(
             f"{ckdir}: cannot write the checkpoint of step {step} ({e.strerror or e}); free space "
             "or fix the permissions, then --resume from the previous checkpoint"
         ) from e
     return ckdir / name
+
+
+def prune(ckdir: Path, keep: int, newest: str) -> None:
+    """Delete all but the ``keep`` latest checkpoints ddecomp wrote (``step_<7+ digits>.pt``,
+    exactly as :func:`save_checkpoint` names them). A user's ``step_best.pt`` or
+    ``step_0000001_backup.pt`` is neither deleted nor counted against ``keep``."""
+    own = sorted(
+        (int(m[1]), p)
+        for p in ckdir.iterdir()
+        if (m := _OWN_NAME.fullmatch(p.name)) and p.is_file() and not p.is_symlink()
+    )
+    for _, old in own[:-keep]:
+        if old.name != newest:
+            old.unlink()
 
 
 def _bad_latest(ptr: Path, problem: str) -> UserError:

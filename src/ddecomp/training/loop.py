@@ -53,6 +53,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ddecomp.attention_cost import causal_pairs, doc_mask_pairs
 from ddecomp.data.blend import describe_data, open_sources
+from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
 from ddecomp.loading.base import StepLoader
 from ddecomp.loading.protocols import IGNORE_INDEX, Batch
@@ -137,6 +138,10 @@ def _no_eval_reason(cfg: TrainConfig, val: Any, ecfg: EvalConfig) -> str | None:
     )
 
 
+def _has_steps(metrics: Path) -> bool:
+    return metrics.is_file() and metrics.stat().st_size > 0
+
+
 def _batches(loader: StepLoader, epoch: int, resumed: bool) -> Iterator[Batch]:
     """Batches forever, epoch after epoch; a resumed loader continues its epoch first."""
     while True:
@@ -178,7 +183,8 @@ def train(cfg: TrainConfig, world: World | None = None) -> dict[str, Any]:
     device = resolve_device(cfg.device, world)
     init_world(world, device)
     try:
-        summary = _train(cfg, world, device)
+        with DirLock(Path(cfg.out), "train", enabled=world.is_main) as lock:  # one writer per RUN
+            summary = _train(cfg, world, device, lock)
         # Every rank reaches the end before any tears its process group down: a gloo peer that
         # closes its connections while another still writes its summary aborts the latter
         # ("terminate called without an active exception"). Not on errors: peers would wait.
@@ -188,7 +194,7 @@ def train(cfg: TrainConfig, world: World | None = None) -> dict[str, Any]:
         close_world(world)
 
 
-def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, Any]:
+def _train(cfg: TrainConfig, world: World, device: torch.device, lock: DirLock) -> dict[str, Any]:
     _configure_determinism(cfg, device)
     ds = open_sources(cfg.data_dirs, cfg.factors, cfg.shares, cfg.seed, split="train")
     val = ds.for_split("val")  # a blend's held-out data in the same mix
@@ -200,8 +206,10 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
     ecfg = EvalConfig(tokens_per_length=cfg.eval_tokens, max_len=max_len, seed=0)
     no_eval = _no_eval_reason(cfg, val, ecfg)
     run = Path(cfg.out)
+    row_slices(1, max_len, cfg.micro_batch_tokens)  # refuses a micro-batch below one row now
+    lock.acquire()  # a refused run removes the directory it created (if still empty)
     latest = latest_checkpoint(run) if cfg.resume else None
-    if not cfg.resume and (run / "metrics.jsonl").exists():
+    if not cfg.resume and _has_steps(run / "metrics.jsonl"):  # a refused run wrote no step
         raise UserError(
             f"{run} already holds a run; pass --resume to continue it or use a new --out"
         )
@@ -263,7 +271,6 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     stop = cfg.stop_after or cfg.steps
-    row_slices(1, max_len, cfg.micro_batch_tokens)  # refuses a micro-batch below one row now
     to_device = HostToDevice(device)
     stream = _batches(loader, epoch, resumed)
     log.open_progress(step, cfg.steps)
