@@ -25,7 +25,7 @@ from ddecomp.loading.plan import (
     check_tokens_per_step,
     format_summary,
 )
-from ddecomp.training.config import SIZES, TrainConfig
+from ddecomp.training.config import SIZES, TrainConfig, check_plannable
 
 
 def register(sub: Any) -> None:
@@ -124,6 +124,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ddecomp.data.blend import Blend, format_blend, open_sources
 
+    check_plannable(args.tokens, args.tokens_per_step, args.seed, args.epoch)
     ds = open_sources(args.data, args.factors, args.shares, args.seed, args.split)
     if args.world_size < 1:
         raise UserError(f"--world-size {args.world_size} must be >= 1")

@@ -1,0 +1,74 @@
+"""Numbers and arguments a user can get wrong (issue 22), through ``ddecomp.cli.main``.
+
+Each is refused at parse or config time with one line and exit code 2 (never a traceback, never a
+run that trains until its loss is NaN): budgets that cannot be planned in memory, seeds outside
+numpy's range, infinite or NaN optimizer settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ddecomp.cli import main
+from tests.training._corpus import TPS, make_dataset
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("clifaults") / "ds")
+
+
+def one_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# ---- 17: numbers that cannot be right ---------------------------------------------------------
+HUGE = str(10**21)  # 1e21 tokens: 1e18 steps, exabytes of plan
+BIG = str(4 * 10**12)  # 4e12 tokens of 1,024 per step: a 29 GiB plan array
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--seed", "-1"], "--seed"),
+        (["--seed", str(1 << 64)], "--seed"),
+        (["--lr", "inf"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--grad-clip", "nan"], "--grad-clip"),
+        (["--grad-clip", "inf"], "--grad-clip"),
+        (["--weight-decay", "inf"], "--weight-decay"),
+        (["--tokens", HUGE], "--tokens"),
+        (["--tokens", BIG], "--tokens"),
+    ],
+)
+def test_train_refuses_numbers_that_cannot_be_right(
+    data: Path, tmp_path: Path, args: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    cmd = ["train", str(data), "--out", str(run), "--tokens-per-step", str(TPS), "--device", "cpu",
+           "--no-progress", "--stop-after", "1", *args]  # fmt: skip
+    assert main(cmd) == 2
+    assert named in one_error(capsys)
+    assert not run.exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--seed", "-1"], "--seed"),
+        (["--epoch", "-1"], "--epoch"),
+        (["--tokens", HUGE], "--tokens"),
+        (["--tokens", BIG], "--tokens"),
+    ],
+)
+def test_plan_refuses_numbers_that_cannot_be_right(
+    data: Path, args: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plan", str(data), "--tokens-per-step", str(TPS), *args]) == 2
+    assert named in one_error(capsys)
