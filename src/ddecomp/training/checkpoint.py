@@ -36,7 +36,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import torch
@@ -100,6 +100,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Stateful(Protocol):
+    def load_state_dict(self, state: Any, /) -> Any: ...
+
+
+def restore(
+    path: Path, state: dict[str, Any], parts: dict[str, Stateful], rng: dict[str, Any]
+) -> None:
+    """Load each part's state and the RNG states; a checkpoint that does not fit this run
+    (another model's shapes, missing keys, an impossible RNG or loader state, even with a
+    valid sha256) is one line, not the traceback the part's own loader raises."""
+    part = "rng"
+    try:
+        for part, obj in parts.items():
+            obj.load_state_dict(state[part])
+        part = "rng"
+        set_rng_state(rng)
+    except UserError as e:  # the loader's own check of its state
+        raise UserError(f"{path}: {e}") from e
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise UserError(
+            f"{path}: its {part} state does not fit this run ({type(e).__name__}: "
+            f"{_first_line(e)}); resume from a checkpoint this run wrote, or start a new run "
+            "with another --out"
+        ) from e
 
 
 class _HashingWriter:
@@ -280,6 +306,7 @@ def _rng_ok(r: Any) -> bool:
     return (
         _is_int(r.get("python_version"))
         and _is_int(r.get("numpy_pos"))
+        and r["numpy_pos"] <= 624  # numpy takes any position, and reads out of its key array
         and isinstance(gauss, list)
         and len(gauss) == 2
     )

@@ -63,9 +63,9 @@ from ddecomp.training.builders import build_loader, build_optimizer, cosine_sche
 from ddecomp.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
+    restore,
     rng_state,
     save_checkpoint,
-    set_rng_state,
 )
 from ddecomp.training.config import METHODS as METHODS
 from ddecomp.training.config import RESUME_FIXED, TrainConfig
@@ -228,14 +228,15 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, lock: DirLock) 
     if latest is not None:
         state = load_checkpoint(latest)
         _check_resume(state, cfg, ds.fingerprint)
-        raw.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        loader.load_state_dict(state["loader"])
+        rngs = state["rng"]
+        restore(
+            latest.path,
+            state,
+            {"model": raw, "optimizer": opt, "scheduler": sched, "loader": loader},
+            rngs[world.rank] if len(rngs) == world.world_size else rngs[0],
+        )
         step, elapsed = state["step"], state["elapsed_s"]
         epoch, resumed = int(state["loader"].get("epoch", 0)), True
-        rngs = state["rng"]
-        set_rng_state(rngs[world.rank] if len(rngs) == world.world_size else rngs[0])
     elif cfg.resume and world.is_main:
         print(f"ddecomp train: no checkpoint in {run}, starting from step 0")
     model: torch.nn.Module = raw
