@@ -126,9 +126,21 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_bytes_atomic(path.parent, path.name, [data])
 
 
+def parse_json(data: str | bytes) -> Any:
+    """``json.loads`` for every JSON ddecomp reads back (records, states, ``latest.json``, log
+    lines): nesting deeper than the parser's recursion limit (~1,000 levels; ``[[[...]]]``
+    100,000 deep in a damaged or forged file) is a ``ValueError`` like any other malformed
+    JSON, which every reader turns into one line, instead of a ``RecursionError``."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def read_json(path: Path) -> Any:
+    """The JSON in ``path`` (:func:`parse_json`: malformed or too deep is a ``ValueError``)."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        return parse_json(f.read())
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -138,8 +138,12 @@ def claim_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str,
         else:
             man_path = out / MANIFEST
             if man_path.is_file():
-                man = read_json(man_path)
-                if man.get("prepare", {}).get("identity_sha256") == canonical_sha256(identity):
+                try:  # a damaged manifest is rewritten by this run (its shards are checked)
+                    man = read_json(man_path)
+                    done = man["prepare"]["identity_sha256"] == canonical_sha256(identity)
+                except (OSError, ValueError, KeyError, TypeError):
+                    done = False
+                if done:
                     return dict(man)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)

@@ -30,7 +30,7 @@ from ddecomp.data.layout import FORMAT_NAME, MANIFEST, SHARD_DIR, TOKENIZER_FILE
 from ddecomp.data.remote import default_cache
 from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
-from ddecomp.io import canonical_sha256, url_filesystem
+from ddecomp.io import canonical_sha256, parse_json, url_filesystem
 from ddecomp.preparing.outdir import _OWN_SHARD_NAME, STATE_FILE, claim_dir, claim_staging
 from ddecomp.preparing.shards import done_path
 from ddecomp.version import __version__
@@ -69,7 +69,7 @@ class RemoteOut:
 
     def _read_json(self, rel: str) -> Any:
         try:
-            return json.loads(self.fs.cat_file(self._path(rel)))
+            return parse_json(self.fs.cat_file(self._path(rel)))
         except FileNotFoundError:
             return None
         except ValueError as e:

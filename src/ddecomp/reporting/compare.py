@@ -24,7 +24,6 @@ seeded by the dataset only, :func:`ddecomp.training.evaluate.eval_rows`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ddecomp.errors import UserError
+from ddecomp.io import read_json
 from ddecomp.training.runlog import load_jsonl
 
 
@@ -59,10 +59,20 @@ def load_run(path: str | Path) -> Run:
     metrics = load_jsonl(p / "metrics.jsonl")
     if not metrics:
         raise UserError(f"{p}/metrics.jsonl is empty: the run has not finished a step")
-    summary = json.loads((p / "summary.json").read_text()) if (p / "summary.json").is_file() else {}
+    summary = _read_object(p / "summary.json") if (p / "summary.json").is_file() else {}
     evals = load_jsonl(p / "eval.jsonl") if (p / "eval.jsonl").is_file() else []
-    config = json.loads((p / "config.json").read_text())
+    config = _read_object(p / "config.json")
     return Run(p.name or str(p), config, metrics, evals, summary)
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    try:
+        obj = read_json(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({e}); pass a run written by `ddecomp train`") from e
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: not a JSON object; pass a run written by `ddecomp train`")
+    return obj
 
 
 def time_to_reach(run: Run, target: float) -> float | None:

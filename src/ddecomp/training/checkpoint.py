@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from ddecomp.errors import DataError, UserError
-from ddecomp.io import atomic_file, sha256_file, write_json_atomic
+from ddecomp.io import atomic_file, parse_json, sha256_file, write_json_atomic
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest.json"
@@ -207,7 +207,7 @@ def latest_checkpoint(run_dir: Path) -> CheckpointRecord | None:
     try:
         if ptr.resolve().parent != ckdir.resolve() or not ptr.is_file():
             raise _bad_latest(ptr, "not a regular file inside the checkpoint directory")
-        rec = json.loads(ptr.read_bytes())
+        rec = parse_json(ptr.read_bytes())
     except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise _bad_latest(ptr, f"unreadable ({type(e).__name__}: {_first_line(e)})") from e
     if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
@@ -282,7 +282,7 @@ def _unpack(path: Path, rec: CheckpointRecord, state: Any) -> dict[str, Any]:
     if not isinstance(rng, list) or not rng or not all(_rng_ok(r) for r in rng):
         raise bad("no RNG states")
     try:
-        meta = json.loads(state.get("meta"))  # type: ignore[arg-type]
+        meta = parse_json(state.get("meta"))  # type: ignore[arg-type]
     except (TypeError, ValueError) as e:
         raise bad("meta is not JSON") from e
     if not isinstance(meta, dict):

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ddecomp.errors import UserError
-from ddecomp.io import write_bytes_atomic, write_json_atomic
+from ddecomp.io import parse_json, write_bytes_atomic, write_json_atomic
 
 # Dense bf16 peak FLOP/s per GPU, by substring of the device name (vendor data sheets).
 _PEAKS = (("H200", 989.4e12), ("H100", 989.4e12), ("A100", 312e12), ("L40S", 362e12))
@@ -73,7 +73,7 @@ def _records(path: Path) -> list[tuple[bytes, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = parse_json(line)
         except ValueError:  # JSONDecodeError and UnicodeDecodeError
             rec = None
         if isinstance(rec, dict):
