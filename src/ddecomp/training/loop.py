@@ -56,7 +56,7 @@ from ddecomp.data.blend import describe_data, open_sources
 from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
 from ddecomp.loading.base import StepLoader
-from ddecomp.loading.protocols import IGNORE_INDEX, Batch
+from ddecomp.loading.protocols import IGNORE_INDEX, Batch, BucketData
 from ddecomp.loading.world import World
 from ddecomp.training.attention import make_doc_mask
 from ddecomp.training.builders import build_loader, build_optimizer, cosine_schedule, warm_shapes
@@ -125,7 +125,7 @@ def _check_resume(saved: dict[str, Any], cfg: TrainConfig, fingerprint: str) -> 
         )
 
 
-def _no_eval_reason(cfg: TrainConfig, val: Any, ecfg: EvalConfig) -> str | None:
+def _no_eval_reason(cfg: TrainConfig, val: BucketData, ecfg: EvalConfig) -> str | None:
     """Why this run will never be evaluated (no held-out piece at a trained length), or None."""
     if eval_lengths(list(val.bucket_lengths), ecfg):
         return None
