@@ -87,7 +87,7 @@ from ddecomp.training.model import (
     train_flops,
 )
 from ddecomp.training.runlog import RunLog, open_run_dir, peak_flops_for
-from ddecomp.training.step import MicroBatch, train_step
+from ddecomp.training.step import MicroBatch, check_ids, train_step
 
 
 def _configure_determinism(cfg: TrainConfig, device: torch.device) -> None:
@@ -312,6 +312,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, lock: DirLock) 
     while step < stop:
         t0 = time.perf_counter()
         batch = next(stream)
+        check_ids(batch, mcfg.vocab_size, step + 1)
         # One host-to-device copy of the loader's [B, L + 1] buffer, sliced on the device;
         # input_ids contiguous (a compiled model guards on strides, warm_shapes compiled those).
         x, y, pos = to_device(batch)
