@@ -72,3 +72,21 @@ def test_plan_refuses_numbers_that_cannot_be_right(
 ) -> None:
     assert main(["plan", str(data), "--tokens-per-step", str(TPS), *args]) == 2
     assert named in one_error(capsys)
+
+
+# ---- 21: a mistyped --tokenizer is found before anything is written ----------------------------
+@pytest.mark.parametrize("spec", ["./tok/tokenizer.json", "tokenizer.json", "/no/such/dir/"])
+def test_a_missing_tokenizer_file_is_no_such_file_and_writes_nothing(
+    tmp_path: Path, spec: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    doc = tmp_path / "doc.txt"
+    doc.write_text("hello world, a document of a few words. " * 200)
+    out = tmp_path / "out"
+    common = ["prepare", str(doc), "--out", str(out), "--quiet", "--min-len", "16"]
+    assert main([*common, "--tokenizer", spec]) == 2
+    line = one_error(capsys)
+    assert "no such file" in line
+    assert "the hub said" not in line
+    assert not out.exists()  # nothing written: the corrected command is not "another dataset"
+    assert main([*common, "--vocab-size", "300"]) == 0

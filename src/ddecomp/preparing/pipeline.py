@@ -187,14 +187,15 @@ def _prepare(cfg: PrepareConfig, lock: DirLock) -> dict[str, Any]:
             f"no documents in the input ({len(files)} files; skipped: "
             f"{_fmt_skips(probe.as_dict())}); nothing was written"
         )
+    given = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None  # a typo writes nothing
     finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite, lock)
     if finished is not None:
         log.info("%s is already prepared with these arguments; nothing to do", cfg.out)
         return finished
 
     tok_path = cfg.out / TOKENIZER_FILE
-    if cfg.tokenizer:
-        tok, source, _ = load_tokenizer(cfg.tokenizer)
+    if given is not None:
+        tok, source, _ = given
     elif tok_path.is_file():  # trained by an interrupted run with the same identity
         tok, _, _ = load_tokenizer(str(tok_path))
         source = f"trained byte-level BPE (vocab {cfg.vocab_size})"
