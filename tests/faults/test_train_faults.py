@@ -149,3 +149,40 @@ def test_compare_does_not_import_torch(data: Path, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "0 []", res.stdout[-500:]
     assert '"method": "dd"' in res.stdout  # vacuity guard: the run was read and compared
+
+
+# ---- 22: Ctrl-C writes a checkpoint, so "rerun with --resume" is true -------------------------
+@pytest.mark.slow
+def test_ctrl_c_in_train_writes_a_checkpoint_to_resume_from(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "ddecomp",
+        "train",
+        str(data),
+        "--out",
+        str(run),
+        "--tokens",
+        str(2000 * TPS),
+        *BASE,
+    ]  # fmt: skip  (default --checkpoint-every 0)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        _wait_for_steps(run, proc, 3)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends: the whole process group
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "--resume" in err.strip().splitlines()[-1]
+    latest = json.loads((run / "checkpoints" / "latest.json").read_text())
+    done = _steps(run)
+    assert latest["step"] == done[-1] >= 3
+    n = done[-1] + 2
+    assert _train(data, run, "--resume", "--stop-after", str(n), steps=2000) == 0
+    assert _steps(run) == list(range(1, n + 1))

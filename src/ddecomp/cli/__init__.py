@@ -25,7 +25,8 @@ _SIGPIPE_EXIT = 128 + 13  # 13 = SIGPIPE on POSIX
 # What an interrupted command's user does next (commands not named here simply start again).
 _RESUME_HINT = {
     "prepare": "; rerun the same command to resume (finished shards are kept)",
-    "train": "; rerun the same command with --resume to continue from the latest checkpoint",
+    "train": "; rerun the same command with --resume to continue from the latest checkpoint "
+    "(one is written at the step Ctrl-C ends, unless --no-checkpoints: then start again)",
 }
 
 

@@ -33,6 +33,8 @@ import json
 import pickle
 import random
 import re
+import signal
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,3 +321,34 @@ def _is_int(x: Any) -> bool:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__
+
+
+class DeferredInterrupt:
+    """Ctrl-C during the training loop: the step in progress finishes, the loop writes a
+    checkpoint (atomically, as any other) and stops, so "rerun with --resume" continues from
+    that step. A second Ctrl-C interrupts at once (the previous checkpoint stays usable).
+
+    Armed only in a single-process run on the main thread: under torchrun every rank would
+    have to agree on the step (a collective), so there Ctrl-C keeps its default behaviour.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.hit = False
+        self._old: Any = None
+
+    def arm(self) -> None:
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.hit = True
+        signal.signal(signal.SIGINT, self._old)  # the second Ctrl-C: the default, at once
+
+    def __enter__(self) -> DeferredInterrupt:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None and signal.getsignal(signal.SIGINT) == self._handle:
+            signal.signal(signal.SIGINT, self._old)
+        self._old = None

@@ -61,6 +61,7 @@ from ddecomp.loading.world import World
 from ddecomp.training.attention import make_doc_mask
 from ddecomp.training.builders import build_loader, build_optimizer, cosine_schedule, warm_shapes
 from ddecomp.training.checkpoint import (
+    DeferredInterrupt,
     latest_checkpoint,
     load_checkpoint,
     restore,
@@ -138,10 +139,6 @@ def _no_eval_reason(cfg: TrainConfig, val: BucketData, ecfg: EvalConfig) -> str 
     )
 
 
-def _has_steps(metrics: Path) -> bool:
-    return metrics.is_file() and metrics.stat().st_size > 0
-
-
 def _batches(loader: StepLoader, epoch: int, resumed: bool) -> Iterator[Batch]:
     """Batches forever, epoch after epoch; a resumed loader continues its epoch first."""
     while True:
@@ -183,8 +180,11 @@ def train(cfg: TrainConfig, world: World | None = None) -> dict[str, Any]:
     device = resolve_device(cfg.device, world)
     init_world(world, device)
     try:
-        with DirLock(Path(cfg.out), "train", enabled=world.is_main) as lock:  # one writer per RUN
-            summary = _train(cfg, world, device, lock)
+        with (
+            DirLock(Path(cfg.out), "train", enabled=world.is_main) as lock,  # one writer per RUN
+            DeferredInterrupt(enabled=not world.distributed) as sigint,
+        ):
+            summary = _train(cfg, world, device, lock, sigint)
         # Every rank reaches the end before any tears its process group down: a gloo peer that
         # closes its connections while another still writes its summary aborts the latter
         # ("terminate called without an active exception"). Not on errors: peers would wait.
@@ -194,7 +194,9 @@ def train(cfg: TrainConfig, world: World | None = None) -> dict[str, Any]:
         close_world(world)
 
 
-def _train(cfg: TrainConfig, world: World, device: torch.device, lock: DirLock) -> dict[str, Any]:
+def _train(
+    cfg: TrainConfig, world: World, device: torch.device, lock: DirLock, sigint: DeferredInterrupt
+) -> dict[str, Any]:
     _configure_determinism(cfg, device)
     ds = open_sources(cfg.data_dirs, cfg.factors, cfg.shares, cfg.seed, split="train")
     val = ds.for_split("val")  # a blend's held-out data in the same mix
@@ -209,7 +211,8 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, lock: DirLock) 
     row_slices(1, max_len, cfg.micro_batch_tokens)  # refuses a micro-batch below one row now
     lock.acquire()  # a refused run removes the directory it created (if still empty)
     latest = latest_checkpoint(run) if cfg.resume else None
-    if not cfg.resume and _has_steps(run / "metrics.jsonl"):  # a refused run wrote no step
+    metrics = run / "metrics.jsonl"
+    if not cfg.resume and metrics.is_file() and metrics.stat().st_size:  # a refused run: empty
         raise UserError(
             f"{run} already holds a run; pass --resume to continue it or use a new --out"
         )
@@ -309,6 +312,7 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, lock: DirLock) 
         barrier(world)
         ckpt_s += time.perf_counter() - t
 
+    sigint.arm()  # Ctrl-C from here on: finish the step, checkpoint, stop
     while step < stop:
         t0 = time.perf_counter()
         batch = next(stream)
@@ -363,8 +367,10 @@ def _train(cfg: TrainConfig, world: World, device: torch.device, lock: DirLock) 
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             do_eval()
         periodic = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
-        if cfg.checkpoints and (periodic or step == stop):
+        if cfg.checkpoints and (periodic or step == stop or sigint.hit):
             do_checkpoint()
+        if sigint.hit:
+            raise KeyboardInterrupt  # after its checkpoint: --resume continues from this step
     finished = step >= cfg.steps
     if finished:
         do_eval()
