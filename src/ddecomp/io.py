@@ -143,6 +143,21 @@ def read_json(path: Path) -> Any:
         return parse_json(f.read())
 
 
+def check_output_file(path: str | Path, flag: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: its directory missing
+    or not writable, or a directory in its place (``--plot /no/dir/x.png``)."""
+    from ddecomp.errors import UserError
+
+    p = Path(path)
+    parent = p.parent
+    if p.is_dir():
+        raise UserError(f"{flag} {path} is a directory; give a file name such as {p / 'x.png'}")
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: no directory {parent}; create it or choose another path")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{flag} {path}: {parent} is not writable; choose another path")
+
+
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -90,3 +90,45 @@ def test_a_missing_tokenizer_file_is_no_such_file_and_writes_nothing(
     assert "the hub said" not in line
     assert not out.exists()  # nothing written: the corrected command is not "another dataset"
     assert main([*common, "--vocab-size", "300"]) == 0
+
+
+# ---- 23-26: the newcomer's rough edges -------------------------------------------------------
+def test_stats_checks_its_plot_path_before_printing(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["stats", str(data), "--plot", str(tmp_path / "no" / "dir" / "x.png")]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""  # no report first
+    assert "no" in out.err
+    assert "Traceback" not in out.err
+
+
+def test_stats_of_the_manifest_file_says_pass_the_directory(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["stats", str(data / "manifest.json")]) == 2
+    line = one_error(capsys)
+    assert "is a file" in line
+    assert str(data) in line
+
+
+def test_an_unknown_option_shows_the_subcommands_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["stats", "DIR", "--bogus"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: ddecomp stats" in err
+    assert "--bogus" in err
+
+
+def test_stats_of_a_missing_split_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds = make_dataset(tmp_path / "ds", n_tokens=20_000, val_fraction=0.0)
+    capsys.readouterr()
+    assert main(["stats", str(ds), "--split", "val"]) == 2
+    line = one_error(capsys)
+    assert "no val" in line
+    assert "--val-fraction" in line

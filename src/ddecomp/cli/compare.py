@@ -33,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from ddecomp.errors import UserError
     from ddecomp.reporting.compare import compare, format_table, load_run
 
+    if args.plot:
+        from ddecomp.io import check_output_file
+
+        check_output_file(args.plot, "--plot")
     seen: dict[Path, str] = {}
     for r in args.runs:
         key = Path(r).resolve()
