@@ -46,9 +46,9 @@ class DirLock:
         """Lock the directory (creating it); a :class:`UserError` when another run holds it."""
         if not self.enabled or self._fd is not None:
             return
-        if self.dir.exists() and not self.dir.is_dir():
-            raise UserError(f"--out {self.dir} exists and is not a directory")
         try:
+            if self.dir.exists() and not self.dir.is_dir():
+                raise UserError(f"--out {self.dir} exists and is not a directory")
             if not self.dir.is_dir():
                 self.dir.mkdir(parents=True)
                 self._created = True

@@ -41,9 +41,11 @@ def atomic_file(path: str | Path, fsync: bool = False) -> Iterator[BinaryIO]:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from e  # say which file (full disk)
         raise
 
 

@@ -338,9 +338,14 @@ def _prepare_tokens(cfg: TokensConfig, lock: DirLock) -> dict[str, Any]:
         size=lambda r: r[1] - r[0],
         unit="tok",
     )
-    if not isinstance(src, np.ndarray) and input_stamp(src) != stamp:
+    try:
+        changed = not isinstance(src, np.ndarray) and input_stamp(src) != stamp
+    except OSError:  # removed
+        changed = True
+    if changed:
         raise UserError(
-            f"--from-tokens {src} changed while prepare read it; the dataset was not finished: "
+            f"--from-tokens {src} changed or was removed while prepare read it; the dataset was "
+            "not finished: "
             "rerun with --overwrite once the file is final"
         )
     seen_max = max_id if max_id is not None else int(arr.max())

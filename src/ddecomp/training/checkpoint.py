@@ -170,9 +170,10 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int =
         rec = {"step": step, "path": name, "bytes": w.nbytes, "sha256": w.h.hexdigest()}
         write_json_atomic(ckdir / LATEST, rec)
         prune(ckdir, keep, name)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch.save raises RuntimeError on a failed write
+        why = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
         raise UserError(
-            f"{ckdir}: cannot write the checkpoint of step {step} ({e.strerror or e}); free space "
+            f"{ckdir}: cannot write the checkpoint of step {step} ({why}); free space "
             "or fix the permissions, then --resume from the previous checkpoint"
         ) from e
     return ckdir / name
