@@ -55,6 +55,7 @@ from ddecomp.preparing.inputs import (
 )
 from ddecomp.preparing.manifest import build_manifest
 from ddecomp.preparing.pretokenized import in_place_reference, open_token_source, token_ranges
+from ddecomp.preparing.ray_engine import probe_cluster
 from ddecomp.preparing.remote_out import claim_out
 from ddecomp.preparing.shardrun import finish, index_identity, run_shards
 from ddecomp.preparing.tokencheck import check_tokens
@@ -141,6 +142,7 @@ def _tokenizer_identity(spec: str | None, vocab_size: int) -> str:
 
 def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     """Prepare text inputs (or the default corpus) into ``cfg.out``; return the manifest."""
+    probe_cluster(cfg.engine, cfg.ray_address)  # a wrong --ray-address fails before any work
     with DirLock(cfg.out, "prepare") as lock:  # one writer per directory, held to the end
         return _prepare(cfg, lock)
 
@@ -262,6 +264,7 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
     Stored as uint16 when every id fits, else uint32. The manifest's vocabulary size is
     ``cfg.vocab_size``, or the largest id (EOS included) + 1.
     """
+    probe_cluster(cfg.engine, cfg.ray_address)
     with DirLock(cfg.out, "prepare") as lock:
         return _prepare_tokens(cfg, lock)
 
