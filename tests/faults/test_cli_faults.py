@@ -132,3 +132,20 @@ def test_stats_of_a_missing_split_says_so(
     line = one_error(capsys)
     assert "no val" in line
     assert "--val-fraction" in line
+
+
+# ---- 27: plan's durations and --measure's progress -------------------------------------------
+def test_plan_states_a_small_runs_time_in_seconds_and_measure_reports_progress(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["plan", str(data), "--tokens-per-step", str(TPS), "--tokens", str(8 * TPS)]) == 0
+    out = capsys.readouterr().out
+    assert "predicted time at that fit" in out  # vacuity guard
+    assert "0.00 h" not in out
+    args = ["plan", str(data), "--tokens-per-step", str(TPS), "--measure", "tiny", "--iters", "1",
+            "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    measured = [ln for ln in err.splitlines() if "measuring" in ln]
+    assert len(measured) >= 2, err  # one line per length, as it goes

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from ddecomp.cli.blend_args import add_source_arguments
@@ -199,10 +200,20 @@ def _measure(args: argparse.Namespace, vocab_size: int, s: dict[str, Any]) -> di
         compile=args.compile,
     )
     device = resolve_device(args.device, World.detect())
+
     # Two untimed steps per length: the first length measured also pays the process's own
     # warm-up (thread pool, allocator, optimizer state), which one step did not absorb.
+    def say(L: int, i: int, n: int) -> None:
+        print(f"ddecomp plan: measuring length {L} ({i}/{n})", file=sys.stderr, flush=True)
+
     got = measure_step_costs(
-        cfg, vocab_size, [*steps, lmax], device, warmup=_MEASURE_WARMUP, iters=args.iters
+        cfg,
+        vocab_size,
+        [*steps, lmax],
+        device,
+        warmup=_MEASURE_WARMUP,
+        iters=args.iters,
+        on_length=say,
     )
     costs = {L: c["median_s"] for L, c in got.items()}
     price = price_plan(steps, costs, lmax)
