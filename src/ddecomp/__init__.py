@@ -22,7 +22,7 @@ Five stages, one subpackage each; data flows left to right and down, never back:
 
   top level: decompose (the pure decomposition), binpack (best-fit decreasing), attention_cost
   (attended query-key pairs), permutation (seeded O(1)-memory row orders), errors, io (atomic
-  writes, sha256), version
+  writes, sha256), dirlock (one writer per directory), version
 
 - ``binpack``: best-fit-decreasing packing (the pack baseline's bins, ``--tails pack``'s rows).
 - ``permutation``: seeded bijections of ``[0, n)`` (keyed Feistel network, cycle-walking): a

@@ -41,9 +41,11 @@ def atomic_file(path: str | Path, fsync: bool = False) -> Iterator[BinaryIO]:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from e  # say which file (full disk)
         raise
 
 
@@ -126,9 +128,36 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_bytes_atomic(path.parent, path.name, [data])
 
 
+def parse_json(data: str | bytes) -> Any:
+    """``json.loads`` for every JSON ddecomp reads back (records, states, ``latest.json``, log
+    lines): nesting deeper than the parser's recursion limit (~1,000 levels; ``[[[...]]]``
+    100,000 deep in a damaged or forged file) is a ``ValueError`` like any other malformed
+    JSON, which every reader turns into one line, instead of a ``RecursionError``."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def read_json(path: Path) -> Any:
+    """The JSON in ``path`` (:func:`parse_json`: malformed or too deep is a ``ValueError``)."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        return parse_json(f.read())
+
+
+def check_output_file(path: str | Path, flag: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: its directory missing
+    or not writable, or a directory in its place (``--plot /no/dir/x.png``)."""
+    from ddecomp.errors import UserError
+
+    p = Path(path)
+    parent = p.parent
+    if p.is_dir():
+        raise UserError(f"{flag} {path} is a directory; give a file name such as {p / 'x.png'}")
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: no directory {parent}; create it or choose another path")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{flag} {path}: {parent} is not writable; choose another path")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

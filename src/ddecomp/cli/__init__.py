@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module with ``register(subparsers)``, which adds its parser and
 sets ``func`` to a function taking the parsed namespace and returning an exit code. Errors a user
-can cause (:class:`~ddecomp.errors.UserError`) are printed as one line and exit with code 2; a
+can cause (:class:`~ddecomp.errors.UserError`) are printed as one line and exit with code 2, and
+so is an ``OSError`` (a full disk, a name too long, an input removed: the file and the reason); a
 damaged dataset (:class:`~ddecomp.errors.DataError`) exits with code 1. No traceback is shown for
 either. Output into a pipe whose reader has left (``ddecomp stats DIR | head``) ends quietly with
 exit code 141, what a shell reports for a producer killed by SIGPIPE.
@@ -25,7 +26,8 @@ _SIGPIPE_EXIT = 128 + 13  # 13 = SIGPIPE on POSIX
 # What an interrupted command's user does next (commands not named here simply start again).
 _RESUME_HINT = {
     "prepare": "; rerun the same command to resume (finished shards are kept)",
-    "train": "; rerun the same command with --resume to continue from the latest checkpoint",
+    "train": "; rerun the same command with --resume to continue from the latest checkpoint "
+    "(one is written at the step Ctrl-C ends, unless --no-checkpoints: then start again)",
 }
 
 
@@ -45,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the subcommand's usage, not the top level's
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # a reader that left surfaces here, not in the interpreter's exit
@@ -62,6 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as e:
         print(f"ddecomp {args.command}: {e}", file=sys.stderr)
         return DataError.exit_code
+    except OSError as e:  # the environment: a full disk, a name too long, an input removed
+        where = f"{e.filename}: " if e.filename else ""
+        print(
+            f"ddecomp {args.command}: error: cannot read or write {where}{e.strerror or e}; "
+            f"fix the path, free space or fix permissions{_RESUME_HINT.get(args.command, '')}",
+            file=sys.stderr,
+        )
+        return UserError.exit_code
     except KeyboardInterrupt:
         print(
             f"ddecomp {args.command}: interrupted{_RESUME_HINT.get(args.command, '')}",

@@ -28,8 +28,24 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ddecomp.errors import UserError
     from ddecomp.reporting.compare import compare, format_retrieval, format_table, load_run
 
+    if args.plot:
+        from ddecomp.io import check_output_file
+
+        check_output_file(args.plot, "--plot")
+    seen: dict[Path, str] = {}
+    for r in args.runs:
+        key = Path(r).resolve()
+        if key in seen:
+            raise UserError(
+                f"{r} is given twice (also as {seen[key]}); compare each run once, the "
+                "baseline first"
+            )
+        seen[key] = r
     runs = [load_run(r) for r in args.runs]
     rows = compare(runs)
     print(json.dumps(rows, indent=1) if args.json else format_table(rows))

@@ -46,10 +46,27 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ddecomp.data.dataset import open_dataset
     from ddecomp.data.stats import compute_stats, format_stats
+    from ddecomp.errors import UserError
+    from ddecomp.io import check_output_file
 
-    stats = compute_stats(open_dataset(args.data, args.split))
+    if args.plot:
+        check_output_file(args.plot, "--plot")  # before the report, not after it
+    if Path(args.data).is_file():
+        raise UserError(
+            f"{args.data} is a file; pass the dataset directory: ddecomp stats "
+            f"{Path(args.data).parent}"
+        )
+    ds = open_dataset(args.data, args.split)
+    if args.split != "train" and not ds.manifest["splits"][args.split]["documents"]:
+        raise UserError(
+            f"{args.data} has no {args.split} split (prepared with --val-fraction 0); prepare "
+            "with --val-fraction 0.02 to hold documents out"
+        )
+    stats = compute_stats(ds)
     print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
     if args.plot:
         from ddecomp.reporting.plots import plot_stats

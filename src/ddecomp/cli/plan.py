@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from ddecomp.cli.blend_args import add_source_arguments
@@ -30,7 +31,7 @@ from ddecomp.loading.plan import (
     check_tokens_per_step,
     format_summary,
 )
-from ddecomp.training.config import SIZES, TrainConfig
+from ddecomp.training.config import SIZES, TrainConfig, check_plannable
 
 
 def register(sub: Any) -> None:
@@ -177,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.measure and (args.rows is not None or any(map(is_url, args.data))):
         raise UserError("--measure needs a local dataset DIR (its vocabulary size)")
+    check_plannable(args.tokens, args.tokens_per_step, args.seed, args.epoch)
     rows, ds, name, policy = _bucket_source(args)
     if args.world_size < 1:
         raise UserError(f"--world-size {args.world_size} must be >= 1")
@@ -257,10 +259,20 @@ def _measure(args: argparse.Namespace, vocab_size: int, s: dict[str, Any]) -> di
         compile=args.compile,
     )
     device = resolve_device(args.device, World.detect())
+
     # Two untimed steps per length: the first length measured also pays the process's own
     # warm-up (thread pool, allocator, optimizer state), which one step did not absorb.
+    def say(L: int, i: int, n: int) -> None:
+        print(f"ddecomp plan: measuring length {L} ({i}/{n})", file=sys.stderr, flush=True)
+
     got = measure_step_costs(
-        cfg, vocab_size, [*steps, lmax], device, warmup=_MEASURE_WARMUP, iters=args.iters
+        cfg,
+        vocab_size,
+        [*steps, lmax],
+        device,
+        warmup=_MEASURE_WARMUP,
+        iters=args.iters,
+        on_length=say,
     )
     costs = {L: c["median_s"] for L, c in got.items()}
     price = price_plan(steps, costs, lmax)

@@ -14,6 +14,7 @@ import os
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from tokenize import TokenError
 from typing import Any
 
 import numpy as np
@@ -100,7 +101,7 @@ def read_npy(path: Path, dtype: str, count: int) -> np.ndarray:
             arr = np.fromfile(fh, dtype=dt, count=count)
     except FileNotFoundError:
         raise DataError(f"{path}: missing") from None
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, TokenError) as e:  # numpy parses with tokenize
         raise DataError(f"{path}: not a readable .npy file ({' '.join(str(e).split())})") from e
     if arr.size != count:  # the file shrank while it was read
         raise DataError(f"{path}: {arr.size} entries read, {count} expected")

@@ -405,9 +405,16 @@ def format_summary(s: Mapping[str, Any]) -> str:
     )
     if "predicted_s" in s:
         lines.append(
-            f"predicted time at that fit: {s['predicted_s'] / 3600:,.2f} h (160M model, one H100, "
+            f"predicted time at that fit: {_duration(s['predicted_s'])} (160M model, one H100, "
             "scaled by tokens per step; measure yours with --measure)"
         )
     if any(b["repeated_rows"] for b in s["buckets"]):
         lines.append(f"upsampling: {s['upsampling']}")
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    """``4.2 s``, ``3.5 min``, ``12.00 h``: a small run's time is not ``0.00 h``."""
+    if seconds < 60:
+        return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:,.2f} h"

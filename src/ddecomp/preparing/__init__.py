@@ -5,6 +5,7 @@ One ``prepare`` run, module by module::
     inputs ─> ingest ─> tokenize ─────┐       (text: files, URLs, the default corpus)
                         (seams)       │       (a long document cut where its ids hold)
                         pretokenized ─┤       (a flat token file with EOS after each doc)
+                        (tokencheck)  │
                                       v
     config ─> pipeline ─> shardrun ─> pool ──────> shards ─> manifest
                  │           │   └──> ray_engine ┘   │ (tails)
@@ -18,6 +19,7 @@ One ``prepare`` run, module by module::
 - :mod:`.tokenize`: HF tokenizers, EOS/BOS, deterministic BPE training, fast encoding.
 - :mod:`.seams`: where a very long document can be cut without changing its tokens (verified).
 - :mod:`.pretokenized`: already-tokenized input (Megatron / OLMo-core / nanoGPT token files).
+- :mod:`.tokencheck`: ``--from-tokens`` flags that cannot be right (EOS, dtype, vocabulary).
 - :mod:`.config`: :class:`PrepareConfig` and :class:`TokensConfig`, frozen and validated.
 - :mod:`.pipeline`: :func:`prepare` and :func:`prepare_tokens`, data checks, resume.
 - :mod:`.shardrun`: runs a prepare's shard jobs (resume, engine, progress), writes the manifest.

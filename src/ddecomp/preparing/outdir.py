@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ddecomp.data.layout import FORMAT_NAME, MANIFEST, SHARD_DIR, TOKENIZER_FILE
+from ddecomp.dirlock import LOCK_FILE
 from ddecomp.errors import UserError
 from ddecomp.io import canonical_sha256, read_json, write_json_atomic
 from ddecomp.version import __version__
@@ -34,7 +35,7 @@ STATE_FILE = ".prepare.json"
 # and the temporary ".<name>.<random>.tmp" of a write in progress (io.atomic_file).
 _SHARD_FILE = (
     r"\d{5,}\.(?:tokens\.bin|chunks\.bin|docs\.npy|split\.npy|done\.json"
-    r"|(?:train|val)\.L\d{5,}\.npy)"
+    r"|(?:train|val)\.(?:L\d{5,}|tail\.(?:starts|targets))\.npy)"
 )
 _OWN_SHARD_NAME = re.compile(rf"{_SHARD_FILE}|\.{_SHARD_FILE}\.[^/]*\.tmp")
 # A killed write of a top-level file leaves ".manifest.json.<random>.tmp" and the like.
@@ -99,8 +100,18 @@ def claim_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str,
     state_path = out / STATE_FILE
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
-    # A run killed during its first write leaves only a temporary file of ours: not "used".
-    used = out.is_dir() and any(not _OWN_TOP_TMP.fullmatch(p.name) for p in out.iterdir())
+    shards = out / SHARD_DIR
+    if shards.is_symlink() or (shards.exists() and not shards.is_dir()):
+        # Writes (and --overwrite's removals) through it would land in another directory.
+        raise UserError(
+            f"{shards} is a symlink or not a directory; ddecomp never writes or deletes "
+            "through a symlink: remove it, or choose another --out"
+        )
+    # A run killed during its first write leaves only a temporary file of ours (and the lock
+    # file of the run that holds the directory now): not "used".
+    used = out.is_dir() and any(
+        not (_OWN_TOP_TMP.fullmatch(p.name) or p.name == LOCK_FILE) for p in out.iterdir()
+    )
     if used:
         state = _read_state(out)
         if state is None:
@@ -127,8 +138,12 @@ def claim_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str,
         else:
             man_path = out / MANIFEST
             if man_path.is_file():
-                man = read_json(man_path)
-                if man.get("prepare", {}).get("identity_sha256") == canonical_sha256(identity):
+                try:  # a damaged manifest is rewritten by this run (its shards are checked)
+                    man = read_json(man_path)
+                    done = man["prepare"]["identity_sha256"] == canonical_sha256(identity)
+                except (OSError, ValueError, KeyError, TypeError):
+                    done = False
+                if done:
                     return dict(man)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ddecomp.data.layout import TOKENIZER_FILE, fingerprint
+from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
 from ddecomp.io import canonical_sha256
 from ddecomp.preparing.config import (
@@ -54,8 +55,10 @@ from ddecomp.preparing.inputs import (
 )
 from ddecomp.preparing.manifest import build_manifest
 from ddecomp.preparing.pretokenized import in_place_reference, open_token_source, token_ranges
+from ddecomp.preparing.ray_engine import probe_cluster
 from ddecomp.preparing.remote_out import claim_out
 from ddecomp.preparing.shardrun import finish, index_identity, run_shards
+from ddecomp.preparing.tokencheck import check_tokens
 
 __all__ = [
     "PrepareConfig",
@@ -139,6 +142,12 @@ def _tokenizer_identity(spec: str | None, vocab_size: int) -> str:
 
 def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     """Prepare text inputs (or the default corpus) into ``cfg.out``; return the manifest."""
+    probe_cluster(cfg.engine, cfg.ray_address)  # a wrong --ray-address fails before any work
+    with DirLock(cfg.out, "prepare") as lock:  # one writer per directory, held to the end
+        return _prepare(cfg, lock)
+
+
+def _prepare(cfg: PrepareConfig, lock: DirLock) -> dict[str, Any]:
     from ddecomp.preparing.ingest import IngestStats, iter_documents
     from ddecomp.preparing.tokenize import (
         TokenizerInfo,
@@ -180,14 +189,15 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
             f"no documents in the input ({len(files)} files; skipped: "
             f"{_fmt_skips(probe.as_dict())}); nothing was written"
         )
-    finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite)
+    given = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None  # a typo writes nothing
+    finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite, lock)
     if finished is not None:
         log.info("%s is already prepared with these arguments; nothing to do", cfg.out)
         return finished
 
     tok_path = cfg.out / TOKENIZER_FILE
-    if cfg.tokenizer:
-        tok, source, _ = load_tokenizer(cfg.tokenizer)
+    if given is not None:
+        tok, source, _ = given
     elif tok_path.is_file():  # trained by an interrupted run with the same identity
         tok, _, _ = load_tokenizer(str(tok_path))
         source = f"trained byte-level BPE (vocab {cfg.vocab_size})"
@@ -248,55 +258,18 @@ def _fmt_skips(d: dict[str, Any]) -> str:
 
 
 # ---- already-tokenized inputs -----------------------------------------------------------------
-EOS_PROBE_TOKENS = 1 << 24  # an input with no EOS in its first 16M tokens is refused
-
-
-def _check_tokens(cfg: TokensConfig, arr: np.ndarray, what: str) -> int | None:
-    """Refuse flags that cannot be right for this input; return its largest id if computed.
-
-    An EOS the input's dtype cannot hold, or none in the first :data:`EOS_PROBE_TOKENS` tokens
-    (a wrong ``--eos-id``, or a file read with the wrong ``--dtype``, which would otherwise be
-    one garbage document), and an id at or above a given ``vocab_size``. The largest id is read
-    only when it is needed: a uint8/uint16 input always fits the uint16 we store.
-    """
-    eos = cfg.eos_id
-    if arr.dtype.kind not in "ui":
-        raise UserError(f"{what}: dtype {arr.dtype.name} is not an integer type; check --dtype")
-    top = int(np.iinfo(arr.dtype).max)
-    if eos > top:
-        raise UserError(
-            f"--eos-id {eos} cannot occur in {what}: its dtype {arr.dtype.name} holds ids up to "
-            f"{top}; check --eos-id (and --dtype for a raw file)"
-        )
-    probe = arr[:EOS_PROBE_TOKENS]
-    if not np.any(probe == eos):
-        raise UserError(
-            f"{what}: no --eos-id {eos} in its first {probe.size:,} tokens (read as "
-            f"{arr.dtype.name}); check --dtype (the file's integer type) and --eos-id"
-        )
-    max_id = None
-    if cfg.vocab_size is not None or arr.dtype.itemsize > 2 or arr.dtype.kind != "u":
-        lo, max_id = int(arr.min()), int(arr.max())
-        if lo < 0:
-            raise UserError(f"{what} has a negative id ({lo}); check --dtype")
-        if max_id >= 1 << 32:
-            raise UserError(f"{what} has id {max_id}, beyond uint32; check --dtype")
-    if cfg.vocab_size is not None:
-        assert max_id is not None
-        if max_id >= cfg.vocab_size:
-            raise UserError(
-                f"{what} has id {max_id}, not below --vocab-size {cfg.vocab_size}; pass the "
-                "tokenizer's vocabulary size (or check --dtype)"
-            )
-    return max_id
-
-
 def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
     """Prepare an already-tokenized flat token array (EOS after each document); return manifest.
 
     Stored as uint16 when every id fits, else uint32. The manifest's vocabulary size is
     ``cfg.vocab_size``, or the largest id (EOS included) + 1.
     """
+    probe_cluster(cfg.engine, cfg.ray_address)
+    with DirLock(cfg.out, "prepare") as lock:
+        return _prepare_tokens(cfg, lock)
+
+
+def _prepare_tokens(cfg: TokensConfig, lock: DirLock) -> dict[str, Any]:
     t0 = time.perf_counter()
     src, arr, header, ident = open_token_source(cfg.tokens, cfg.dtype)
     if isinstance(src, np.ndarray) and cfg.workers > 1:
@@ -306,7 +279,7 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
     if arr.size == 0:
         raise UserError("the token input is empty; nothing was written")
     what = "the token array" if isinstance(src, np.ndarray) else f"--from-tokens {src}"
-    max_id = _check_tokens(cfg, arr, what)
+    max_id = check_tokens(cfg, arr, what)
     out_dtype = "uint16" if max(max_id or 0, cfg.eos_id) < 1 << 16 else "uint32"
     ref = in_place_reference(src, arr, header, cfg.out_url) if cfg.in_place else None
     if ref is not None:
@@ -322,7 +295,7 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
         **index_identity(cfg, int(arr.size)),
         **({"in_place": True} if ref else {}),
     }
-    finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite)
+    finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite, lock)
     if finished is not None:
         return finished
     ranges = token_ranges(arr, cfg.eos_id, identity["shard_size"])
@@ -368,9 +341,14 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
         size=lambda r: r[1] - r[0],
         unit="tok",
     )
-    if not isinstance(src, np.ndarray) and input_stamp(src) != stamp:
+    try:
+        changed = not isinstance(src, np.ndarray) and input_stamp(src) != stamp
+    except OSError:  # removed
+        changed = True
+    if changed:
         raise UserError(
-            f"--from-tokens {src} changed while prepare read it; the dataset was not finished: "
+            f"--from-tokens {src} changed or was removed while prepare read it; the dataset was "
+            "not finished: "
             "rerun with --overwrite once the file is final"
         )
     seen_max = max_id if max_id is not None else int(arr.max())

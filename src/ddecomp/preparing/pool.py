@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult, Pool
@@ -124,6 +125,9 @@ def _write_job(job: TextJob | TokenJob) -> dict[str, Any]:
 
 
 def _init_worker() -> None:
+    # Ctrl-C reaches the whole process group: only the main process handles it (it terminates
+    # the pool), so no worker prints a KeyboardInterrupt traceback or dies holding a pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # One tokenizer thread per process: the pool already has one process per core.
     os.environ["RAYON_NUM_THREADS"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"

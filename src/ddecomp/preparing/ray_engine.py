@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -39,6 +41,7 @@ from ddecomp.preparing.pool import Runner, ShardRunner, TextJob, TokenJob, run_j
 
 log = logging.getLogger("ddecomp.preparing.ray_engine")
 
+PROBE_TIMEOUT_S = 5.0  # a cluster's head answers a TCP connection at once
 TASK_RETRIES = 4  # a task whose worker process or node died is run again, up to this many times
 _TASK_ENV = {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -124,6 +127,27 @@ class RayRunner:
         self._pending = []
         if self._owns_connection:
             ray.shutdown()
+
+
+def probe_cluster(engine: str, address: str | None) -> None:
+    """Before any work (training a tokenizer, writing ``.prepare.json``): with ``--engine ray``,
+    Ray must import and a ``host:port`` address (``--ray-address`` or ``RAY_ADDRESS``) must
+    accept a TCP connection within :data:`PROBE_TIMEOUT_S`; ``ray.init`` would otherwise retry
+    a wrong address for minutes. ``auto``, ``local`` and no address are left to ``ray.init``."""
+    if engine != "ray":
+        return
+    _import_ray()
+    addr = address or os.environ.get("RAY_ADDRESS") or ""
+    host, sep, port = addr.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        raise UserError(
+            f"--ray-address {addr}: no Ray cluster answers there ({e.strerror or e}); start it "
+            "with `ray start --head` or check the address"
+        ) from None
 
 
 def make_runner(engine: str, workers: int, ray_address: str | None = None) -> Runner:

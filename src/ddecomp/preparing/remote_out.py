@@ -34,8 +34,14 @@ from typing import Any
 from ddecomp.data.chunks import CHUNK_BYTES, chunk_digests, chunks_file
 from ddecomp.data.layout import FORMAT_NAME, MANIFEST, SHARD_DIR, TOKENIZER_FILE, shard_files
 from ddecomp.data.remote import default_cache, remote_filesystem
+from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
-from ddecomp.io import canonical_sha256, write_bytes_atomic, write_json_atomic
+from ddecomp.io import (
+    canonical_sha256,
+    parse_json,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from ddecomp.preparing.outdir import _OWN_SHARD_NAME, STATE_FILE, claim_dir, claim_staging
 from ddecomp.preparing.shards import done_path
 from ddecomp.version import __version__
@@ -47,10 +53,11 @@ def staging_dir(url: str) -> Path:
 
 
 def claim_out(
-    out: Path, url: str | None, identity: dict[str, Any], overwrite: bool
+    out: Path, url: str | None, identity: dict[str, Any], overwrite: bool, lock: DirLock
 ) -> dict[str, Any] | None:
-    """Own the output: the directory ``out``, or the prefix ``url`` and its staging ``out``.
-    Returns the finished manifest when the run is already done."""
+    """Own the output: the directory ``out``, or the prefix ``url`` and its staging ``out``
+    (locked first: one writer per directory). Returns the finished manifest when done."""
+    lock.acquire()
     if url is None:
         return claim_dir(out, identity, overwrite)
     finished = RemoteOut(url).claim(identity, overwrite)
@@ -73,7 +80,7 @@ class RemoteOut:
 
     def _read_json(self, rel: str) -> Any:
         try:
-            return json.loads(self.fs.cat_file(self._path(rel)))
+            return parse_json(self.fs.cat_file(self._path(rel)))
         except FileNotFoundError:
             return None
         except ValueError as e:

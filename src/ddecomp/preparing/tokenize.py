@@ -107,6 +107,11 @@ def load_tokenizer(spec: str) -> tuple[Tokenizer, str, str]:
         source = str(path.resolve())
         _disable_truncation_and_padding(tok, source)
         return tok, source, _sha256(data)
+    if spec.endswith((".json", "/")) or spec.startswith(("/", ".", "~")) or spec.count("/") > 1:
+        raise UserError(  # a path, not a hub name ("org/name"): say so, without asking the hub
+            f"--tokenizer {spec}: no such file or directory; pass an existing tokenizer.json, a "
+            "directory holding one, or a hub name such as gpt2"
+        )
     try:
         tok = Tokenizer.from_pretrained(spec)
     except Exception as e:  # network, 404, parse: the hub's message is the useful part

@@ -27,7 +27,6 @@ tabulated by :func:`format_retrieval`, accuracy per context length.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ddecomp.errors import UserError
+from ddecomp.io import read_json
 from ddecomp.reporting.retrieval import format_tasks, load_tasks
 from ddecomp.training.runlog import load_jsonl
 
@@ -64,10 +64,20 @@ def load_run(path: str | Path) -> Run:
     metrics = load_jsonl(p / "metrics.jsonl")
     if not metrics:
         raise UserError(f"{p}/metrics.jsonl is empty: the run has not finished a step")
-    summary = json.loads((p / "summary.json").read_text()) if (p / "summary.json").is_file() else {}
+    summary = _read_object(p / "summary.json") if (p / "summary.json").is_file() else {}
     evals = load_jsonl(p / "eval.jsonl") if (p / "eval.jsonl").is_file() else []
-    config = json.loads((p / "config.json").read_text())
+    config = _read_object(p / "config.json")
     return Run(p.name or str(p), config, metrics, evals, summary, load_tasks(p))
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    try:
+        obj = read_json(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({e}); pass a run written by `ddecomp train`") from e
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: not a JSON object; pass a run written by `ddecomp train`")
+    return obj
 
 
 def time_to_reach(run: Run, target: float) -> float | None:

@@ -9,10 +9,12 @@ its own numbers; the table says which settings it used.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ddecomp.errors import UserError
+from ddecomp.io import read_json
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -21,10 +23,14 @@ TASK_FILE_PREFIX = "eval_"
 
 
 def load_tasks(run: Path) -> dict[str, dict[str, Any]]:
-    """``{task: result}`` of every ``eval_<task>.json`` in ``run`` (none: empty)."""
+    """``{task: result}`` of every ``eval_<task>.json`` in ``run`` (none: empty); a damaged one
+    (malformed, nested too deep, unreadable) is one line naming it."""
     out = {}
     for p in sorted(Path(run).glob(f"{TASK_FILE_PREFIX}*.json")):
-        res = json.loads(p.read_text())
+        try:
+            res = read_json(p)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{p}: unreadable ({e}); rerun `ddecomp eval` for that task") from e
         if isinstance(res, dict) and "accuracy_by_length" in res:
             out[str(res.get("task", p.stem[len(TASK_FILE_PREFIX) :]))] = res
     return out

@@ -9,7 +9,8 @@ Layout inside a run directory::
 A checkpoint file is written to a temporary name in the same directory and renamed into place, and
 ``latest.json`` is replaced only after that, so a job killed at any moment leaves the previous
 checkpoint usable. The ``keep`` most recent checkpoints are kept (default 2: the newest could be on
-a failing disk); older ones are deleted after the new one is in place.
+a failing disk); older ones are deleted after the new one is in place, by their exact names
+(``step_`` + 7 or more digits + ``.pt``): any other file in the directory is the user's.
 
 What a checkpoint holds (the trainer fills it): model and optimizer state, the LR scheduler's
 state, the RNG states of every rank (python, numpy, torch CPU and CUDA, as tensors and numbers),
@@ -32,21 +33,24 @@ import json
 import pickle
 import random
 import re
+import signal
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import torch
 
 from ddecomp.errors import DataError, UserError
-from ddecomp.io import atomic_file, sha256_file, write_json_atomic
+from ddecomp.io import atomic_file, parse_json, sha256_file, write_json_atomic
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest.json"
 FORMAT = 2  # 1: the pickled dicts of before (RNG states as numpy objects), refused on load
 _NAME = re.compile(r"step_[0-9]+\.pt")
+_OWN_NAME = re.compile(r"step_([0-9]{7,})\.pt")  # the names save_checkpoint writes, and prunes
 _SHA = re.compile(r"[0-9a-f]{64}")
 _STATE_PARTS = ("model", "optimizer", "scheduler", "rng")  # tensors in torch's own containers
 _META: dict[str, type | tuple[type, ...]] = {  # the JSON parts and their types
@@ -100,6 +104,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class Stateful(Protocol):
+    def load_state_dict(self, state: Any, /) -> Any: ...
+
+
+def restore(
+    path: Path, state: dict[str, Any], parts: dict[str, Stateful], rng: dict[str, Any]
+) -> None:
+    """Load each part's state and the RNG states; a checkpoint that does not fit this run
+    (another model's shapes, missing keys, an impossible RNG or loader state, even with a
+    valid sha256) is one line, not the traceback the part's own loader raises."""
+    part = "rng"
+    try:
+        for part, obj in parts.items():
+            obj.load_state_dict(state[part])
+        part = "rng"
+        set_rng_state(rng)
+    except UserError as e:  # the loader's own check of its state
+        raise UserError(f"{path}: {e}") from e
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise UserError(
+            f"{path}: its {part} state does not fit this run ({type(e).__name__}: "
+            f"{_first_line(e)}); resume from a checkpoint this run wrote, or start a new run "
+            "with another --out"
+        ) from e
+
+
 class _HashingWriter:
     """A write-only file that hashes the bytes torch.save writes through it."""
 
@@ -139,15 +169,28 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int =
             torch.save(payload, w)  # type: ignore[arg-type]  # a file-like with write()
         rec = {"step": step, "path": name, "bytes": w.nbytes, "sha256": w.h.hexdigest()}
         write_json_atomic(ckdir / LATEST, rec)
-        for old in sorted(ckdir.glob("step_*.pt"))[:-keep]:
-            if old.name != name:
-                old.unlink()
-    except OSError as e:
+        prune(ckdir, keep, name)
+    except (OSError, RuntimeError) as e:  # torch.save raises RuntimeError on a failed write
+        why = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
         raise UserError(
-            f"{ckdir}: cannot write the checkpoint of step {step} ({e.strerror or e}); free space "
+            f"{ckdir}: cannot write the checkpoint of step {step} ({why}); free space "
             "or fix the permissions, then --resume from the previous checkpoint"
         ) from e
     return ckdir / name
+
+
+def prune(ckdir: Path, keep: int, newest: str) -> None:
+    """Delete all but the ``keep`` latest checkpoints ddecomp wrote (``step_<7+ digits>.pt``,
+    exactly as :func:`save_checkpoint` names them). A user's ``step_best.pt`` or
+    ``step_0000001_backup.pt`` is neither deleted nor counted against ``keep``."""
+    own = sorted(
+        (int(m[1]), p)
+        for p in ckdir.iterdir()
+        if (m := _OWN_NAME.fullmatch(p.name)) and p.is_file() and not p.is_symlink()
+    )
+    for _, old in own[:-keep]:
+        if old.name != newest:
+            old.unlink()
 
 
 def _bad_latest(ptr: Path, problem: str) -> UserError:
@@ -167,7 +210,7 @@ def latest_checkpoint(run_dir: Path) -> CheckpointRecord | None:
     try:
         if ptr.resolve().parent != ckdir.resolve() or not ptr.is_file():
             raise _bad_latest(ptr, "not a regular file inside the checkpoint directory")
-        rec = json.loads(ptr.read_bytes())
+        rec = parse_json(ptr.read_bytes())
     except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise _bad_latest(ptr, f"unreadable ({type(e).__name__}: {_first_line(e)})") from e
     if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
@@ -242,7 +285,7 @@ def _unpack(path: Path, rec: CheckpointRecord, state: Any) -> dict[str, Any]:
     if not isinstance(rng, list) or not rng or not all(_rng_ok(r) for r in rng):
         raise bad("no RNG states")
     try:
-        meta = json.loads(state.get("meta"))  # type: ignore[arg-type]
+        meta = parse_json(state.get("meta"))  # type: ignore[arg-type]
     except (TypeError, ValueError) as e:
         raise bad("meta is not JSON") from e
     if not isinstance(meta, dict):
@@ -266,6 +309,7 @@ def _rng_ok(r: Any) -> bool:
     return (
         _is_int(r.get("python_version"))
         and _is_int(r.get("numpy_pos"))
+        and r["numpy_pos"] <= 624  # numpy takes any position, and reads out of its key array
         and isinstance(gauss, list)
         and len(gauss) == 2
     )
@@ -278,3 +322,34 @@ def _is_int(x: Any) -> bool:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__
+
+
+class DeferredInterrupt:
+    """Ctrl-C during the training loop: the step in progress finishes, the loop writes a
+    checkpoint (atomically, as any other) and stops, so "rerun with --resume" continues from
+    that step. A second Ctrl-C interrupts at once (the previous checkpoint stays usable).
+
+    Armed only in a single-process run on the main thread: under torchrun every rank would
+    have to agree on the step (a collective), so there Ctrl-C keeps its default behaviour.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.hit = False
+        self._old: Any = None
+
+    def arm(self) -> None:
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.hit = True
+        signal.signal(signal.SIGINT, self._old)  # the second Ctrl-C: the default, at once
+
+    def __enter__(self) -> DeferredInterrupt:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None and signal.getsignal(signal.SIGINT) == self._handle:
+            signal.signal(signal.SIGINT, self._old)
+        self._old = None

@@ -9,6 +9,7 @@ and the blend's weights) is checked where it is opened, :func:`ddecomp.data.blen
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -88,6 +89,24 @@ def default_warmup(steps: int) -> int:
     run of 50 steps or fewer); runs under 10 steps get no warmup.
     """
     return min(WARMUP_CAP, int(steps * WARMUP_FRACTION))
+
+
+MAX_STEPS = 1 << 28  # a plan holds a few int64 per step: 2 GiB each at this many steps
+MAX_SEED = (1 << 63) - 1  # numpy takes any seed >= 0, torch.manual_seed a 64-bit integer
+
+
+def check_plannable(tokens: int | None, tokens_per_step: int, seed: int, epoch: int = 0) -> None:
+    """Refuse a seed or epoch outside ``[0, 2**63)`` and a run of more than :data:`MAX_STEPS`
+    steps (its plan would not fit in memory) with one line, before any plan is built."""
+    for flag, v in (("--seed", seed), ("--epoch", epoch)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:
+            raise UserError(f"{flag} {v!r} must be an integer in [0, 2**63)")
+    if tokens is not None and tokens_per_step >= 1 and tokens // tokens_per_step > MAX_STEPS:
+        raise UserError(
+            f"--tokens {tokens:,} is {tokens // tokens_per_step:,} steps of {tokens_per_step:,} "
+            f"tokens, more than the {MAX_STEPS:,} a plan can hold in memory; raise "
+            "--tokens-per-step or lower --tokens"
+        )
 
 
 # Fields that must not change when a run is resumed (the rest, e.g. device, may).
@@ -196,6 +215,11 @@ class TrainConfig:
                 f"--tokens {self.tokens} must be at least --tokens-per-step "
                 f"{self.tokens_per_step} (>= 1): the run would have no step"
             )
+        check_plannable(self.tokens, self.tokens_per_step, self.seed)
+        for name in ("lr", "min_lr_ratio", "weight_decay", "grad_clip"):
+            if not math.isfinite(getattr(self, name)):  # inf/NaN: a NaN loss steps later
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"{flag} {getattr(self, name)} must be a finite number")
         if self.warmup is None:
             # A default must fit every run length; an explicit value that does not is an error.
             object.__setattr__(self, "warmup", default_warmup(self.steps))

@@ -55,9 +55,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ddecomp.attention_cost import causal_pairs, doc_mask_pairs
 from ddecomp.data.blend import describe_data, open_sources
+from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
 from ddecomp.loading.base import StepLoader
-from ddecomp.loading.protocols import IGNORE_INDEX, Batch
+from ddecomp.loading.protocols import IGNORE_INDEX, Batch, BucketData
 from ddecomp.loading.world import World
 from ddecomp.training.attention import make_doc_mask, make_flat_mask
 from ddecomp.training.builders import (
@@ -68,11 +69,12 @@ from ddecomp.training.builders import (
     warm_shapes,
 )
 from ddecomp.training.checkpoint import (
+    DeferredInterrupt,
     latest_checkpoint,
     load_checkpoint,
+    restore,
     rng_state,
     save_checkpoint,
-    set_rng_state,
 )
 from ddecomp.training.config import METHODS as METHODS
 from ddecomp.training.config import RESUME_ABSENT, RESUME_FIXED, TrainConfig
@@ -94,7 +96,7 @@ from ddecomp.training.model import (
     train_flops,
 )
 from ddecomp.training.runlog import RunLog, open_run_dir, peak_flops_for
-from ddecomp.training.step import MicroBatch, train_step
+from ddecomp.training.step import MicroBatch, check_ids, train_step
 
 
 def _configure_determinism(cfg: TrainConfig, device: torch.device) -> None:
@@ -133,7 +135,7 @@ def _check_resume(saved: dict[str, Any], cfg: TrainConfig, fingerprint: str) -> 
         )
 
 
-def _no_eval_reason(cfg: TrainConfig, val: Any, ecfg: EvalConfig) -> str | None:
+def _no_eval_reason(cfg: TrainConfig, val: BucketData, ecfg: EvalConfig) -> str | None:
     """Why this run will never be evaluated (no held-out piece at a trained length), or None."""
     if eval_lengths(list(val.bucket_lengths), ecfg):
         return None
@@ -194,7 +196,11 @@ def train(cfg: TrainConfig, world: World | None = None) -> dict[str, Any]:
     device = resolve_device(cfg.device, world)
     init_world(world, device)
     try:
-        summary = _train(cfg, world, device)
+        with (
+            DirLock(Path(cfg.out), "train", enabled=world.is_main) as lock,  # one writer per RUN
+            DeferredInterrupt(enabled=not world.distributed) as sigint,
+        ):
+            summary = _train(cfg, world, device, lock, sigint)
         # Every rank reaches the end before any tears its process group down: a gloo peer that
         # closes its connections while another still writes its summary aborts the latter
         # ("terminate called without an active exception"). Not on errors: peers would wait.
@@ -204,7 +210,9 @@ def train(cfg: TrainConfig, world: World | None = None) -> dict[str, Any]:
         close_world(world)
 
 
-def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, Any]:
+def _train(
+    cfg: TrainConfig, world: World, device: torch.device, lock: DirLock, sigint: DeferredInterrupt
+) -> dict[str, Any]:
     _configure_determinism(cfg, device)
     check_flat_fits(cfg, world, device)  # before any data is read
     ds = open_sources(cfg.data_dirs, cfg.factors, cfg.shares, cfg.seed, split="train")
@@ -217,8 +225,11 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
     ecfg = EvalConfig(tokens_per_length=cfg.eval_tokens, max_len=max_len, seed=0)
     no_eval = _no_eval_reason(cfg, val, ecfg)
     run = Path(cfg.out)
+    row_slices(1, max_len, cfg.micro_batch_tokens)  # refuses a micro-batch below one row now
+    lock.acquire()  # a refused run removes the directory it created (if still empty)
     latest = latest_checkpoint(run) if cfg.resume else None
-    if not cfg.resume and (run / "metrics.jsonl").exists():
+    metrics = run / "metrics.jsonl"
+    if not cfg.resume and metrics.is_file() and metrics.stat().st_size:  # a refused run: empty
         raise UserError(
             f"{run} already holds a run; pass --resume to continue it or use a new --out"
         )
@@ -237,14 +248,15 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
     if latest is not None:
         state = load_checkpoint(latest)
         _check_resume(state, cfg, ds.fingerprint)
-        raw.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        loader.load_state_dict(state["loader"])
+        rngs = state["rng"]
+        restore(
+            latest.path,
+            state,
+            {"model": raw, "optimizer": opt, "scheduler": sched, "loader": loader},
+            rngs[world.rank] if len(rngs) == world.world_size else rngs[0],
+        )
         step, elapsed = state["step"], state["elapsed_s"]
         epoch, resumed = int(state["loader"].get("epoch", 0)), True
-        rngs = state["rng"]
-        set_rng_state(rngs[world.rank] if len(rngs) == world.world_size else rngs[0])
     elif cfg.resume and world.is_main:
         print(f"ddecomp train: no checkpoint in {run}, starting from step 0")
     model: torch.nn.Module = raw
@@ -280,7 +292,6 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     stop = cfg.stop_after or cfg.steps
-    row_slices(1, max_len, cfg.micro_batch_tokens)  # refuses a micro-batch below one row now
     to_device = HostToDevice(device)
     stream = _batches(loader, epoch, resumed)
     log.open_progress(step, cfg.steps)
@@ -318,9 +329,11 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
         barrier(world)
         ckpt_s += time.perf_counter() - t
 
+    sigint.arm()  # Ctrl-C from here on: finish the step, checkpoint, stop
     while step < stop:
         t0 = time.perf_counter()
         batch = next(stream)
+        check_ids(batch, mcfg.vocab_size, step + 1)
         # One host-to-device copy of the loader's [B, L + 1] buffer, sliced on the device;
         # input_ids contiguous (a compiled model guards on strides, warm_shapes compiled those).
         x, y, pos = to_device(batch)
@@ -373,8 +386,10 @@ def _train(cfg: TrainConfig, world: World, device: torch.device) -> dict[str, An
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             do_eval()
         periodic = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
-        if cfg.checkpoints and (periodic or step == stop):
+        if cfg.checkpoints and (periodic or step == stop or sigint.hit):
             do_checkpoint()
+        if sigint.hit:
+            raise KeyboardInterrupt  # after its checkpoint: --resume continues from this step
     finished = step >= cfg.steps
     if finished:
         do_eval()

@@ -28,12 +28,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ddecomp.errors import UserError
-from ddecomp.io import write_bytes_atomic, write_json_atomic
+from ddecomp.io import parse_json, write_bytes_atomic, write_json_atomic
+
+if TYPE_CHECKING:  # torch is imported only to train: `ddecomp compare` reads these logs without it
+    import torch
 
 # Dense bf16 peak FLOP/s per GPU, by substring of the device name (vendor data sheets).
 _PEAKS = (("H200", 989.4e12), ("H100", 989.4e12), ("A100", 312e12), ("L40S", 362e12))
@@ -42,6 +43,8 @@ _PEAKS = (("H200", 989.4e12), ("H100", 989.4e12), ("A100", 312e12), ("L40S", 362
 def peak_flops_for(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
+    import torch
+
     name = torch.cuda.get_device_name(device)
     return next((p for key, p in _PEAKS if key in name), None)
 
@@ -73,7 +76,7 @@ def _records(path: Path) -> list[tuple[bytes, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = parse_json(line)
         except ValueError:  # JSONDecodeError and UnicodeDecodeError
             rec = None
         if isinstance(rec, dict):

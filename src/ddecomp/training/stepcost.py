@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -40,12 +40,15 @@ def measure_step_costs(
     *,
     warmup: int = 2,
     iters: int = 5,
+    on_length: Callable[[int, int, int], None] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Seconds per :func:`train_step` at each length, causal attention, ``cfg.tokens_per_step``.
 
     A fresh model of ``cfg.size`` (seeded ``cfg.seed``) and AdamW as in training; ``warmup``
     untimed steps per length (allocation, kernel selection, compilation with ``cfg.compile``),
-    then ``iters`` timed ones. Returns ``{L: {"median_s", "min_s", "samples_s", "rows"}}``.
+    then ``iters`` timed ones; ``on_length(L, i, n)`` is called before the i-th of n lengths
+    (progress: a large model takes minutes per length).
+    Returns ``{L: {"median_s", "min_s", "samples_s", "rows"}}``.
     """
     if warmup < 0 or iters < 1:
         raise UserError(f"step costs need warmup >= 0 and iters >= 1, got {warmup} and {iters}")
@@ -58,7 +61,10 @@ def measure_step_costs(
     opt = build_optimizer(raw, cfg, device)
     g = torch.Generator().manual_seed(cfg.seed)
     out: dict[int, dict[str, Any]] = {}
-    for L in sorted(set(lengths)):
+    todo = sorted(set(lengths))
+    for i, L in enumerate(todo, 1):
+        if on_length is not None:
+            on_length(L, i, len(todo))
         B = cfg.tokens_per_step // L
         assert B * L == cfg.tokens_per_step, (L, cfg.tokens_per_step)
         tokens = torch.randint(0, vocab_size, (B, L + 1), generator=g)
