@@ -54,7 +54,7 @@ from ddecomp.data.tailrows import (
     row_pointers,
     tail_policy,
 )
-from ddecomp.data.tokenfile import token_array
+from ddecomp.data.tokenfile import InPlaceGuard, token_array
 from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import DataError, UserError
 
@@ -80,6 +80,7 @@ class Dataset:
         self.dtype = np.dtype(manifest["dtype"])
         shards = manifest["shards"]
         self._tokens: list[np.ndarray] = []
+        self._guard = InPlaceGuard(manifest)  # an --in-place file: re-checked before each read
         bases = [0]
         for sh in shards:
             # A plain ndarray view of the map: slicing a np.memmap runs Python-level
@@ -263,6 +264,7 @@ class Dataset:
     def _gather(self, starts: np.ndarray, width: int, out: np.ndarray) -> None:
         if starts.size == 0:  # a shard may be shorter than the window of an empty request
             return
+        self._guard.check()
         if len(self._tokens) == 1:
             out[...] = self._window(0, width)[starts]
             return
@@ -318,6 +320,7 @@ class Dataset:
 
     def tokens(self, start: int, end: int) -> np.ndarray:
         """Tokens ``[start, end)`` of the global token space (within one shard)."""
+        self._guard.check()
         s = int(np.searchsorted(self.token_base, start, side="right")) - 1
         lo, hi = start - int(self.token_base[s]), end - int(self.token_base[s])
         if s < 0 or hi > self._tokens[s].size or lo > hi:

@@ -336,7 +336,7 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
                 cfg.out,
                 index,
                 src[rng[0] : rng[1]],
-                arr.dtype.name,
+                arr.dtype.str,
                 0,
                 0,
                 rng[1] - rng[0],
@@ -349,7 +349,7 @@ def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
             cfg.out,
             index,
             src,
-            arr.dtype.name,
+            arr.dtype.str,  # its byte order too: a big-endian .npy is converted
             header,
             rng[0],
             rng[1],
