@@ -5,6 +5,7 @@ One ``prepare`` run, module by module::
     inputs ─> ingest ─> tokenize ─────┐       (text: files, URLs, the default corpus)
                         (seams)       │       (a long document cut where its ids hold)
                         pretokenized ─┤       (a flat token file with EOS after each doc)
+                        megatron ─────┤       (Megatron .idx + .bin, copied or in place)
                                       v
     config ─> pipeline ─> shardrun ─> pool ──────> shards ─> manifest
                  │           │   └──> ray_engine ┘   │ (tails)
@@ -18,7 +19,10 @@ One ``prepare`` run, module by module::
 - :mod:`.tokenize`: HF tokenizers, EOS/BOS, deterministic BPE training, fast encoding.
 - :mod:`.seams`: where a very long document can be cut without changing its tokens (verified).
 - :mod:`.pretokenized`: already-tokenized input (Megatron / OLMo-core / nanoGPT token files).
-- :mod:`.config`: :class:`PrepareConfig` and :class:`TokensConfig`, frozen and validated.
+- :mod:`.megatron`: Megatron indexed datasets (``.idx`` read and checked, ``.bin`` in place or
+  copied with EOS appended).
+- :mod:`.config`: :class:`PrepareConfig`, :class:`TokensConfig` and :class:`MegatronConfig`,
+  frozen and validated.
 - :mod:`.pipeline`: :func:`prepare` and :func:`prepare_tokens`, data checks, resume.
 - :mod:`.shardrun`: runs a prepare's shard jobs (resume, engine, progress), writes the manifest.
 - :mod:`.pool`: shard jobs and the process pool that runs them.
