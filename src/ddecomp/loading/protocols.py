@@ -113,6 +113,9 @@ class Batch(TypedDict):
     buffer unless labels are masked); ``seq_len``, ``step`` (global step in the epoch),
     ``epoch``. Document-masked baselines add ``cu_seqlens`` (int32, flash-attn varlen layout
     flattened over rows), ``max_seqlen`` and ``position_ids`` (int64 ``[rows, seq_len]``).
+    ``source`` (DD's loader on a :class:`~ddecomp.data.blend.Blend`): int64 ``[rows]``, each
+    row's source index in the blend (its position in ``blend.sources``). One per row also for
+    packed tail rows: a tail row packs pieces of one source dataset, never of two.
     """
 
     input_ids: torch.Tensor
@@ -123,6 +126,7 @@ class Batch(TypedDict):
     cu_seqlens: NotRequired[torch.Tensor]
     max_seqlen: NotRequired[int]
     position_ids: NotRequired[torch.Tensor]
+    source: NotRequired[torch.Tensor]
 
 
 class DocSegments(TypedDict):

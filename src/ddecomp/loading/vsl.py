@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddecomp.data.blend import Blend
 from ddecomp.errors import UserError
 from ddecomp.loading.base import StepLoader
 from ddecomp.loading.concat import segments_to_batch
@@ -72,6 +73,8 @@ def make_batch(
     if packed is not None:  # tail rows (prepare --tails pack): their labels and document mask
         batch["labels"] = torch.from_numpy(packed.labels)
         batch.update(segments_to_batch(packed.segments, L))
+    if isinstance(ds, Blend):  # each row's source dataset (a tail row is within one source)
+        batch["source"] = torch.from_numpy(ds.source_rows(L, idx, plan.epoch)[0])
     return batch
 
 

@@ -45,6 +45,7 @@ def train_step(
     global_targets: Tensor,
     world_size: int,
     grad_clip: float,
+    row_loss: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Forward, backward and optimizer step on ``batch = (x, y, position_ids, mask)``, or on a
     list of such micro-batches (one step, gradients accumulated).
@@ -52,12 +53,15 @@ def train_step(
     The loss is summed over this rank's targets and scaled by ``world_size / global_targets``, so
     DDP's gradient mean equals the single-process gradient of the global batch; micro-batches use
     the same scale, never their own target counts. Returns the detached summed loss and the
-    gradient norm before clipping (both on the device, unsynced).
+    gradient norm before clipping (both on the device, unsynced). ``row_loss`` (float32
+    ``[rows]`` of the whole batch, micro-batches in order) receives each row's summed loss, for
+    per-source metrics (:mod:`ddecomp.training.sources`).
     """
     micro = [batch] if isinstance(batch, tuple) else list(batch)
     assert micro, "a step needs at least one micro-batch"
     scale = world_size / global_targets
     loss_sum = torch.zeros((), dtype=torch.float32, device=micro[0][0].device)
+    done = 0  # rows of row_loss filled
     for i, (x, y, pos, mask) in enumerate(micro):
         last = i == len(micro) - 1
         # DDP all-reduces in the last backward only; the earlier ones accumulate locally
@@ -71,8 +75,13 @@ def train_step(
                 logits.flatten(0, 1).float(),
                 y.flatten(),
                 ignore_index=IGNORE_INDEX,
-                reduction="sum",
+                reduction="sum" if row_loss is None else "none",
             )
+            if row_loss is not None:
+                rows = part.detach().view(y.shape[0], -1).sum(dim=1)
+                row_loss[done : done + rows.numel()] = rows
+                done += rows.numel()
+                part = part.sum()
             (part * scale).backward()
         loss_sum += part.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
