@@ -11,8 +11,11 @@ import pytest
 import torch
 
 from ddecomp import Blend, VSLLoader
+from ddecomp.cli import main
 from ddecomp.loading.protocols import IGNORE_INDEX
 from ddecomp.loading.world import World
+from ddecomp.reporting.compare import load_run
+from ddecomp.reporting.sources import source_rows
 from ddecomp.training.loop import train
 from ddecomp.training.model import GPT, model_config
 from ddecomp.training.sources import SourceMetrics, source_names
@@ -31,8 +34,9 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
+@pytest.mark.slow  # three short training runs: ~25 s on an idle 2-core machine
 def test_per_source_metrics_add_up_and_survive_resume(
-    three: tuple[str, ...], tmp_path: Path
+    three: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     kw = dict(factors=(1.0, 0.5, 2.0), checkpoint_every=4, eval_every=6)
     train(cfg_for(three, tmp_path / "full", **kw))
@@ -69,6 +73,18 @@ def test_per_source_metrics_add_up_and_survive_resume(
     assert total == pytest.approx(
         sum(ev["val_loss"][L] * n for L, n in ev["val_tokens"].items()), rel=1e-6
     )
+    rows = source_rows([load_run(tmp_path / "full"), load_run(tmp_path / "part")])
+    assert rows is not None
+    assert [r["source"] for r in rows] == names * 2
+    assert sum(r["share"] for r in rows[:3]) == pytest.approx(1.0)
+    assert all(r["train_loss"] > 0 and r["val_loss"] > 0 for r in rows)
+    png = tmp_path / "sources.png"
+    argv = ["compare", str(tmp_path / "full"), str(tmp_path / "part"), "--plot-sources", str(png)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "per source:" in out
+    assert "| full | s1 |" in out
+    assert png.stat().st_size > 10_000
 
 
 def test_the_logged_per_source_loss_equals_a_recomputation_from_the_batch(

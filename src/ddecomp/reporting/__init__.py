@@ -3,4 +3,5 @@
 - :mod:`.plots`: every PNG figure (``ddecomp stats --plot``, ``plan --plot``, ``compare --plot``)
   and the one look they share.
 - :mod:`.compare`: ``ddecomp compare RUN ...``: loads runs and tabulates loss vs tokens and time.
+- :mod:`.sources`: runs on a blend: per-source loss table and figure (``compare --plot-sources``).
 """
