@@ -16,29 +16,21 @@ small all-reduce (``benchmarks/bench_sources.py``).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ddecomp.data.blend import Blend
+from ddecomp.data.blendstats import source_names as blend_source_names
 from ddecomp.loading.protocols import IGNORE_INDEX, Batch
 from ddecomp.loading.world import World
 from ddecomp.training.distributed import all_sum
 
 
 def source_names(data: object) -> list[str] | None:
-    """The sources' names for a blend (directory names, or paths when two collide); None for
+    """The sources' names for a blend (:func:`ddecomp.data.blendstats.source_names`); None for
     data without sources."""
-    if not isinstance(data, Blend):
-        return None
-    roots = [Path(ds.root) for ds in data.datasets]
-    names = [r.name or str(r) for r in roots]
-    if len(set(names)) < len(names):
-        names = [str(r) for r in roots]
-    if len(set(names)) < len(names):  # one directory given twice
-        names = [f"{i}:{n}" for i, n in enumerate(names)]
-    return names
+    return blend_source_names(data) if isinstance(data, Blend) else None
 
 
 def per_source(
