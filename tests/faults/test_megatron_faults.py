@@ -77,3 +77,31 @@ def test_sequences_outside_any_document_are_refused(tmp_path: Path) -> None:
     b.finalize(str(tmp_path / "m.idx"))
     with pytest.raises(UserError, match=r"m\.idx: the document index does not rise"):
         prepare_megatron(MegatronConfig((str(tmp_path / "m"),), tmp_path / "o", eos_id=3))
+
+
+@pytest.mark.parametrize(
+    ("forge", "message"),
+    [
+        (lambda s: s.update(shards=[5] * len(s["shards"])), r"sources\.shards holds an index"),
+        (lambda s: s.update(shards=s["shards"][:-1]), r"sources needs names"),
+        (lambda s: s.update(names=[]), r"sources needs names"),
+    ],
+)
+def test_a_forged_source_record_is_refused(
+    tmp_path: Path, forge: Callable[[dict], object], message: str
+) -> None:
+    import json
+
+    from ddecomp import DataError, open_dataset
+    from ddecomp.data.layout import fingerprint
+
+    pa = write_megatron(tmp_path / "a", random_docs(30, seed=1, eos=3, hi=60_000), np.uint16)
+    pb = write_megatron(tmp_path / "b", random_docs(30, seed=2, eos=3, hi=60_000), np.uint16)
+    cfg = MegatronConfig((str(pa), str(pb)), tmp_path / "d", eos_id=3, min_len=8, max_len=64,
+                         source_per_input=True)  # fmt: skip
+    man = prepare_megatron(cfg)
+    forge(man["sources"])
+    man["fingerprint"] = fingerprint(man)
+    (tmp_path / "d" / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(DataError, match=message):
+        open_dataset(tmp_path / "d")

@@ -132,3 +132,38 @@ def test_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert f"{out}: 100 documents" in capsys.readouterr().out
     assert main(["prepare", "--from-megatron", str(prefix), "--out", str(tmp_path / "e")]) == 2
     assert "--from-megatron needs --eos-id" in capsys.readouterr().err
+
+
+def test_source_per_input_names_each_rows_prefix(tmp_path: Path) -> None:
+    from ddecomp import VSLLoader
+    from ddecomp.data.sources import source_names
+
+    a = random_docs(60, seed=9, eos=3, hi=30_000)
+    b = [[s + 30_000 * (s != 3) for s in d] for d in random_docs(60, seed=10, eos=3, hi=30_000)]
+    pa, pb = (
+        write_megatron(tmp_path / "web", a, np.uint16),
+        write_megatron(tmp_path / "code", b, np.uint16),
+    )
+    kw = {**KW, "tails": "pack"}
+    man = prepare_megatron(
+        MegatronConfig((str(pa), str(pb)), tmp_path / "d", eos_id=3, source_per_input=True, **kw)
+    )
+    assert man["sources"]["names"] == ["web", "code"]
+    assert man["sources"]["shards"] == sorted(man["sources"]["shards"])
+    ds = open_dataset(tmp_path / "d")
+    assert source_names(ds) == ["web", "code"]
+    loader = VSLLoader(ds, tokens_per_step=512, seed=0)
+    seen, packed = np.zeros(2, dtype=np.int64), 0
+    for batch in loader:
+        packed += int("cu_seqlens" in batch)
+        for row, s in zip(batch["input_ids"].numpy(), batch["source"].tolist(), strict=True):
+            real = row[row != 3]
+            assert real.size
+            assert ((real >= 30_000) == bool(s)).all()
+            seen[s] += 1
+    assert (seen > 10).all()
+    assert packed > 0  # tail rows checked too
+    verify_dataset(tmp_path / "d")
+    assert "sources" not in prepare_megatron(
+        MegatronConfig((str(pa), str(pb)), tmp_path / "n", eos_id=3, **KW)
+    )

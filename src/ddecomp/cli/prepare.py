@@ -80,6 +80,12 @@ def register(sub: Any) -> None:
         "--in-place, one uint16/int32 PREFIX whose documents end with it) (default: none)",
     )
     src.add_argument(
+        "--source-per-input",
+        action="store_true",
+        help="with --from-megatron: record each PREFIX as a source, named by its file name; "
+        "batches then carry each row's source and `train` logs loss per source (default: off)",
+    )
+    src.add_argument(
         "--eos-id",
         type=int,
         metavar="N",
@@ -212,6 +218,11 @@ def register(sub: Any) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="ddecomp: %(message)s")
+    if args.source_per_input and not args.from_megatron:
+        raise UserError(
+            "--source-per-input applies to --from-megatron PREFIX ... (one source per prefix); "
+            "for other inputs prepare each into its own DIR and blend them"
+        )
     if args.from_megatron:
         man = _prepare_megatron(args)
     elif args.from_tokens:
@@ -314,6 +325,7 @@ def _prepare_megatron(args: argparse.Namespace) -> dict[str, Any]:
             engine=args.engine,
             ray_address=args.ray_address,
             in_place=args.in_place,
+            source_per_input=args.source_per_input,
         )
     )
 

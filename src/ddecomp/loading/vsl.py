@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddecomp.data.blend import Blend
+from ddecomp.data.sources import row_sources
 from ddecomp.errors import UserError
 from ddecomp.loading.base import StepLoader
 from ddecomp.loading.concat import segments_to_batch
@@ -73,8 +73,9 @@ def make_batch(
     if packed is not None:  # tail rows (prepare --tails pack): their labels and document mask
         batch["labels"] = torch.from_numpy(packed.labels)
         batch.update(segments_to_batch(packed.segments, L))
-    if isinstance(ds, Blend):  # each row's source dataset (a tail row is within one source)
-        batch["source"] = torch.from_numpy(ds.source_rows(L, idx, plan.epoch)[0])
+    source = row_sources(ds, L, idx, plan.epoch)  # a blend, or a dataset prepared with sources
+    if source is not None:
+        batch["source"] = torch.from_numpy(source)
     return batch
 
 

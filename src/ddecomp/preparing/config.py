@@ -222,6 +222,7 @@ class MegatronConfig(RunSettings):
     quiet: bool = True
     tails: str = "drop"
     tail_len: int | None = None
+    source_per_input: bool = False  # record each prefix as a source (batches carry it)
 
     def __post_init__(self) -> None:
         self._set_out()

@@ -29,7 +29,9 @@ with EOS after each. ``--in-place`` indexes the ``.bin`` where it is (uint16, or
 uint32 once no id is negative), records it as ``--from-tokens --in-place`` does (path, size,
 ``mtime_ns``, inode, per-shard sha256) and needs every non-empty document to end with EOS (a
 file cannot grow); empty documents are skipped and counted. Several prefixes are several document
-streams of one dataset (copied; in place, one dataset per prefix, blended at load time).
+streams of one dataset (copied; in place, one dataset per prefix, blended at load time); with
+``source_per_input`` (``--source-per-input``) each prefix is a source the batches name
+(:mod:`ddecomp.data.sources`).
 """
 
 from __future__ import annotations
@@ -224,6 +226,7 @@ def prepare_megatron(cfg: MegatronConfig) -> dict[str, Any]:
         "vocab_size": cfg.vocab_size,
         **index_identity(cfg, total),
         **({"in_place": True} if ref else {}),
+        **({"source_per_input": True} if cfg.source_per_input else {}),
     }
     finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite)
     if finished is not None:
@@ -231,7 +234,8 @@ def prepare_megatron(cfg: MegatronConfig) -> dict[str, Any]:
 
     from ddecomp.preparing.pool import TokenJob
 
-    plan = [(ix, a, b) for ix in indexes for a, b in _shard_cuts(ix.bounds, identity["shard_size"])]
+    cuts = [_shard_cuts(ix.bounds, identity["shard_size"]) for ix in indexes]
+    plan = [(ix, a, b) for ix, c in zip(indexes, cuts, strict=True) for a, b in c]
 
     def make_job(index: int, part: tuple[MegatronIndex, int, int]) -> TokenJob:
         ix, a, b = part
@@ -296,5 +300,11 @@ def prepare_megatron(cfg: MegatronConfig) -> dict[str, Any]:
     )
     if ref is not None:
         man["tokens_file"] = ref
-        man["fingerprint"] = fingerprint(man)
+    if cfg.source_per_input:  # shards never mix prefixes: one source per shard
+        names = [Path(p).name for p in cfg.prefixes]
+        if len(set(names)) < len(names):
+            names = [str(Path(p).resolve()) for p in cfg.prefixes]
+        shards = [s for s, c in enumerate(cuts) for _ in c]
+        man["sources"] = {"names": names, "shards": shards}
+    man["fingerprint"] = fingerprint(man)
     return finish(cfg, man)

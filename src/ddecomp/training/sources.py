@@ -1,14 +1,15 @@
 """Per-source metrics: what the curriculum does to each source of a blend.
 
-A :class:`~ddecomp.data.blend.Blend`'s batches carry each row's source (``batch["source"]``,
+A :class:`~ddecomp.data.blend.Blend`'s batches (and those of a dataset prepared with
+``--source-per-input``, :mod:`ddecomp.data.sources`) carry each row's source (``batch["source"]``,
 :mod:`ddecomp.loading.vsl`). The reference trainer then asks :func:`~ddecomp.training.step.
 train_step` for each row's summed loss (the same cross entropy, reduced per row instead of
 once) and :class:`SourceMetrics` turns it into, per source and step, the mean training loss
 over that source's targets and the target count (all ranks summed, one extra ``all_sum`` of
 ``2 * sources`` numbers), logged in ``metrics.jsonl`` as ``source_loss`` and
 ``source_targets``; the counts add up to the step's targets. Held-out evaluation reports loss
-per source and length the same way (:func:`eval_by_source`). Names are the sources' directory
-names (their full paths when two share a name).
+per source and length the same way (:class:`SourceEval`). Names are the sources' directory
+names (their full paths when two share a name) or the recorded input names.
 
 Cost per step: a per-row reduction of the per-token losses, an ``index_add`` over rows and one
 small all-reduce (``benchmarks/bench_sources.py``).
@@ -20,17 +21,10 @@ from typing import Any
 
 import torch
 
-from ddecomp.data.blend import Blend
-from ddecomp.data.blendstats import source_names as blend_source_names
+from ddecomp.data.sources import row_sources, source_names
 from ddecomp.loading.protocols import IGNORE_INDEX, Batch
 from ddecomp.loading.world import World
 from ddecomp.training.distributed import all_sum
-
-
-def source_names(data: object) -> list[str] | None:
-    """The sources' names for a blend (:func:`ddecomp.data.blendstats.source_names`); None for
-    data without sources."""
-    return blend_source_names(data) if isinstance(data, Blend) else None
 
 
 def per_source(
@@ -76,20 +70,19 @@ class SourceEval:
     ``val_tokens_by_source`` (``{name: {"L": ...}}``) next to :func:`~ddecomp.training.evaluate.
     evaluate`'s per-length numbers, over the same rows."""
 
-    def __init__(self, blend: Blend, names: list[str], lengths: list[int], device: torch.device):
-        self.blend, self.names, self.lengths = blend, names, lengths
+    def __init__(self, data: object, names: list[str], lengths: list[int], device: torch.device):
+        self.data, self.names, self.lengths = data, names, lengths
         self.sums = torch.zeros((2, len(lengths), len(names)), dtype=torch.float64, device=device)
 
     @classmethod
     def for_data(cls, data: object, lengths: list[int], device: torch.device) -> SourceEval | None:
         names = source_names(data)
-        if names is None or not isinstance(data, Blend):
-            return None
-        return cls(data, names, lengths, device)
+        return None if names is None else cls(data, names, lengths, device)
 
     def add(self, L: int, idx: Any, token_loss: torch.Tensor, labels: torch.Tensor) -> None:
         """Rows ``idx`` of bucket ``L`` (epoch 0, as evaluated) with their per-token losses."""
-        src, _ = self.blend.source_rows(L, idx, 0)
+        src = row_sources(self.data, L, idx, 0)
+        assert src is not None, "data with source names has row sources"
         s = torch.from_numpy(src).to(self.sums.device)
         i = self.lengths.index(L)
         self.sums[0, i].index_add_(0, s, token_loss.sum(dim=1).double())
