@@ -54,7 +54,7 @@ def test_in_place_has_the_copied_datasets_rows_and_writes_no_token(
 def test_a_moved_or_changed_file_is_a_one_line_error_naming_it(
     tmp_path: Path, token_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prepare_tokens(TokensConfig(token_file, tmp_path / "inp", in_place=True, **KW))
+    man = prepare_tokens(TokensConfig(token_file, tmp_path / "inp", in_place=True, **KW))
     moved = token_file.with_name("moved.bin")
     shutil.move(token_file, moved)
     with pytest.raises(DataError, match=rf"{token_file}: the token file .* missing"):
@@ -67,8 +67,10 @@ def test_a_moved_or_changed_file_is_a_one_line_error_naming_it(
     data = np.fromfile(moved, np.uint32)
     data[5000] += 1
     data.tofile(token_file)
-    open_dataset(tmp_path / "inp")  # opening checks the size only (as for a local file)
-    with pytest.raises(DataError, match=rf"{token_file}: tokens .* differ"):
+    with pytest.raises(DataError, match=rf"{token_file}: changed since the dataset indexed it"):
+        open_dataset(tmp_path / "inp")  # a new modification time (and inode: a new file)
+    assert man["tokens_file"]["bytes"] == token_file.stat().st_size
+    with pytest.raises(DataError, match=rf"{token_file}: changed since"):  # (a new inode)
         verify_dataset(tmp_path / "inp")
     data[:10].tofile(token_file)  # truncated
     with pytest.raises(DataError, match=rf"{token_file}: 40 bytes, the dataset indexed"):

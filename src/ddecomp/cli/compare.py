@@ -23,6 +23,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--plot", metavar="FILE.png", help="write the six-panel figure here (default: no figure)"
     )
+    p.add_argument(
+        "--plot-sources",
+        metavar="FILE.png",
+        help="runs on a blend: write each source's loss over tokens and per length here "
+        "(default: no figure)",
+    )
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -51,6 +57,14 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(rows, indent=1) if args.json else format_table(rows))
     if not args.json and any(r.tasks for r in runs):
         print(format_retrieval(runs))
+    from ddecomp.reporting.sources import format_source_table, plot_sources, source_rows
+
+    per_source = source_rows(runs)  # runs on a blend: one row per run and source
+    if per_source and not args.json:
+        print("\nper source:\n" + format_source_table(per_source))
+    if args.plot_sources:
+        plot_sources(runs, args.plot_sources)
+        print(f"wrote {args.plot_sources}")
     if args.plot:
         from ddecomp.reporting.plots import plot_runs
 

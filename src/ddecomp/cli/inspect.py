@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from ddecomp.cli.blend_args import add_source_arguments
 from ddecomp.data.layout import SPLITS
 
 
@@ -28,7 +29,7 @@ def register(sub: Any) -> None:
         "document length percentiles (tokens); mean attention context of DD vs "
         "concat-and-chunk at the maximum length and the predicted attention-FLOP ratio.",
     )
-    s.add_argument("data", metavar="DIR", help="prepared dataset")
+    add_source_arguments(s)  # several DIRs: the blend's per-source bucket shares
     s.add_argument("--split", choices=SPLITS, default="train", help="split (default train)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument(
@@ -55,15 +56,17 @@ def run_stats(args: argparse.Namespace) -> int:
 
     if args.plot:
         check_output_file(args.plot, "--plot")  # before the report, not after it
-    if Path(args.data).is_file():
+    if len(args.data) > 1 or args.factors or args.shares:
+        return _blend_stats(args)
+    data = args.data[0]
+    if Path(data).is_file():
         raise UserError(
-            f"{args.data} is a file; pass the dataset directory: ddecomp stats "
-            f"{Path(args.data).parent}"
+            f"{data} is a file; pass the dataset directory: ddecomp stats {Path(data).parent}"
         )
-    ds = open_dataset(args.data, args.split)
+    ds = open_dataset(data, args.split)
     if args.split != "train" and not ds.manifest["splits"][args.split]["documents"]:
         raise UserError(
-            f"{args.data} has no {args.split} split (prepared with --val-fraction 0); prepare "
+            f"{data} has no {args.split} split (prepared with --val-fraction 0); prepare "
             "with --val-fraction 0.02 to hold documents out"
         )
     stats = compute_stats(ds)
@@ -74,4 +77,18 @@ def run_stats(args: argparse.Namespace) -> int:
         plot_stats(stats, args.plot)
         if not args.json:
             print(f"plot: {args.plot}")
+    return 0
+
+
+def _blend_stats(args: argparse.Namespace) -> int:
+    from ddecomp.data.blend import Blend, open_sources
+    from ddecomp.data.blendstats import blend_stats, format_blend_stats
+    from ddecomp.errors import UserError
+
+    if args.plot:
+        raise UserError("--plot draws one dataset; give one DIR (the blend's table has no figure)")
+    blend = open_sources(args.data, args.factors, args.shares, split=args.split)
+    assert isinstance(blend, Blend)
+    s = blend_stats(blend)
+    print(json.dumps(s, indent=1) if args.json else format_blend_stats(s))
     return 0

@@ -72,6 +72,20 @@ def register(sub: Any) -> None:
         "(default: none, read text INPUT)",
     )
     src.add_argument(
+        "--from-megatron",
+        nargs="+",
+        metavar="PREFIX",
+        help="Megatron indexed datasets PREFIX.idx + PREFIX.bin, one document stream each; "
+        "--eos-id is appended to every document that does not end with it (copied; with "
+        "--in-place, one uint16/int32 PREFIX whose documents end with it) (default: none)",
+    )
+    src.add_argument(
+        "--source-per-input",
+        action="store_true",
+        help="with --from-megatron: record each PREFIX as a source, named by its file name; "
+        "batches then carry each row's source and `train` logs loss per source (default: off)",
+    )
+    src.add_argument(
         "--eos-id",
         type=int,
         metavar="N",
@@ -205,7 +219,14 @@ def register(sub: Any) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="ddecomp: %(message)s")
-    if args.from_tokens:
+    if args.source_per_input and not args.from_megatron:
+        raise UserError(
+            "--source-per-input applies to --from-megatron PREFIX ... (one source per prefix); "
+            "for other inputs prepare each into its own DIR and blend them"
+        )
+    if args.from_megatron:
+        man = _prepare_megatron(args)
+    elif args.from_tokens:
         if args.inputs:
             raise UserError("give either INPUT files or --from-tokens, not both")
         if args.eos_id is None:
@@ -273,6 +294,41 @@ def run_prepare(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _prepare_megatron(args: argparse.Namespace) -> dict[str, Any]:
+    from ddecomp.preparing.config import MegatronConfig
+    from ddecomp.preparing.megatron import prepare_megatron
+
+    if args.inputs or args.from_tokens or args.dtype:
+        raise UserError("--from-megatron takes no INPUT, --from-tokens or --dtype (the .idx says)")
+    if args.eos_id is None:
+        raise UserError("--from-megatron needs --eos-id N, the id that ends every document")
+    if args.tokenizer or args.bos or args.eos_token:
+        raise UserError("--tokenizer/--bos/--eos-token do not apply to --from-megatron input")
+    return prepare_megatron(
+        MegatronConfig(
+            prefixes=tuple(args.from_megatron),
+            out=args.out,
+            eos_id=args.eos_id,
+            vocab_size=args.vocab_size,
+            min_len=args.min_len,
+            max_len=args.max_len,
+            long_docs=args.long_docs,
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            tails=args.tails,
+            tail_len=args.tail_len,
+            shard_size=_shard(args),
+            workers=args.workers,
+            overwrite=args.overwrite,
+            quiet=args.quiet,
+            engine=args.engine,
+            ray_address=args.ray_address,
+            in_place=args.in_place,
+            source_per_input=args.source_per_input,
+        )
+    )
 
 
 def _suffixes(text: str) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 ::
 
-    layout ────┬─> dataset ─> blend   (names, manifest; memory-mapped buckets; several as one)
+    layout ────┬─> dataset ─> blend ─> blendstats  (several as one; per-source bucket shares)
     tailrows ──┤     │  ^
     tokenfile ─┘     │  └── remote    (a URL's manifest and index files, checked and cached)
     chunks ─> remote_tokens ─┘        (token bytes on demand: hashed chunks, bounded cache)
@@ -20,6 +20,8 @@
 - :mod:`.blend`: :class:`Blend`, several datasets as one at per-source repetition factors.
 - :mod:`.verify`: ``ddecomp verify``.
 - :mod:`.stats`: ``ddecomp stats``.
+- :mod:`.blendstats`: ``ddecomp stats DIR DIR ...``: a blend's per-source bucket shares; the
+  sources' names.
 
 Nothing here imports torch; :mod:`ddecomp.preparing` is the only writer of these files.
 """

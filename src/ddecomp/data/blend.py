@@ -177,6 +177,10 @@ class Blend:
             raise KeyError(f"no bucket of length {L}; buckets are {list(self.bucket_rows)}")
         return self.bucket_rows[L]
 
+    def served_rows(self, L: int) -> list[int]:
+        """Rows each source puts in bucket ``L`` per blend epoch (whole copies + window)."""
+        return [a + b for a, b in self._parts[L]]
+
     def _permutation(self, s: int, L: int) -> Permutation:
         """Source ``s``'s bucket ``L`` in a fixed seeded order, computed per position in O(1)
         memory (:mod:`ddecomp.permutation`)."""

@@ -53,7 +53,7 @@ from ddecomp.data.tailrows import (
     row_pointers,
     tail_policy,
 )
-from ddecomp.data.tokenfile import token_array
+from ddecomp.data.tokenfile import InPlaceGuard, token_array
 from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import DataError, UserError
 
@@ -85,6 +85,7 @@ class Dataset:
         self.dtype = np.dtype(manifest["dtype"])
         shards = manifest["shards"]
         self._tokens: list[np.ndarray] = self._token_arrays()
+        self._guard = InPlaceGuard(manifest)  # an --in-place file: re-checked before each read
         self.token_base = np.cumsum([0] + [int(sh["tokens"]) for sh in shards], dtype=np.int64)
         self._starts: dict[int, np.ndarray] = {}
         policy, tail_len = tail_policy(manifest)
@@ -291,6 +292,7 @@ class Dataset:
         if self.remote is not None:
             self.remote.gather(starts, width, out, self.token_base)
             return
+        self._guard.check()
         if len(self._tokens) == 1:
             out[...] = self._window(0, width)[starts]
             return
@@ -346,6 +348,7 @@ class Dataset:
 
     def tokens(self, start: int, end: int) -> np.ndarray:
         """Tokens ``[start, end)`` of the global token space (within one shard)."""
+        self._guard.check()
         s = int(np.searchsorted(self.token_base, start, side="right")) - 1
         lo, hi = start - int(self.token_base[s]), end - int(self.token_base[s])
         if not 0 <= s < self.token_base.size - 1 or lo > hi or hi > np.diff(self.token_base)[s]:

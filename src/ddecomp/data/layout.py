@@ -296,6 +296,21 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
         if not Path(f.get(tf, "path", "tokens_file", str)).is_absolute():
             f.fail("tokens_file.path", "is not an absolute path")
         tf_bytes = f.integer(tf, "bytes", "tokens_file")
+        f.integer(tf, "header", "tokens_file", hi=tf_bytes)
+        for key in ("mtime_ns", "inode"):  # datasets prepared before issue 22 lack them
+            if key in tf:
+                f.integer(tf, key, "tokens_file", hi=2**64)
+        if "header_sha256" in tf and not _SHA256.fullmatch(
+            f.get(tf, "header_sha256", "tokens_file", str)
+        ):
+            f.fail("tokens_file.header_sha256", "is not a sha256")
+    if "sources" in man:  # --source-per-input: one source per shard (data/sources.py)
+        src = f.mapping(man, "sources")
+        names, per = f.get(src, "names", "sources", list), f.get(src, "shards", "sources", list)
+        if not names or not all(isinstance(n, str) for n in names) or len(per) != len(shards):
+            f.fail("sources", "needs names (strings) and one source index per shard")
+        if not all(type(s) is int and 0 <= s < len(names) for s in per):
+            f.fail("sources.shards", f"holds an index outside 0..{len(names) - 1}")
     for i, sh in enumerate(shards):
         at = f"shards[{i}]"
         if not isinstance(sh, dict):

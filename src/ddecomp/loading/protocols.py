@@ -131,6 +131,9 @@ class Batch(TypedDict):
     In the ``"flat"`` layout (:mod:`ddecomp.loading.flat`) the same tokens come as ``[1, T]``
     (``T = rows * seq_len``) and ``cu_seqlens`` / ``max_seqlen`` / ``position_ids`` (``[1, T]``)
     are always present: sequences of ``seq_len`` (and any pieces inside them) are marked there.
+    ``source`` (DD's loader on a :class:`~ddecomp.data.blend.Blend`): int64 ``[rows]``, each
+    row's source index in the blend (its position in ``blend.sources``). One per row also for
+    packed tail rows: a tail row packs pieces of one source dataset, never of two.
     """
 
     input_ids: torch.Tensor
@@ -141,6 +144,7 @@ class Batch(TypedDict):
     cu_seqlens: NotRequired[torch.Tensor]
     max_seqlen: NotRequired[int]
     position_ids: NotRequired[torch.Tensor]
+    source: NotRequired[torch.Tensor]
 
 
 class DocSegments(TypedDict):

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddecomp.data.sources import row_sources
 from ddecomp.errors import UserError
 from ddecomp.loading.base import StepLoader
 from ddecomp.loading.concat import segments_to_batch
@@ -72,6 +73,9 @@ def make_batch(
     if packed is not None:  # tail rows (prepare --tails pack): their labels and document mask
         batch["labels"] = torch.from_numpy(packed.labels)
         batch.update(segments_to_batch(packed.segments, L))
+    source = row_sources(ds, L, idx, plan.epoch)  # a blend, or a dataset prepared with sources
+    if source is not None:
+        batch["source"] = torch.from_numpy(source)
     return batch
 
 

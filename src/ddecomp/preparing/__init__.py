@@ -6,6 +6,7 @@ One ``prepare`` run, module by module::
                         (seams)       │       (a long document cut where its ids hold)
                         pretokenized ─┤       (a flat token file with EOS after each doc)
                         (tokencheck)  │
+                        megatron ─────┤       (Megatron .idx + .bin, copied or in place)
                                       v
     config ─> pipeline ─> shardrun ─> pool ──────> shards ─> manifest
                  │           │   └──> ray_engine ┘   │ (tails)
@@ -20,7 +21,10 @@ One ``prepare`` run, module by module::
 - :mod:`.seams`: where a very long document can be cut without changing its tokens (verified).
 - :mod:`.pretokenized`: already-tokenized input (Megatron / OLMo-core / nanoGPT token files).
 - :mod:`.tokencheck`: ``--from-tokens`` flags that cannot be right (EOS, dtype, vocabulary).
-- :mod:`.config`: :class:`PrepareConfig` and :class:`TokensConfig`, frozen and validated.
+- :mod:`.megatron`: Megatron indexed datasets (``.idx`` read and checked, ``.bin`` in place or
+  copied with EOS appended).
+- :mod:`.config`: :class:`PrepareConfig`, :class:`TokensConfig` and :class:`MegatronConfig`,
+  frozen and validated.
 - :mod:`.pipeline`: :func:`prepare` and :func:`prepare_tokens`, data checks, resume.
 - :mod:`.shardrun`: runs a prepare's shard jobs (resume, engine, progress), writes the manifest.
 - :mod:`.pool`: shard jobs and the process pool that runs them.

@@ -191,3 +191,55 @@ class TokensConfig(RunSettings):
             raise UserError(
                 f"--vocab-size {self.vocab_size} must be above --eos-id {self.eos_id}; check both"
             )
+
+
+@dataclass(frozen=True)
+class MegatronConfig(RunSettings):
+    """Arguments of ``ddecomp prepare --from-megatron PREFIX ...``; validated on construction.
+
+    ``prefixes`` name Megatron indexed datasets (``PREFIX.idx`` + ``PREFIX.bin``), one document
+    stream each, in order; ``eos_id`` is appended to every document that does not end with it
+    (copied), or must end every non-empty one (``in_place``: a file cannot grow). The other
+    fields are :class:`TokensConfig`'s (:mod:`ddecomp.preparing.megatron`).
+    """
+
+    prefixes: tuple[str, ...]
+    out: Path
+    eos_id: int
+    vocab_size: int | None = None
+    min_len: int = 256
+    max_len: int = 8192
+    long_docs: str = "split"
+    seed: int = 0
+    val_fraction: float = 0.0
+    shard_size: int | None = None
+    workers: int = 1
+    in_place: bool = False
+    engine: str = "local"
+    ray_address: str | None = None
+    out_url: str | None = None
+    overwrite: bool = False
+    quiet: bool = True
+    tails: str = "drop"
+    tail_len: int | None = None
+    source_per_input: bool = False  # record each prefix as a source (batches carry it)
+
+    def __post_init__(self) -> None:
+        self._set_out()
+        self._check_run()
+        if not self.prefixes:
+            raise UserError("--from-megatron needs at least one PREFIX (PREFIX.idx + PREFIX.bin)")
+        if self.eos_id < 0:
+            raise UserError(f"--eos-id {self.eos_id} must be >= 0")
+        if self.vocab_size is not None and self.vocab_size <= self.eos_id:
+            raise UserError(
+                f"--vocab-size {self.vocab_size} must be above --eos-id {self.eos_id}; check both"
+            )
+        if self.in_place and self.out_url is not None:
+            raise UserError("--in-place references a local file; it cannot go with --out URL")
+        if self.in_place and len(self.prefixes) > 1:
+            raise UserError(
+                f"--in-place indexes one .bin file, got {len(self.prefixes)} prefixes: prepare "
+                "each in place into its own DIR and blend the DIRs (ddecomp train DIR DIR ...), "
+                "or drop --in-place to copy them into one dataset"
+            )

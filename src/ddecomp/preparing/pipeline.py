@@ -309,7 +309,7 @@ def _prepare_tokens(cfg: TokensConfig, lock: DirLock) -> dict[str, Any]:
                 cfg.out,
                 index,
                 src[rng[0] : rng[1]],
-                arr.dtype.name,
+                arr.dtype.str,
                 0,
                 0,
                 rng[1] - rng[0],
@@ -322,7 +322,7 @@ def _prepare_tokens(cfg: TokensConfig, lock: DirLock) -> dict[str, Any]:
             cfg.out,
             index,
             src,
-            arr.dtype.name,
+            arr.dtype.str,  # its byte order too: a big-endian .npy is converted
             header,
             rng[0],
             rng[1],

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ddecomp.preparing.shards import IndexParams, document_fences, write_shard
+from ddecomp.preparing.shards import IndexParams, document_fences, with_eos, write_shard
 
 _TOKENIZERS: dict[str, Any] = {}  # per-process cache: tokenizer sha256 -> Tokenizer
 
@@ -61,6 +61,9 @@ class TokenJob:
     params: IndexParams
     remote: str | None = None
     in_place: bool = False  # index the source file where it is; write no token file
+    # Documents given by an index (Megatron's .idx), not by EOS: fenceposts in [0, end - start];
+    # copied, EOS is appended to each that does not end with it (shards.with_eos).
+    fence: np.ndarray | None = None
 
 
 def _tokenizer(job: TextJob) -> Any:
@@ -107,7 +110,13 @@ def _write_job(job: TextJob | TokenJob) -> dict[str, Any]:
         return write_shard(job.root, job.index, tokens, fence, job.params)
     src = _token_slice(job)
     tokens = src if src.dtype == np.dtype(job.dtype) else src.astype(job.dtype)
-    fence, trailing = document_fences(tokens, job.eos_id)
+    if job.fence is None:
+        fence, trailing = document_fences(tokens, job.eos_id)
+    elif job.in_place:
+        fence, trailing = job.fence, 0
+    else:
+        tokens, fence = with_eos(tokens, job.fence, job.eos_id)
+        trailing = 0
     offset = None
     if job.in_place:
         assert isinstance(job.source, Path), "in place: a file"

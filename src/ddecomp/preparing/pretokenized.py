@@ -3,7 +3,8 @@
 ``--in-place`` (:func:`in_place_reference`) indexes the file where it is: no token is copied,
 the manifest's ``tokens_file`` names it (absolute path, size, header) and each shard's token
 record its byte offset and the sha256 of its range, so ``verify`` checks the file and opening a
-dataset whose file moved or changed size is a one-line error naming it.
+dataset whose file moved or changed (size, ``mtime_ns``, inode, ``.npy`` header) is a one-line
+error naming it. A big-endian ``.npy`` is read in its byte order when copied and refused in place.
 
 Accepted as written by Megatron, OLMo-core and nanoGPT pipelines: a raw little-endian integer
 file (``--dtype``, default uint16), a ``.npy`` array, or (from Python) an in-memory array. It is
@@ -95,15 +96,35 @@ def in_place_reference(
         raise UserError("in_place needs a token file, not an in-memory array")
     if remote is not None:
         raise UserError("--in-place references a local file; it cannot go with --out URL")
+    if not arr.dtype.isnative:
+        raise UserError(
+            f"--from-tokens {src}: big-endian {arr.dtype.name} ({arr.dtype.str}); --in-place "
+            "reads the file as the dataset's little-endian tokens: drop --in-place to copy it "
+            "(converted)"
+        )
     if arr.dtype.name not in IN_PLACE_DTYPES:
         raise UserError(
             f"--from-tokens {src}: --in-place reads the file as the dataset's tokens, which are "
             f"{' or '.join(IN_PLACE_DTYPES)}; this one is {arr.dtype.name}: drop --in-place to "
             "copy it"
         )
-    return {
+    return file_reference(src, header, arr.dtype.name)
+
+
+def file_reference(src: Path, header: int, dtype: str) -> dict[str, object]:
+    """What a dataset records of a file it indexes in place: absolute path, size, header bytes,
+    dtype, and what tells an edit of the same size (``mtime_ns``, inode, the header's sha256),
+    which opening checks (:mod:`ddecomp.data.tokenfile`)."""
+    st = src.stat()
+    ref: dict[str, object] = {
         "path": str(src.resolve()),
-        "bytes": src.stat().st_size,
+        "bytes": st.st_size,
         "header": header,
-        "dtype": arr.dtype.name,
+        "dtype": dtype,
+        "mtime_ns": st.st_mtime_ns,
+        "inode": st.st_ino,
     }
+    if header:
+        with open(src, "rb") as fh:
+            ref["header_sha256"] = hashlib.sha256(fh.read(header)).hexdigest()
+    return ref

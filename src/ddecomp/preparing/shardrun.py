@@ -16,7 +16,13 @@ from typing import Any
 
 from ddecomp.data.layout import FORMAT_VERSION, MANIFEST
 from ddecomp.io import write_json_atomic
-from ddecomp.preparing.config import PrepareConfig, RunSettings, TokensConfig, auto_shard_size
+from ddecomp.preparing.config import (
+    MegatronConfig,
+    PrepareConfig,
+    RunSettings,
+    TokensConfig,
+    auto_shard_size,
+)
 from ddecomp.preparing.outdir import remove_stale_temps
 from ddecomp.preparing.progress import Progress
 from ddecomp.preparing.ray_engine import make_runner
@@ -25,7 +31,7 @@ from ddecomp.preparing.shards import load_done
 
 log = logging.getLogger("ddecomp.preparing.pipeline")  # the run's lines belong to its log
 
-Config = PrepareConfig | TokensConfig
+Config = PrepareConfig | TokensConfig | MegatronConfig
 
 
 def finish(cfg: Config, man: dict[str, Any]) -> dict[str, Any]:

@@ -79,6 +79,27 @@ def document_fences(tokens: np.ndarray, eos_id: int) -> tuple[np.ndarray, int]:
     return fence, trailing
 
 
+def with_eos(tokens: np.ndarray, fence: np.ndarray, eos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``tokens`` (documents at ``fence``) with ``eos_id`` appended to each document that does
+    not end with it (an empty document becomes ``[eos_id]``); the new fenceposts."""
+    missing = missing_eos(tokens, fence, eos_id)
+    if not missing.any():
+        return tokens, fence
+    out = np.insert(tokens, fence[1:][missing], np.asarray(eos_id, dtype=tokens.dtype))
+    shift = np.zeros(fence.size, dtype=np.int64)
+    np.cumsum(missing, out=shift[1:])
+    return out, fence + shift
+
+
+def missing_eos(tokens: np.ndarray, bounds: np.ndarray, eos_id: int) -> np.ndarray:
+    """Per document at ``bounds``: True when it is empty or does not end with ``eos_id``."""
+    empty = bounds[1:] == bounds[:-1]
+    last = np.zeros(empty.size, dtype=bool)
+    ends = bounds[1:][~empty] - 1
+    last[~empty] = tokens[ends] == eos_id
+    return ~last
+
+
 def build_index(
     fence: np.ndarray, shard_index: int, p: IndexParams
 ) -> tuple[np.ndarray, dict[str, Decomposition]]:

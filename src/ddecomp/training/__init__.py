@@ -3,6 +3,7 @@
 ::
 
     config ─> builders ─> loop ─> checkpoint, runlog, evaluate
+                │          ├─> sources (a blend's loss and targets per source)
                 │          ├─> hostcopy, microbatch (one copy in, micro-batches out)
                 │          │
     model <─ attention     └─> step (one optimizer step) <─ stepcost (prices a plan)
@@ -21,4 +22,6 @@
 - :mod:`.stepcost`: one train step, timed at fixed shapes, to price a plan before training.
 - :mod:`.checkpoint`, :mod:`.runlog`, :mod:`.evaluate`: what a run saves, logs and measures.
 - :mod:`.distributed`: the trainer's view of ``torch.distributed``.
+- :mod:`.sources`: per-source training loss and targets per step, held-out loss per source and
+  length (a blend's rows carry their source).
 """

@@ -34,6 +34,7 @@ from ddecomp.loading.world import World
 from ddecomp.training.attention import make_doc_mask
 from ddecomp.training.distributed import all_sum
 from ddecomp.training.model import GPT, token_losses
+from ddecomp.training.sources import SourceEval
 from ddecomp.training.step import autocast_for
 
 
@@ -114,6 +115,7 @@ def evaluate(
     val_loss: dict[str, float] = {}
     val_tokens: dict[str, int] = {}
     pos_sum = torch.zeros(longest, dtype=torch.float64, device=device)
+    by_source = SourceEval.for_data(val, lengths, device)  # a blend: loss per source and length
     for L in lengths:
         mine = rows[L][world.rank :: world.world_size]
         bsz = max(1, cfg.batch_tokens // L)
@@ -134,6 +136,8 @@ def evaluate(
             tl = token_losses(logits, labels).double()  # [b, L]
             total[0] += tl.sum()
             total[1] += int((labels != IGNORE_INDEX).sum())
+            if by_source is not None:
+                by_source.add(L, idx, tl, labels)
             if L == longest:
                 pos_sum += tl.sum(dim=0)
         all_sum(total, world)
@@ -149,4 +153,5 @@ def evaluate(
         "val_tokens": val_tokens,
         "val_loss_mean": float(np.mean(list(val_loss.values()))),
         "position": {"seq_len": longest, "edges": edges, "loss": pos_loss},
+        **({} if by_source is None else by_source.result(world)),
     }

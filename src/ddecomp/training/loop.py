@@ -96,6 +96,7 @@ from ddecomp.training.model import (
     train_flops,
 )
 from ddecomp.training.runlog import RunLog, open_run_dir, peak_flops_for
+from ddecomp.training.sources import SourceMetrics
 from ddecomp.training.step import MicroBatch, check_ids, train_step
 
 
@@ -293,6 +294,7 @@ def _train(
         torch.cuda.reset_peak_memory_stats(device)
     stop = cfg.stop_after or cfg.steps
     to_device = HostToDevice(device)
+    per_source = SourceMetrics.for_data(ds, device)  # a blend: loss and targets per source
     stream = _batches(loader, epoch, resumed)
     log.open_progress(step, cfg.steps)
     eval_s = ckpt_s = 0.0
@@ -347,6 +349,7 @@ def _train(
         counts = torch.tensor([targets, pairs], dtype=torch.float64, device=device)
         all_sum(counts, world)  # global targets and attended pairs of this step
         lr = sched.get_last_lr()[0]
+        row_loss = None if per_source is None or "source" not in batch else per_source.row_buffer(B)
         loss_sum, grad_norm = train_step(
             model,
             raw.parameters(),
@@ -357,6 +360,7 @@ def _train(
             world.world_size,
             cfg.grad_clip,
             cfg.z_loss,
+            row_loss,
         )
         total = all_sum(loss_sum.double().reshape(1), world)
         loss = float(total[0] / counts[0])
@@ -364,6 +368,9 @@ def _train(
         step += 1
         elapsed += dt
         flops = train_flops(mcfg, B * L * world.world_size, int(counts[1]))
+        by_source = {}
+        if per_source is not None and row_loss is not None:
+            by_source = per_source.record(batch, row_loss, world)
         log.step(
             {
                 "step": step,
@@ -377,6 +384,7 @@ def _train(
                 "grad_norm": float(grad_norm),
                 "flops": flops,
                 "mfu": flops / dt / (peak * world.world_size) if peak else None,
+                **by_source,
             }
         )
         if not math.isfinite(loss):

@@ -63,6 +63,7 @@ def train_step(
     world_size: int,
     grad_clip: float,
     z_loss: float = 0.0,
+    row_loss: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Forward, backward and optimizer step on ``batch = (x, y, position_ids, mask)``, or on a
     list of such micro-batches (one step, gradients accumulated).
@@ -72,12 +73,15 @@ def train_step(
     the same scale, never their own target counts. Returns the detached summed loss and the
     gradient norm before clipping (both on the device, unsynced). ``z_loss > 0`` adds
     ``z_loss x logsumexp(logits)^2`` per target to what is differentiated (the same scale, so a
-    mean over the step's targets); the returned loss stays the cross entropy alone.
+    mean over the step's targets); the returned loss stays the cross entropy alone. ``row_loss``
+    (float32 ``[rows]`` of the whole batch, micro-batches in order) receives each row's summed
+    loss, for per-source metrics (:mod:`ddecomp.training.sources`).
     """
     micro = [batch] if isinstance(batch, tuple) else list(batch)
     assert micro, "a step needs at least one micro-batch"
     scale = world_size / global_targets
     loss_sum = torch.zeros((), dtype=torch.float32, device=micro[0][0].device)
+    done = 0  # rows of row_loss filled
     for i, (x, y, pos, mask) in enumerate(micro):
         last = i == len(micro) - 1
         # DDP all-reduces in the last backward only; the earlier ones accumulate locally
@@ -91,8 +95,13 @@ def train_step(
                 logits.flatten(0, 1).float(),
                 y.flatten(),
                 ignore_index=IGNORE_INDEX,
-                reduction="sum",
+                reduction="sum" if row_loss is None else "none",
             )
+            if row_loss is not None:
+                rows = part.detach().view(y.shape[0], -1).sum(dim=1)
+                row_loss[done : done + rows.numel()] = rows
+                done += rows.numel()
+                part = part.sum()
             total = part + z_loss * z_loss_sum(logits, y) if z_loss else part
             (total * scale).backward()
         loss_sum += part.detach()
