@@ -108,6 +108,7 @@ class DDTrainer(Trainer):
         self._gpt = is_reference_gpt(model)
         self._micro = MicroBatches(self.train_loader, args.gradient_accumulation_steps)
         self._targets: Tensor | None = None  # the current step's global target count
+        self._counts: list[int] = []  # this rank's targets per micro-batch of the step
         self.last_step: dict[str, Any] = {}
         """The last trained micro-batch: epoch, step, seq_len, rows, targets (for callbacks)."""
         if self.train_loader.masked_lengths and not self._gpt:
@@ -135,7 +136,9 @@ class DDTrainer(Trainer):
         steps = {(b["dd_epoch"], b["dd_step"]) for b in batches}
         assert len(steps) == 1, f"an update got micro-batches of steps {steps}"
         assert len(batches) == self._micro.k, f"{len(batches)} micro-batches, {self._micro.k} due"
-        local = sum(int((b["labels"] != -100).sum()) for b in batches)
+        counts = [int((b["labels"] != -100).sum()) for b in batches]  # host tensors: no sync
+        self._counts = counts
+        local = sum(counts)
         t = torch.tensor(float(local), dtype=torch.float64, device=device)
         if self.args.world_size > 1:
             torch.distributed.all_reduce(t)
@@ -159,13 +162,15 @@ class DDTrainer(Trainer):
             model, inputs["input_ids"], inputs.get("position_ids"), inputs.get("cu_seqlens"),
             gpt=self._gpt,
         )  # fmt: skip
-        loss_sum, n = summed_loss(logits, inputs["labels"])
+        loss_sum = summed_loss(logits, inputs["labels"])
+        micro = inputs["dd_micro"]
         scale = self.args.world_size / torch.clamp(torch.as_tensor(targets), min=1)
         loss = loss_sum * scale.to(loss_sum.device, torch.float32)
         self.last_step = {
             "epoch": inputs["dd_epoch"], "step": inputs["dd_step"],
             "seq_len": inputs["dd_seq_len"], "micro": inputs["dd_micro"],
-            "rows": int(inputs["input_ids"].shape[0]), "targets": n,
+            "rows": int(inputs["input_ids"].shape[0]),
+            "targets": self._counts[micro] if micro < len(self._counts) else None,
         }  # fmt: skip
         return (loss, {"logits": logits}) if return_outputs else loss
 
@@ -264,9 +269,8 @@ class DDTrainer(Trainer):
                 model, dev["input_ids"], dev.get("position_ids"), dev.get("cu_seqlens"),
                 gpt=self._gpt,
             )  # fmt: skip
-            loss_sum, n = summed_loss(logits, dev["labels"])
-            total[0] += loss_sum.double()
-            total[1] += n
+            total[0] += summed_loss(logits, dev["labels"]).double()
+            total[1] += (dev["labels"] != -100).sum()
         model.train(was)
         if self.args.world_size > 1:
             torch.distributed.all_reduce(total)
