@@ -119,6 +119,7 @@ def test_resume_through_trainer_checkpoint_equals_the_uninterrupted_run(
     rest = Recording(model=model(), args=hf_args(out, save_strategy="steps", save_steps=3),
                      train_loader=loader_for(data, 8))  # fmt: skip
     rest.train(resume_from_checkpoint=True)
+    assert rest.state.epoch == pytest.approx(1.0)  # counted from the loader, not from HF's batches
     got = [(s, x, y) for _, s, _, x, y, _ in rest.seen]
     want = [(s, x, y) for _, s, _, x, y, _ in full.seen if s >= 3]
     assert [s for s, _, _ in got] == list(range(3, 8))

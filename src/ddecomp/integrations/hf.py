@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 
 from ddecomp.errors import UserError
@@ -72,6 +72,17 @@ def _aliases(model: nn.Module) -> set[str]:
             out.add(k)
         seen.add(v.data_ptr())
     return out
+
+
+class _EpochFromLoader(TrainerCallback):
+    """``state.epoch`` from the loader's cursor: HF counts it from the batches it iterated, which
+    restart at a resume (no batches are skipped here)."""
+
+    def __init__(self, loader: StepLoader) -> None:
+        self.loader = loader
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        state.epoch = self.loader.epoch + self.loader.step / max(1, len(self.loader))
 
 
 class DDTrainer(Trainer):
@@ -105,6 +116,7 @@ class DDTrainer(Trainer):
         args.ignore_data_skip = True  # the loader state resumes the data; never replay batches
         super().__init__(model=model, args=args, eval_dataset=eval_loader, **kwargs)
         self.loss_is_scaled_for_ga = True  # compute_loss normalises over the whole step
+        self.add_callback(_EpochFromLoader(self.train_loader))
         self._gpt = is_reference_gpt(model)
         self._micro = MicroBatches(self.train_loader, args.gradient_accumulation_steps)
         self._targets: Tensor | None = None  # the current step's global target count
