@@ -6,8 +6,8 @@
     torchrun --nproc-per-node 2 examples/hf_trainer.py data/hf  # DDP: same code
 
 A missing DIR is prepared first from the default corpus (the Python standard library's sources,
-nothing downloaded) with lengths 64..1024 and a 2,048-token BPE, so a tiny model trains on CPU in
-a few minutes (any prepared dataset works). The
+nothing downloaded) with lengths 64..1024 and a 2,048-token BPE, so a tiny model trains on CPU:
+about 2 CPU-minutes in all, prepare included (any prepared dataset works). The
 model is a 2-layer Llama built from a config (no download); any HF causal LM works the same way.
 
 What DDTrainer does for you: every global step of the plan is one optimizer update with the

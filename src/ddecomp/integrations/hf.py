@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 
 from ddecomp.errors import UserError
@@ -72,6 +72,17 @@ def _aliases(model: nn.Module) -> set[str]:
             out.add(k)
         seen.add(v.data_ptr())
     return out
+
+
+class _EpochFromLoader(TrainerCallback):
+    """``state.epoch`` from the loader's cursor: HF counts it from the batches it iterated, which
+    restart at a resume (no batches are skipped here)."""
+
+    def __init__(self, loader: StepLoader) -> None:
+        self.loader = loader
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        state.epoch = self.loader.epoch + self.loader.step / max(1, len(self.loader))
 
 
 class DDTrainer(Trainer):
@@ -105,9 +116,11 @@ class DDTrainer(Trainer):
         args.ignore_data_skip = True  # the loader state resumes the data; never replay batches
         super().__init__(model=model, args=args, eval_dataset=eval_loader, **kwargs)
         self.loss_is_scaled_for_ga = True  # compute_loss normalises over the whole step
+        self.add_callback(_EpochFromLoader(self.train_loader))
         self._gpt = is_reference_gpt(model)
         self._micro = MicroBatches(self.train_loader, args.gradient_accumulation_steps)
         self._targets: Tensor | None = None  # the current step's global target count
+        self._counts: list[int] = []  # this rank's targets per micro-batch of the step
         self.last_step: dict[str, Any] = {}
         """The last trained micro-batch: epoch, step, seq_len, rows, targets (for callbacks)."""
         if self.train_loader.masked_lengths and not self._gpt:
@@ -135,7 +148,9 @@ class DDTrainer(Trainer):
         steps = {(b["dd_epoch"], b["dd_step"]) for b in batches}
         assert len(steps) == 1, f"an update got micro-batches of steps {steps}"
         assert len(batches) == self._micro.k, f"{len(batches)} micro-batches, {self._micro.k} due"
-        local = sum(int((b["labels"] != -100).sum()) for b in batches)
+        counts = [int((b["labels"] != -100).sum()) for b in batches]  # host tensors: no sync
+        self._counts = counts
+        local = sum(counts)
         t = torch.tensor(float(local), dtype=torch.float64, device=device)
         if self.args.world_size > 1:
             torch.distributed.all_reduce(t)
@@ -159,13 +174,15 @@ class DDTrainer(Trainer):
             model, inputs["input_ids"], inputs.get("position_ids"), inputs.get("cu_seqlens"),
             gpt=self._gpt,
         )  # fmt: skip
-        loss_sum, n = summed_loss(logits, inputs["labels"])
+        loss_sum = summed_loss(logits, inputs["labels"])
+        micro = inputs["dd_micro"]
         scale = self.args.world_size / torch.clamp(torch.as_tensor(targets), min=1)
         loss = loss_sum * scale.to(loss_sum.device, torch.float32)
         self.last_step = {
             "epoch": inputs["dd_epoch"], "step": inputs["dd_step"],
             "seq_len": inputs["dd_seq_len"], "micro": inputs["dd_micro"],
-            "rows": int(inputs["input_ids"].shape[0]), "targets": n,
+            "rows": int(inputs["input_ids"].shape[0]),
+            "targets": self._counts[micro] if micro < len(self._counts) else None,
         }  # fmt: skip
         return (loss, {"logits": logits}) if return_outputs else loss
 
@@ -264,9 +281,8 @@ class DDTrainer(Trainer):
                 model, dev["input_ids"], dev.get("position_ids"), dev.get("cu_seqlens"),
                 gpt=self._gpt,
             )  # fmt: skip
-            loss_sum, n = summed_loss(logits, dev["labels"])
-            total[0] += loss_sum.double()
-            total[1] += n
+            total[0] += summed_loss(logits, dev["labels"]).double()
+            total[1] += (dev["labels"] != -100).sum()
         model.train(was)
         if self.args.world_size > 1:
             torch.distributed.all_reduce(total)

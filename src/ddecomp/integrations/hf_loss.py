@@ -5,8 +5,9 @@ ddecomp's labels are already the next tokens (``input_ids = row[:-1]``, ``labels
 drops the last target of every row and scores position ``i`` against token ``i + 2``. So the
 model is called *without* labels and the loss is computed here from its logits:
 ``cross_entropy(logits, labels, ignore_index=-100, reduction="sum")`` in float32, position ``i``
-against label ``i``. :func:`summed_loss` returns that sum and the target count; the caller
-divides by the global step's targets.
+against label ``i``. :func:`summed_loss` returns that sum; the caller divides by the global
+step's targets (counted on the host copy of the batch: no device synchronisation per
+micro-batch).
 
 Models: ``ddecomp.GPT`` is called as ``model(input_ids, position_ids, doc_mask)``; anything else
 as an HF causal LM, ``model(input_ids=..., position_ids=..., use_cache=False)`` returning
@@ -63,21 +64,20 @@ def logits_of(
     return logits
 
 
-def summed_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, int]:
+def summed_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Summed float32 cross entropy of ``logits [B, L, V]`` at ``labels [B, L]`` (no shift:
-    ``labels[:, i]`` is the target of position ``i``) and the number of targets."""
+    ``labels[:, i]`` is the target of position ``i``; ``-100`` is not a target)."""
     if logits.shape[:2] != labels.shape:
         raise UserError(
             f"the model returned logits of shape {tuple(logits.shape)} for labels of shape "
             f"{tuple(labels.shape)}; it must return [batch, seq_len, vocab] logits"
         )
-    loss = F.cross_entropy(
+    return F.cross_entropy(
         logits.flatten(0, 1).float(),
         labels.reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",
     )
-    return loss, int((labels != IGNORE_INDEX).sum())
 
 
 @torch.no_grad()
