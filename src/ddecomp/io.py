@@ -182,8 +182,12 @@ def url_filesystem(url: str) -> tuple[Any, str]:
         import fsspec
     except ImportError:
         raise UserError(f"{url}: URLs need fsspec; pip install fsspec") from None
+    # fsspec caches a filesystem per arguments: name the S3 endpoint, so one set in the
+    # environment after a first use (another server, a test's) is not served a stale client
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+    opts = {"endpoint_url": endpoint} if endpoint and url.startswith(("s3://", "s3a://")) else {}
     try:
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = fsspec.core.url_to_fs(url, **opts)
     except (ImportError, ValueError) as e:
         raise UserError(
             f"{url}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}; "

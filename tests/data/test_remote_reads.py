@@ -17,11 +17,11 @@ import pytest
 import torch
 
 import ddecomp
-from ddecomp import TokensConfig, open_dataset, prepare_tokens
+from ddecomp import DataError, TokensConfig, open_dataset, prepare_tokens
 from ddecomp.cli import main
 from ddecomp.loading.vsl import VSLLoader
 from tests._fixtures import EOS, SRC, identity_tokens, random_lengths
-from tests._s3 import BUCKET, s3_server  # skips the module without fsspec, s3fs, moto
+from tests._s3 import BUCKET, s3_fs, s3_server  # skips the module without fsspec, s3fs, moto
 
 s3 = s3_server
 KW: dict[str, Any] = dict(eos_id=EOS, dtype="uint32", min_len=16, max_len=256, val_fraction=0.1,
@@ -167,3 +167,33 @@ def test_stats_of_a_url_reads_no_token(
     assert got["num_tokens"] == want["num_tokens"] > 0
     assert list((tmp_path / "c").rglob("*.npy"))  # the index files were fetched
     assert not list((tmp_path / "c").rglob("*.chunk"))  # and no token byte
+
+
+def test_a_copied_dataset_without_chunk_digests_is_checked_per_shard(
+    remote: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A local dataset copied into storage (no chunk digests): each shard is read whole and
+    checked against its sha256; a changed one is refused."""
+    _, local = remote
+    fs = s3_fs()
+    fs.put(str(local), f"{BUCKET}/copied", recursive=True)
+    url = f"s3://{BUCKET}/copied"
+    ds = open_dataset(url, cache_dir=tmp_path / "c", cache_limit=0)
+    ref = open_dataset(local)
+    for L in ds.bucket_lengths:
+        idx = np.arange(ds.num_rows(L))
+        np.testing.assert_array_equal(ds.rows(L, idx), ref.rows(L, idx))
+    assert ds.remote is not None
+    assert ds.remote.store.fetched_bytes == _token_bytes(local)  # each shard once, whole
+    key = f"{BUCKET}/copied/shards/00000.tokens.bin"
+    data = bytearray(fs.cat_file(key))
+    data[-1] ^= 1
+    fs.pipe_file(key, bytes(data))
+    again = open_dataset(url, cache_dir=tmp_path / "c2", cache_limit=0)
+    with pytest.raises(DataError, match=r"copied/shards/00000.tokens.bin: bytes \[0, "):
+        _read_every_row(again)
+
+
+def _read_every_row(ds: Any) -> None:
+    for L in ds.bucket_lengths:
+        ds.rows(L, np.arange(ds.num_rows(L)))

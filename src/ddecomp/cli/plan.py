@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
         type=bucket_counts,
         metavar="L=N,...",
         help="plan without data from rows per bucket length, e.g. 256=4000000,512=2000000 "
-        "(instead of DIR)",
+        "(instead of DIR; default: none, read DIR)",
     )
     p.add_argument(
         "--tokens-per-step",
