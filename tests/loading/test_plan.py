@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from ddecomp.errors import UserError
 from ddecomp.loading.curriculum import layout_counts, layout_weights
-from ddecomp.loading.plan import apportion, build_plan, format_summary
+from ddecomp.loading.plan import apportion, build_plan
+from ddecomp.loading.plantext import format_summary
 
 ROWS = {256: 12000, 512: 7000, 1024: 3500, 2048: 1700, 4096: 800, 8192: 400}
 TPS = 32768

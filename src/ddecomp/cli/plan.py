@@ -29,8 +29,8 @@ from ddecomp.loading.plan import (
     MODES,
     build_plan,
     check_tokens_per_step,
-    format_summary,
 )
+from ddecomp.loading.plantext import format_summary
 from ddecomp.training.config import SIZES, TrainConfig, check_plannable
 
 

@@ -3,7 +3,7 @@
 ::
 
     layout ────┬─> dataset ─> blend ─> blendstats  (several as one; per-source bucket shares)
-    tailrows ──┤     │  ^
+    tailrows ──┤     │  ^         (tailindex: a split's tail rows loaded and checked)
     tokenfile ─┘     │  └── remote    (a URL's manifest and index files, checked and cached)
     chunks ─> remote_tokens ─┘        (token bytes on demand: hashed chunks, bounded cache)
                      ├─> verify       (sizes, sha256, invariants against the manifest)
@@ -12,6 +12,7 @@
 - :mod:`.layout`: file names, format version, manifest reading, the fingerprint.
 - :mod:`.files`: the files checked before they are trusted (inside DIR, sizes, npy headers).
 - :mod:`.tailrows`: packed tail rows (``--tails pack``): their files, checks and gather.
+- :mod:`.tailindex`: a split's tail rows read from their files, checked, in global token offsets.
 - :mod:`.tokenfile`: a shard's tokens, from its own file or a range of an ``--in-place`` file.
 - :mod:`.dataset`: :func:`open_dataset` -> :class:`Dataset`, read-only memmaps, ``rows(L, idx)``.
 - :mod:`.remote`: datasets in object storage: manifest, index files (sha256-checked, cached).

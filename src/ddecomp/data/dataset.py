@@ -43,14 +43,11 @@ from ddecomp.data.layout import (
     check_manifest,
     load_manifest,
 )
+from ddecomp.data.tailindex import load_tail_index
 from ddecomp.data.tailrows import (
-    PAD_START,
-    TAIL_KINDS,
     PackedRows,
     TailIndex,
-    check_rows,
     fill_packed,
-    row_pointers,
     tail_policy,
 )
 from ddecomp.data.tokenfile import InPlaceGuard, token_array
@@ -90,7 +87,11 @@ class Dataset:
         self._starts: dict[int, np.ndarray] = {}
         policy, tail_len = tail_policy(manifest)
         self.tails: str = policy
-        self._tail = None if tail_len is None else self._load_tails(tail_len)
+        self._tail = (
+            None
+            if tail_len is None
+            else load_tail_index(root, shards, split, self.token_base, tail_len)
+        )
         low = self.min_len if tail_len is None else min(tail_len, self.min_len)
         for L in bucket_lengths_for(low, self.max_len):
             parts = []
@@ -132,32 +133,6 @@ class Dataset:
     def tail_index(self) -> TailIndex | None:
         """This split's packed tail rows (``--tails pack``), else None."""
         return self._tail
-
-    def _load_tails(self, length: int) -> TailIndex:
-        """This split's tail rows over every shard, checked as :func:`check_rows` says."""
-        s_parts, t_parts = [], []
-        for i, sh in enumerate(self.manifest["shards"]):
-            rec = sh["tails"][self.split]
-            n = int(self.token_base[i + 1] - self.token_base[i])
-            starts, targets = (
-                read_npy(self.root / rec[k]["path"], "int64", rec["entries"]) for k in TAIL_KINDS
-            )
-            problem = check_rows(starts, targets, length)
-            real = starts != PAD_START
-            if problem is None and bool((starts[real] + targets[real] + 1 > n).any()):
-                problem = f"a piece lies outside its shard's {n} tokens"
-            if problem is None and int(real.sum()) != rec["pieces"]:
-                problem = f"{int(real.sum())} pieces, the manifest says {rec['pieces']}"
-            if problem is None and targets.sum() != rec["rows"] * length:
-                problem = f"{int(targets.sum()) // length} rows, the manifest says {rec['rows']}"
-            if problem is not None:
-                raise DataError(f"{self.root / rec['starts']['path']}: {problem}")
-            s_parts.append(np.where(real, starts + self.token_base[i], PAD_START))
-            t_parts.append(targets)
-        z = np.zeros(0, dtype=np.int64)
-        starts = np.concatenate(s_parts) if s_parts else z
-        targets = np.concatenate(t_parts) if t_parts else z
-        return TailIndex(length, starts, targets, row_pointers(targets, length))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Pickled (e.g. into spawned loader workers) by path: reopening maps the same files,

@@ -3,6 +3,7 @@
 ::
 
     curriculum, budget ─> plan ───┐   (odds and rows per bucket; the pure list of global steps)
+                          plantext│   (its summary as the CLI prints it)
                                   v
     protocols, world, flat ──> base ─┬─> vsl     (DD's loader: one bucket per step)
                                      ├─> concat  (concat-and-chunk baselines, optional doc mask)
@@ -13,6 +14,7 @@
   (bucket token shares, whole passes plus a seeded window of the next).
 - :mod:`.plan`: :func:`build_plan`, a pure numpy function from bucket sizes to global steps (of
   the run, or of one pass), in the release's weighting or a layout.
+- :mod:`.plantext`: a plan's summary as the table ``ddecomp plan`` prints.
 - :mod:`.protocols`: the typed seams: what a loader reads of a dataset (:class:`BucketData`,
   :class:`DocumentData`), the :class:`Batch` it yields, and ``IGNORE_INDEX``.
 - :mod:`.world`: where this process sits (rank, world size, local rank, workers), one explicit

@@ -4,6 +4,7 @@
 
     config ─> builders ─> loop ─> checkpoint, runlog, evaluate
                 │          ├─> sources (a blend's loss and targets per source)
+                │          ├─> feed (batches across epochs, each step's micro-batches)
                 │          ├─> hostcopy, microbatch (one copy in, micro-batches out)
                 │          │
     model <─ attention     └─> step (one optimizer step) <─ stepcost (prices a plan)
@@ -16,6 +17,8 @@
 - :mod:`.attention`: causal SDPA, document masks (flex block mask on GPU, dense on CPU).
 - :mod:`.builders`: the loader of each method, AdamW, the cosine schedule, shape warm-up.
 - :mod:`.loop`: :func:`train`, the reference trainer.
+- :mod:`.feed`: the batches a run trains on, epoch after epoch, and each step's micro-batches
+  with their attention masks.
 - :mod:`.microbatch`: a step's batch cut into micro-batches, the loss normalised by the step's
   targets (same gradients as the unsplit step).
 - :mod:`.hostcopy`: one host-to-device copy per batch through a pinned staging buffer.

@@ -44,23 +44,19 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from ddecomp.attention_cost import causal_pairs, doc_mask_pairs
 from ddecomp.data.blend import describe_data, open_sources
 from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
-from ddecomp.loading.base import StepLoader
-from ddecomp.loading.protocols import IGNORE_INDEX, Batch, BucketData
+from ddecomp.loading.protocols import IGNORE_INDEX, BucketData
 from ddecomp.loading.world import World
-from ddecomp.training.attention import make_doc_mask, make_flat_mask
 from ddecomp.training.builders import (
     build_loader,
     build_optimizer,
@@ -87,8 +83,9 @@ from ddecomp.training.distributed import (
     resolve_device,
 )
 from ddecomp.training.evaluate import EvalConfig, eval_lengths, evaluate
+from ddecomp.training.feed import batches_forever, micro_batches
 from ddecomp.training.hostcopy import HostToDevice
-from ddecomp.training.microbatch import row_slices, slice_cu_seqlens
+from ddecomp.training.microbatch import row_slices
 from ddecomp.training.model import (
     GPT,
     model_config,
@@ -97,7 +94,7 @@ from ddecomp.training.model import (
 )
 from ddecomp.training.runlog import RunLog, open_run_dir, peak_flops_for
 from ddecomp.training.sources import SourceMetrics
-from ddecomp.training.step import MicroBatch, check_ids, train_step
+from ddecomp.training.step import check_ids, train_step
 
 
 def _configure_determinism(cfg: TrainConfig, device: torch.device) -> None:
@@ -147,48 +144,6 @@ def _no_eval_reason(cfg: TrainConfig, val: BucketData, ecfg: EvalConfig) -> str 
         f"INPUT ... --out DIR --val-fraction 0.02 --overwrite` (the inputs and options used "
         "before)"
     )
-
-
-def _batches(loader: StepLoader, epoch: int, resumed: bool) -> Iterator[Batch]:
-    """Batches forever, epoch after epoch; a resumed loader continues its epoch first."""
-    while True:
-        if not resumed:
-            loader.set_epoch(epoch)
-        resumed = False
-        served = 0
-        for batch in loader:
-            served += 1
-            yield batch
-        if served == 0 and len(loader) == 0:
-            raise UserError(
-                f"the loader has no full step of {loader.tokens_per_step} tokens in epoch {epoch}; "
-                "lower --tokens-per-step or prepare more data"
-            )
-        epoch += 1
-
-
-def _micro_batches(
-    batch: Batch, x: Tensor, y: Tensor, pos: Tensor | None, cfg: TrainConfig, device: torch.device
-) -> list[MicroBatch]:
-    """The step's micro-batches: row slices (flat: at multiples of L), their own doc masks."""
-    L, flat = batch["seq_len"], cfg.layout == "flat"
-    slices = row_slices(x.numel() // L, L, cfg.micro_batch_tokens)
-    out: list[MicroBatch] = []
-    for r in slices:
-        mask, n = None, r.stop - r.start
-        if flat or cfg.doc_masked or "cu_seqlens" in batch:  # pack, concat-dm, DD's tail rows
-            cu = batch["cu_seqlens"]
-            cu = cu if len(slices) == 1 else slice_cu_seqlens(cu, r, L)
-            if flat:
-                mask = make_flat_mask(cu, L, n * L, device, cfg.compile)
-            else:
-                mask = make_doc_mask(cu, n, L, device)
-        if flat:
-            a, b = r.start * L, r.stop * L
-            out.append((x[:, a:b], y[:, a:b], None if pos is None else pos[:, a:b], mask))
-        else:
-            out.append((x[r], y[r], None if pos is None else pos[r], mask))
-    return out
 
 
 def train(cfg: TrainConfig, world: World | None = None) -> dict[str, Any]:
@@ -295,7 +250,7 @@ def _train(
     stop = cfg.stop_after or cfg.steps
     to_device = HostToDevice(device)
     per_source = SourceMetrics.for_data(ds, device)  # a blend: loss and targets per source
-    stream = _batches(loader, epoch, resumed)
+    stream = batches_forever(loader, epoch, resumed)
     log.open_progress(step, cfg.steps)
     eval_s = ckpt_s = 0.0
     model.train()
@@ -344,7 +299,7 @@ def _train(
         pairs = causal_pairs(L, B)
         if cfg.doc_masked or "cu_seqlens" in batch:  # pack, concat-dm, DD's tail rows
             pairs = doc_mask_pairs(batch["cu_seqlens"].numpy(), L, B * L)
-        micro = _micro_batches(batch, x, y, pos, cfg, device)
+        micro = micro_batches(batch, x, y, pos, cfg, device)
         targets = int((batch["labels"] != IGNORE_INDEX).sum())  # on the host: no device sync
         counts = torch.tensor([targets, pairs], dtype=torch.float64, device=device)
         all_sum(counts, world)  # global targets and attended pairs of this step
