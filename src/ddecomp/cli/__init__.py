@@ -31,6 +31,12 @@ _RESUME_HINT = {
 }
 
 
+_RETRY = {  # after an OSError (a full disk, a removed input): what the rerun keeps
+    "prepare": "rerun the same command (finished shards are kept)",
+    "train": "rerun with --resume (from the latest checkpoint)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ddecomp",
@@ -69,9 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return DataError.exit_code
     except OSError as e:  # the environment: a full disk, a name too long, an input removed
         where = f"{e.filename}: " if e.filename else ""
+        retry = _RETRY.get(args.command, "rerun")
         print(
             f"ddecomp {args.command}: error: cannot read or write {where}{e.strerror or e}; "
-            f"fix the path, free space or fix permissions{_RESUME_HINT.get(args.command, '')}",
+            f"fix the path, free space or fix permissions, then {retry}",
             file=sys.stderr,
         )
         return UserError.exit_code

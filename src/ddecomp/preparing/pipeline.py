@@ -347,8 +347,8 @@ def _prepare_tokens(cfg: TokensConfig, lock: DirLock) -> dict[str, Any]:
         changed = True
     if changed:
         raise UserError(
-            f"--from-tokens {src} changed or was removed while prepare read it; the dataset was "
-            "not finished: "
+            f"--from-tokens {src} changed while prepare read it (or was removed); the dataset "
+            "was not finished: "
             "rerun with --overwrite once the file is final"
         )
     seen_max = max_id if max_id is not None else int(arr.max())

@@ -109,8 +109,8 @@ def load_tokenizer(spec: str) -> tuple[Tokenizer, str, str]:
         return tok, source, _sha256(data)
     if spec.endswith((".json", "/")) or spec.startswith(("/", ".", "~")) or spec.count("/") > 1:
         raise UserError(  # a path, not a hub name ("org/name"): say so, without asking the hub
-            f"--tokenizer {spec}: no such file or directory; pass an existing tokenizer.json, a "
-            "directory holding one, or a hub name such as gpt2"
+            f"cannot load tokenizer {spec!r}: no such file or directory; pass an existing "
+            "tokenizer.json, a directory holding one, or a hub name such as gpt2"
         )
     try:
         tok = Tokenizer.from_pretrained(spec)
