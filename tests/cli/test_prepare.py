@@ -84,7 +84,7 @@ TEXT = ["prepare", "{src}/a.jsonl", "--out", "{out}"]
         ([*TOKENS, "--min-len", "100"], "power of two"),
         ([*TOKENS, "--min-len", "512", "--max-len", "256"], "larger than"),
         (["prepare", "--from-tokens", "{odd}", "--eos-id", "0", "--out", "{out}"], "whole number"),
-        ([*TEXT, "--tokenizer", "{missing}"], "cannot load tokenizer"),
+        ([*TEXT, "--tokenizer", "{missing}"], "no such file"),
         (["stats", "{missing}"], "not a prepared"),
     ],
 )  # fmt: skip

@@ -18,7 +18,11 @@ from tests.preparing._megatron import flat_with_eos, random_docs, write_megatron
 
 pytest.importorskip("megatron.core.datasets.indexed_dataset")
 
-KW: dict[str, Any] = dict(min_len=8, max_len=256, val_fraction=0.0, shard_size=3000)
+# `split` (deterministic pieces): the default `spread` draws its lengths per shard, and a Megatron
+# input is cut into shards per prefix, so only `split` can give the flat file's rows exactly.
+KW: dict[str, Any] = dict(
+    min_len=8, max_len=256, val_fraction=0.0, shard_size=3000, long_docs="split"
+)
 
 
 def _rows(root: Path) -> dict[int, list[list[int]]]:

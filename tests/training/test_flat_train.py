@@ -17,8 +17,9 @@ from ddecomp.loading.vsl import VSLLoader
 from ddecomp.preparing.pipeline import TokensConfig, prepare_tokens
 from ddecomp.training.attention import attend, make_doc_mask, make_flat_mask
 from ddecomp.training.config import TrainConfig
+from ddecomp.training.feed import micro_batches
 from ddecomp.training.hostcopy import HostToDevice
-from ddecomp.training.loop import _micro_batches, train
+from ddecomp.training.loop import train
 from ddecomp.training.model import GPT, model_config
 from tests.training._corpus import EOS, TPS, cfg_for, learnable_tokens, make_dataset
 
@@ -44,7 +45,7 @@ def _grads(model: GPT, batch: Batch, cfg: TrainConfig) -> tuple[float, list[torc
     model.zero_grad(set_to_none=True)
     x, y, pos = HostToDevice(CPU)(batch)
     total = torch.zeros(())
-    for mx, my, mpos, mask in _micro_batches(batch, x, y, pos, cfg, CPU):
+    for mx, my, mpos, mask in micro_batches(batch, x, y, pos, cfg, CPU):
         logits = model(mx, mpos, mask)
         loss = torch.nn.functional.cross_entropy(
             logits.flatten(0, 1), my.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"

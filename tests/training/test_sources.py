@@ -117,7 +117,7 @@ def test_the_logged_per_source_loss_equals_a_recomputation_from_the_batch(
         h = max(1, x.shape[0] // 2)
         micro = [(x[:h], y[:h], None, None), (x[h:], y[h:], None, None)]  # two micro-batches
         targets = torch.tensor(float((y != IGNORE_INDEX).sum()), dtype=torch.float64)
-        train_step(model, model.parameters(), opt, None, micro, targets, 1, 1.0, row_loss)
+        train_step(model, model.parameters(), opt, None, micro, targets, 1, 1.0, row_loss=row_loss)
         got = metrics.record(batch, row_loss, World())
         for name in names:
             loss, n = want[name]

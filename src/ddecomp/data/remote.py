@@ -23,7 +23,6 @@ one line within seconds.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 from pathlib import Path
@@ -46,7 +45,7 @@ from ddecomp.data.remote_tokens import RemoteTokens
 from ddecomp.data.tailrows import tail_policy
 from ddecomp.decompose import bucket_lengths_for
 from ddecomp.errors import DataError, UserError
-from ddecomp.io import atomic_file, file_record, url_filesystem, write_bytes_atomic
+from ddecomp.io import atomic_file, file_record, parse_json, url_filesystem, write_bytes_atomic
 
 CACHE_ENV = "DDECOMP_CACHE"  # the cache's root when cache_dir is not given
 _CONNECT_S = 5.0
@@ -111,8 +110,8 @@ def _read_manifest(fs: Any, root: str, url: str) -> tuple[dict[str, Any], bytes]
             "interrupted prepare? rerun it)"
         ) from None
     try:
-        man = json.loads(raw)
-    except (ValueError, RecursionError) as e:
+        man = parse_json(raw)
+    except ValueError as e:
         raise UserError(f"{where}: unreadable manifest ({str(e)[:100]})") from None
     if not isinstance(man, dict) or man.get("format") != FORMAT_NAME:
         raise UserError(f"{where}: not a ddecomp manifest")
@@ -121,16 +120,17 @@ def _read_manifest(fs: Any, root: str, url: str) -> tuple[dict[str, Any], bytes]
             f"{where}: format version {man.get('version')!r} is not supported "
             f"(this ddecomp reads {', '.join(map(str, READ_VERSIONS))})"
         )
+    local = DataError(
+        f"{where}: names a local token file (tokens_file, prepared --in-place); a dataset in "
+        "object storage must hold its own token files: it is not read"
+    )
+    if man.get("tokens_file") is not None:  # before any check of its fields: never local
+        raise local
     check_manifest(man, Path(where))
     if fingerprint(man) != man["fingerprint"]:
         raise DataError(f"{where}: fingerprint does not match the manifest's content")
-    if man.get("tokens_file") is not None or any(
-        "offset" in sh["files"]["tokens"] for sh in man["shards"]
-    ):
-        raise DataError(
-            f"{where}: names a local token file (tokens_file, prepared --in-place); a dataset in "
-            "object storage must hold its own token files: it is not read"
-        )
+    if any("offset" in sh["files"]["tokens"] for sh in man["shards"]):
+        raise local
     return man, bytes(raw)
 
 

@@ -46,12 +46,14 @@ from typing import Any
 import numpy as np
 
 from ddecomp.data.layout import fingerprint
+from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
 from ddecomp.io import canonical_sha256
 from ddecomp.preparing.config import MegatronConfig
 from ddecomp.preparing.inputs import input_stamp
 from ddecomp.preparing.manifest import build_manifest
 from ddecomp.preparing.pretokenized import file_reference
+from ddecomp.preparing.ray_engine import probe_cluster
 from ddecomp.preparing.remote_out import claim_out
 from ddecomp.preparing.shardrun import finish, index_identity, run_shards
 from ddecomp.preparing.shards import missing_eos
@@ -188,7 +190,14 @@ def prepare_megatron(cfg: MegatronConfig) -> dict[str, Any]:
     """Prepare Megatron indexed datasets (``cfg.prefixes``) into ``cfg.out``; return the manifest.
 
     The dataset stores uint16 when every id (EOS included) fits, else uint32; in place, the
-    file's own tokens (uint16, or int32 read as uint32)."""
+    file's own tokens (uint16, or int32 read as uint32). One writer per directory (a held
+    lock), a Ray address probed before anything is read, as for the other inputs."""
+    probe_cluster(cfg.engine, cfg.ray_address)
+    with DirLock(cfg.out, "prepare") as lock:
+        return _prepare_megatron(cfg, lock)
+
+
+def _prepare_megatron(cfg: MegatronConfig, lock: DirLock) -> dict[str, Any]:
     t0 = time.perf_counter()
     indexes = [read_index(p) for p in cfg.prefixes]
     files = [f for ix in indexes for f in (Path(f"{ix.prefix}.idx"), ix.bin_path)]
@@ -228,7 +237,7 @@ def prepare_megatron(cfg: MegatronConfig) -> dict[str, Any]:
         **({"in_place": True} if ref else {}),
         **({"source_per_input": True} if cfg.source_per_input else {}),
     }
-    finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite)
+    finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite, lock)
     if finished is not None:
         return finished
 
