@@ -79,7 +79,7 @@ def main() -> None:
                 t = time.perf_counter()
                 if with_src:
                     row = metrics.row_buffer(x.shape[0])
-                    train_step(model, model.parameters(), opt, None, micro, n, 1, 1.0, row)
+                    train_step(model, model.parameters(), opt, None, micro, n, 1, 1.0, row_loss=row)
                     metrics.record(batch, row, world)
                 else:
                     train_step(model, model.parameters(), opt, None, micro, n, 1, 1.0)

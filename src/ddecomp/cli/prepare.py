@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from ddecomp.decompose import DEFAULT_LONG_DOCS, LONG_DOC_POLICIES, TAIL_POLICIES
 from ddecomp.errors import UserError
@@ -240,19 +240,7 @@ def run_prepare(args: argparse.Namespace) -> int:
                 eos_id=args.eos_id,
                 dtype=args.dtype,
                 vocab_size=args.vocab_size,
-                min_len=args.min_len,
-                max_len=args.max_len,
-                long_docs=args.long_docs,
-                seed=args.seed,
-                val_fraction=args.val_fraction,
-                tails=args.tails,
-                tail_len=args.tail_len,
-                shard_size=_shard(args),
-                workers=args.workers,
-                overwrite=args.overwrite,
-                quiet=args.quiet,
-                engine=args.engine,
-                ray_address=args.ray_address,
+                **_common(args),
                 in_place=args.in_place,
             )
         )
@@ -269,20 +257,8 @@ def run_prepare(args: argparse.Namespace) -> int:
             eos_token=args.eos_token,
             bos=args.bos,
             vocab_size=DEFAULT_VOCAB if args.vocab_size is None else args.vocab_size,
-            min_len=args.min_len,
-            max_len=args.max_len,
-            long_docs=args.long_docs,
-            seed=args.seed,
-            val_fraction=args.val_fraction,
-            tails=args.tails,
-            tail_len=args.tail_len,
-            shard_size=_shard(args),
-            workers=args.workers,
+            **_common(args),
             strict=args.strict,
-            overwrite=args.overwrite,
-            quiet=args.quiet,
-            engine=args.engine,
-            ray_address=args.ray_address,
         )
         man = prepare(cfg)
     print(summary_line(man, args.out))
@@ -312,19 +288,7 @@ def _prepare_megatron(args: argparse.Namespace) -> dict[str, Any]:
             out=args.out,
             eos_id=args.eos_id,
             vocab_size=args.vocab_size,
-            min_len=args.min_len,
-            max_len=args.max_len,
-            long_docs=args.long_docs,
-            seed=args.seed,
-            val_fraction=args.val_fraction,
-            tails=args.tails,
-            tail_len=args.tail_len,
-            shard_size=_shard(args),
-            workers=args.workers,
-            overwrite=args.overwrite,
-            quiet=args.quiet,
-            engine=args.engine,
-            ray_address=args.ray_address,
+            **_common(args),
             in_place=args.in_place,
             source_per_input=args.source_per_input,
         )
@@ -334,6 +298,43 @@ def _prepare_megatron(args: argparse.Namespace) -> dict[str, Any]:
 def _suffixes(text: str) -> tuple[str, ...]:
     """``--suffix .py,.c``: the comma-separated suffixes (checked where the files are found)."""
     return tuple(s for s in (x.strip() for x in text.split(",")) if s)
+
+
+class _Common(TypedDict):
+    """The options every input kind shares (text, ``--from-tokens``, ``--from-megatron``), read
+    once; a TypedDict, so mypy still checks each keyword of every config it is unpacked into."""
+
+    min_len: int
+    max_len: int
+    long_docs: str
+    seed: int
+    val_fraction: float
+    tails: str
+    tail_len: int | None
+    shard_size: int | None
+    workers: int
+    overwrite: bool
+    quiet: bool
+    engine: str
+    ray_address: str | None
+
+
+def _common(args: argparse.Namespace) -> _Common:
+    return _Common(
+        min_len=args.min_len,
+        max_len=args.max_len,
+        long_docs=args.long_docs,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        tails=args.tails,
+        tail_len=args.tail_len,
+        shard_size=_shard(args),
+        workers=args.workers,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        engine=args.engine,
+        ray_address=args.ray_address,
+    )
 
 
 def _shard(args: argparse.Namespace) -> int | None:

@@ -209,7 +209,7 @@ class MegatronConfig(RunSettings):
     vocab_size: int | None = None
     min_len: int = 256
     max_len: int = 8192
-    long_docs: str = "split"
+    long_docs: str = DEFAULT_LONG_DOCS
     seed: int = 0
     val_fraction: float = 0.0
     shard_size: int | None = None
