@@ -9,12 +9,24 @@ epoch, >= 50% of the gather limit at L = 8192. Also timed: the same epoch throug
 :class:`~ddecomp.data.blend.Blend` of one source, and of the dataset as two sources at factor 0.5.
 
     python benchmarks/bench_loader.py --tokens 200_000_000 --out benchmarks/results/X.json
+
+``--open DIR [DIR ...]`` instead times only ``open_dataset`` on prepared datasets (e.g. the
+default corpus, ``ddecomp prepare --out data/stdlib --val-fraction 0.02``): the first open in
+each of ``--open-repeat`` fresh interpreters (imports done before the clock starts; the page
+cache is whatever the machine holds, so "cold-ish") and ``--open-repeat`` further opens in one
+process (warm), medians, with the share spent in the manifest and file checks::
+
+    python benchmarks/bench_loader.py --open data/stdlib --out benchmarks/results/open_X.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -163,6 +175,46 @@ def run_variant(name: str, toks: np.ndarray, root: Path, tps: int, workers: list
     return res
 
 
+_OPEN_CHILD = """
+import json, sys, time
+from pathlib import Path
+from ddecomp.data.dataset import open_dataset
+from ddecomp.data.files import check_files
+from ddecomp.data.layout import MANIFEST, check_manifest, load_manifest
+root, n = Path(sys.argv[1]), int(sys.argv[2])
+t = time.perf_counter()
+ds = open_dataset(root)
+first = time.perf_counter() - t
+warm, checks = [], []
+for _ in range(n):
+    t = time.perf_counter()
+    open_dataset(root)
+    warm.append(time.perf_counter() - t)
+    man = load_manifest(root)
+    t = time.perf_counter()
+    check_manifest(man, root / MANIFEST)
+    check_files(root, man)
+    checks.append(time.perf_counter() - t)
+print(json.dumps({"first_s": first, "warm_s": warm, "checks_s": checks, "tokens": ds.num_tokens}))
+"""
+
+
+def bench_open(root: Path, repeat: int) -> dict[str, Any]:
+    """open_dataset: first open per fresh interpreter (median of ``repeat``) and warm opens."""
+    firsts, warms, checks = [], [], []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", _OPEN_CHILD, str(root), str(repeat)],
+                             check=True, capture_output=True, text=True).stdout  # fmt: skip
+        r = json.loads(out)
+        firsts.append(r["first_s"])
+        warms += r["warm_s"]
+        checks += r["checks_s"]
+    return {"dir": str(root), "repeat": repeat, "first_open_ms": 1e3 * statistics.median(firsts),
+            "warm_open_ms": 1e3 * statistics.median(warms),
+            "warm_checks_ms": 1e3 * statistics.median(checks),
+            "first_open_all_ms": [1e3 * f for f in firsts]}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tokens", type=int, default=200_000_000, help="synthetic tokens per variant")
@@ -170,9 +222,23 @@ def main() -> None:
     ap.add_argument("--workers", default="0,2", help="comma list of num_workers to time")
     ap.add_argument("--tmp", default="/tmp/ddecomp_bench_loader", help="scratch directory")
     ap.add_argument("--out", default="benchmarks/results/loader_cpu-2core_2026-11-27.json")
+    ap.add_argument("--open", nargs="+", type=Path, help="only time open_dataset on these DIRs")
+    ap.add_argument("--open-repeat", type=int, default=9)
     args = ap.parse_args()
     hw = hardware()
+    hw["loadavg_start"] = list(os.getloadavg())
     print(f"hardware: {hw}", flush=True)
+    if args.open:
+        res: dict[str, Any] = {"hardware": hw}
+        res["open"] = [bench_open(d, args.open_repeat) for d in args.open]
+        hw["loadavg_end"] = list(os.getloadavg())
+        for r in res["open"]:
+            print(f"open {r['dir']}: first open in a fresh process {r['first_open_ms']:.1f} ms "
+                  f"(median of {r['repeat']}), warm {r['warm_open_ms']:.2f} ms, of it checks "
+                  f"{r['warm_checks_ms']:.2f} ms; load {hw['loadavg_end']}")  # fmt: skip
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {args.out}")
+        return
     workers = [int(x) for x in args.workers.split(",")]
     tmp = Path(args.tmp)
     results: dict[str, Any] = {"hardware": hw, "tokens_per_step": args.tokens_per_step,
@@ -184,6 +250,7 @@ def main() -> None:
             name, toks, tmp / name.split()[0], args.tokens_per_step, workers
         )
         del toks
+    hw["loadavg_end"] = list(os.getloadavg())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")

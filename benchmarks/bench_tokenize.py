@@ -18,6 +18,15 @@ no hub here) and the 8192 default. For each it prints tokens/s of
 and the ratios to ``raw``. Each measurement is the best of ``--repeat`` runs, interleaved.
 Run: ``PYTHONPATH=src python benchmarks/bench_tokenize.py [--max-mb 8] [--vocab 50257 8192]``.
 The machine load average is printed too: on a shared machine, compare ratios, not absolutes.
+
+``--long-doc MB [MB ...]`` instead measures the memory of one very long document: the default
+corpus's sources joined (repeated as needed) into one document of MB million characters, encoded
+by ``encode_documents`` in a fresh process with ``--long-doc-tokenizer`` (default: the tokenizer
+``ddecomp prepare --out data/stdlib`` saved). Printed: the process RSS just before encoding (text
+and tokenizer loaded), its peak during encoding (``VmHWM`` after resetting it through
+``/proc/self/clear_refs``) and the difference::
+
+    python benchmarks/bench_tokenize.py --long-doc 45 200
 """
 
 from __future__ import annotations
@@ -107,13 +116,71 @@ def _measure(
     return counts, best
 
 
+_LONG_DOC_CHILD = """
+import os, sys, time
+from tokenizers import Tokenizer
+from ddecomp.preparing.ingest import iter_documents
+from ddecomp.preparing.inputs import default_corpus_files
+from ddecomp.preparing.tokenize import encode_documents
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+n_chars = int(float(sys.argv[1]) * 1e6)
+tok = Tokenizer.from_file(sys.argv[2])
+texts = list(iter_documents(default_corpus_files(), log_skips=False))
+corpus = "\\n".join(texts)
+del texts
+text = (corpus * (n_chars // len(corpus) + 1))[:n_chars]
+del corpus
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset VmHWM to the current RSS
+before = status("VmRSS:")
+t = time.perf_counter()
+tokens, lengths = encode_documents(tok, [text], tok.token_to_id("<|endoftext|>"))
+dt = time.perf_counter() - t
+print(len(text), tokens.size, before, status("VmHWM:"), dt)
+"""
+
+
+def long_doc(mb: float, tokenizer: str) -> None:
+    """Peak RSS of encoding one document of ``mb`` million characters, in a fresh process."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _LONG_DOC_CHILD, str(mb), tokenizer],
+                         check=True, capture_output=True, text=True).stdout.split()  # fmt: skip
+    chars, toks, before, peak, dt = int(out[0]), int(out[1]), int(out[2]), int(out[3]), out[4]
+    print(f"  {chars / 1e6:.0f}M characters -> {toks / 1e6:.1f}M tokens in {float(dt):.1f} s: "
+          f"RSS {before / 1e6:.0f} MB before encoding, peak {peak / 1e6:.0f} MB during it "
+          f"(+{(peak - before) / 1e6:.0f} MB)", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vocab", type=int, nargs="+", default=[50257, 8192])
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--max-mb", type=float, default=None, help="use the first MB of text")
+    parser.add_argument(
+        "--long-doc",
+        type=float,
+        nargs="+",
+        metavar="MB",
+        help="only measure the memory of one document of MB million characters",
+    )
+    parser.add_argument("--long-doc-tokenizer", default="data/stdlib/tokenizer.json")
     args = parser.parse_args()
+    if args.long_doc:
+        print(f"date      {datetime.datetime.now().isoformat(timespec='seconds')}")
+        print(f"cpu       {_cpu_model()}, {os.cpu_count()} logical cores")
+        print(f"load avg  {' '.join(f'{x:.1f}' for x in os.getloadavg())} (before)")
+        print(f"tokenizer {args.long_doc_tokenizer}")
+        for mb in args.long_doc:
+            long_doc(mb, args.long_doc_tokenizer)
+        print(f"load avg  {' '.join(f'{x:.1f}' for x in os.getloadavg())} (after)")
+        return
     logging.basicConfig(level=logging.ERROR)  # the corpus has 32 counted skips; keep output short
 
     import numpy as np
