@@ -115,6 +115,8 @@ class Blend:
         ]
         self.token_base = np.unique(np.concatenate(shard_starts))
         self._docs: tuple[np.ndarray, np.ndarray] | None = None
+        # the last source_rows answer: a step's fill and its `source` key ask the same question
+        self._last: tuple[tuple[int, int, bytes], tuple[np.ndarray, np.ndarray]] | None = None
 
     @classmethod
     def from_shares(cls, sources: SourceSpec, seed: int = 0, split: str = "train") -> Blend:
@@ -190,6 +192,9 @@ class Blend:
     def source_rows(self, L: int, indices: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """``(source, row)`` behind each blend row ``indices`` of bucket ``L`` in ``epoch``."""
         idx = np.asarray(indices, dtype=np.int64)
+        key = (int(L), int(epoch), idx.tobytes())
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         n_blend = self.num_rows(L)
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n_blend):
             raise IndexError(f"row index out of range for bucket {L} with {n_blend} rows")
@@ -204,6 +209,7 @@ class Blend:
             j[~extra] %= max(n, 1)
             j[extra] = self._permutation(s, L)((epoch * m + j[extra] - whole) % n)
             row[sel] = j
+        self._last = (key, (src, row))
         return src, row
 
     def for_epoch(self, epoch: int) -> _EpochBlend:
@@ -314,8 +320,11 @@ class _EpochBlend:
         """As :meth:`~ddecomp.data.dataset.Dataset.fill`: every source fills its rows."""
         src, row = self.blend.source_rows(L, np.asarray(indices, dtype=np.int64), self.epoch)
         check_out(out, (src.size, L + 1), self.blend.vocab_size)
+        sources = np.unique(src).tolist()
+        if len(sources) == 1:  # one source: its rows straight into out, no staging copy
+            return self.blend.datasets[sources[0]].fill(L, row, out)
         parts: list[tuple[np.ndarray, PackedRows | None, np.ndarray]] = []
-        for s in np.unique(src).tolist():
+        for s in sources:
             sel = np.flatnonzero(src == s)
             tmp = np.empty((sel.size, L + 1), dtype=out.dtype)
             parts.append((sel, self.blend.datasets[s].fill(L, row[sel], tmp), tmp))
