@@ -181,3 +181,25 @@ def test_a_forged_chunk_record_is_refused_before_anything_is_written(
         assert "\n" not in str(e.value)
     assert not (tmp_path / "outside.bin").exists()
     assert not (tmp_path / "c" / "outside.bin").exists()
+
+
+def test_the_chunk_cache_deletes_only_its_own_files(
+    tmp_path: Path, s3: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reopened reader clears its unfinished writes and evicts chunks down to the limit: a
+    file of the user's in the cache directory (``notes.chunk``, ``.mine.tmp``) survives."""
+    monkeypatch.setenv("DDECOMP_CACHE", str(tmp_path / "cache"))
+    url, _, _ = _prepare(tmp_path, "own-files")
+    ds = open_dataset(url, cache_dir=tmp_path / "c", cache_limit=1 << 20)
+    assert ds.remote is not None
+    L = ds.bucket_lengths[-1]
+    ds.rows(L, np.arange(ds.num_rows(L)))  # fills the disk cache
+    store = ds.remote.store.dir
+    assert any(p.name.endswith(".chunk") for p in store.iterdir())  # vacuity: chunks cached
+    (store / "notes.chunk").write_text("mine")
+    (store / ".mine.tmp").write_text("mine")
+    again = open_dataset(url, cache_dir=tmp_path / "c", cache_limit=1)  # evicts to <= 1 byte
+    assert again.remote is not None
+    assert (store / "notes.chunk").read_text() == "mine"
+    assert (store / ".mine.tmp").read_text() == "mine"
+    assert not [p for p in store.glob("0*.chunk")]  # its own chunks were evicted

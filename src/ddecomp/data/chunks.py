@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -101,6 +102,10 @@ class ShardChunks:
         return lo, min(self.size, lo + self.chunk_bytes)
 
 
+_CHUNK_NAME = re.compile(r"\d{5,}\.\d{9,}\.chunk")  # shard.chunk (see ChunkStore._name)
+_TMP_NAME = re.compile(r"\.\d{5,}\.\d{9,}\.chunk\.\d+\.\d+\.tmp")  # its unfinished write
+
+
 class ChunkStore:
     """Verified chunks of a dataset's token files (see the module docstring)."""
 
@@ -120,9 +125,12 @@ class ChunkStore:
         self._pending: dict[tuple[int, int], Future[bytes]] = {}
         self._pool: ThreadPoolExecutor | None = None
         if self.limit != 0 and self.dir.is_dir():  # a restarted reader counts what is there
+            # only the exact names this store writes (a file of the user's in the cache survives)
             for p in self.dir.glob(".*.tmp"):  # a killed reader's unfinished write
-                p.unlink(missing_ok=True)
-            found = sorted(self.dir.glob("*.chunk"), key=lambda p: p.stat().st_mtime_ns)
+                if _TMP_NAME.fullmatch(p.name):
+                    p.unlink(missing_ok=True)
+            own = (p for p in self.dir.glob("*.chunk") if _CHUNK_NAME.fullmatch(p.name))
+            found = sorted(own, key=lambda p: p.stat().st_mtime_ns)
             for p in found:
                 self._disk[p.name] = p.stat().st_size
                 self._disk_bytes += self._disk[p.name]
