@@ -99,3 +99,62 @@ def test_an_old_or_foreign_order_is_refused_in_one_line() -> None:
         with pytest.raises(UserError, match="row order") as e:
             check_order(bad)
         assert "\n" not in str(e.value)
+
+
+# The order is part of every loader state ("order": 2): these values were computed by the
+# network as first released (commit bc07052, pure vectorised walk). A change to the walk, the
+# table or the Python path that moved any row would resume runs onto other rows.
+_GOLDEN = [
+    (7, (0,), [4, 5, 6], [1, 4, 5]),
+    (20000, (3, 1, 4), [819, 5395, 6156, 10222, 12739, 17012],
+     [12927, 19348, 7924, 1266, 3732, 13025]),
+    (65537, (0, 1), [17446, 20432, 21071, 23407, 55400, 56510],
+     [18731, 7320, 36447, 35603, 4561, 46520]),
+    (300000, (5,), [12292, 80936, 92348, 153340, 191088, 255187],
+     [136740, 289104, 63305, 23319, 196138, 182957]),
+    (10**12, (2, 7), [16527635528, 40973523936, 269786713763, 636961687321, 813270239200,
+     912755577277], [510125997945, 788980069233, 555986769982, 478204483438, 250948554702,
+     796549307978]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("n", "key", "pos", "want"), _GOLDEN)
+def test_the_released_order_is_kept_on_every_path(
+    n: int, key: tuple[int, ...], pos: list[int], want: list[int]
+) -> None:
+    p = Permutation(n, key)  # a fresh object: its call count starts at 0
+    for _ in range(12):  # the walk, then (n <= 2^16) the table after 8 calls
+        assert p(np.array(pos)).tolist() == want
+        assert [int(p(v)) for v in pos] == want  # one position at a time: the Python walk
+
+
+def _reference(p: Permutation, pos: np.ndarray) -> np.ndarray:
+    """The plain vectorised cycle-walk: every pass through numpy until all land in [0, n)."""
+    out = p._network(pos.astype(np.uint64).ravel())
+    todo = np.flatnonzero(out >= np.uint64(p.n))
+    while todo.size:
+        y = p._network(out[todo])
+        out[todo] = y
+        todo = todo[y >= np.uint64(p.n)]
+    return out.astype(np.int64).reshape(pos.shape)
+
+
+@pytest.mark.parametrize("n", [2, 3, 17, 4097, 20000, 65536, 65537, 300001, 10**9])
+def test_the_fast_paths_equal_the_plain_walk(n: int) -> None:
+    """Batches around the Python-walk cut (16), repeated past the table's threshold, and for
+    n <= 2^16 every position: the hybrid walk and the table serve the plain walk's values."""
+    p = Permutation(n, (n, 11))
+    rng = np.random.default_rng(n)
+    walked = 0
+    for size in (1, 2, 15, 16, 17, 64, 1000):
+        for _ in range(3):
+            pos = rng.integers(0, n, size)
+            want = _reference(p, pos)
+            walked += int((want != pos).sum())
+            assert np.array_equal(p(pos), want)
+            assert np.array_equal(p(pos.reshape(-1, 1)), want.reshape(-1, 1))  # shape kept
+    assert walked > 0 or n < 17  # vacuity: the values are not the positions (n = 2 may be)
+    if n <= 1 << 16:
+        every = np.arange(n)
+        assert np.array_equal(p(every), _reference(p, every))
+        assert p._calls[0] > 8  # the table served these

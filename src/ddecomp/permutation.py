@@ -21,14 +21,24 @@ instead computes the row at any position directly, vectorised over a batch's pos
 Memory: a few arrays the size of the positions asked for, nothing per row of the bucket. Speed,
 measured on a 2-core AMD EPYC (2026-12-02, best of 20, n = 10^6 and 10^9): 11-12 ns per
 position, a block of 16,384 positions (what a plan computes at once) in 0.18 ms; a loaded
-machine measured up to 10x that. Quality: four rounds (eight for n <= 2^16) of a 64-bit
-mixer; ``tests/test_permutation.py`` checks bijectivity (hypothesis, small n) and
-that positions and rows are uncorrelated and first rows uniform for n from 1 to 10^7 (primes and
-powers of two included). It is a shuffle for training order, not a cryptographic permutation.
+machine measured up to 10x that. A step's few rows (a blend's fractional window asks 8-256
+positions per step) are another matter: a numpy pass costs 17 us (4 rounds) to 55 us (8 rounds)
+however few its elements, and the walk's longest chain sets the number of passes (16 positions
+of n = 20,000, domain 65,536: ~16 passes, 900 us). Hence two fast paths, both serving the same
+values (``tests/test_permutation.py`` pins the released order): positions still walking once
+at most ``_PY_WALK`` remain go one by one in Python integers (1.3-2.9 us a pass), and a
+bijection of at most 2^16 values asked for more than ``_TABLE_AFTER`` times is tabulated once
+(uint16, at most 128 KiB; 64 tables kept) and looked up. Measured 2026-12-03 here, 16 positions:
+n = 20,000 900 -> 4 us, n = 300,000 ~270 -> 74 us, n = 10^9 23 us (unchanged); a two-source
+blend epoch (``bench_loader.py``) 41-58M -> 150-203M tokens/s.
 
-``ORDER_VERSION`` names this order in loader states (field ``order``): 1 was numpy's
-``Generator.permutation`` materialised per bucket, 2 is this network. A state without the field
-(order 1) or with another order is refused in one line by :func:`check_order`.
+Quality: four rounds (eight for n <= 2^16) of a 64-bit mixer; ``tests/test_permutation.py`` checks
+bijectivity (hypothesis, small n) and that positions and rows are uncorrelated and first rows
+uniform for n from 1 to 10^7 (primes and powers of two included). It is a shuffle for training
+order, not a cryptographic permutation. ``ORDER_VERSION`` names this order in loader states (field
+``order``): 1 was numpy's ``Generator.permutation`` materialised per bucket, 2 is this network. A
+state without the field (order 1) or with another order is refused in one line by
+:func:`check_order`.
 """
 
 from __future__ import annotations
@@ -46,6 +56,10 @@ SMALL_ROUNDS = 8  # halves of <= 8 bits (n <= 2^16): few round functions exist, 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _S = np.uint64(31)
+_I1, _I2, _MASK64 = int(_M1), int(_M2), (1 << 64) - 1  # the same constants, Python ints
+_TABLE_MAX = 1 << 16  # a bijection of at most this many values is tabulated once it is reused
+_TABLE_AFTER = 8  # ... after this many calls (a one-off call never pays for the table)
+_PY_WALK = 16  # at most this many positions walk in Python (break-even with a numpy pass)
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,8 @@ class Permutation:
     key: tuple[int, ...]
     _half: int = field(init=False, repr=False)
     _keys: tuple[np.uint64, ...] = field(init=False, repr=False)
+    _ints: tuple[int, ...] = field(init=False, repr=False)  # the same keys as Python ints
+    _calls: list[int] = field(init=False, repr=False, compare=False)  # [calls so far]
 
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
@@ -68,6 +84,8 @@ class Permutation:
         words = np.random.SeedSequence([int(k) for k in self.key]).generate_state(rounds, np.uint64)
         object.__setattr__(self, "_half", half)
         object.__setattr__(self, "_keys", tuple(np.uint64(w) for w in words))
+        object.__setattr__(self, "_ints", tuple(int(w) for w in words))
+        object.__setattr__(self, "_calls", [0])
 
     def _network(self, x: np.ndarray) -> np.ndarray:
         """One pass of the network over the domain (in place where numpy allows)."""
@@ -88,6 +106,22 @@ class Permutation:
         np.bitwise_or(left, right, out=left)
         return left
 
+    def _walk(self, x: int) -> int:
+        """The cycle-walk of one domain value in Python integers: the same network as
+        :meth:`_network` (64-bit wrap-around by masking), ~1.3 us per pass with 4 rounds and
+        ~2.9 us with 8 against 17-55 us for a numpy pass however few its elements."""
+        h, n = self._half, self.n
+        low, top = (1 << h) - 1, 64 - h
+        while True:
+            left, right = x >> h, x & low
+            for k in self._ints:
+                f = ((right ^ k) * _I1) & _MASK64
+                f = (((f ^ (f >> 31)) * _I2) & _MASK64) >> top
+                left, right = right, left ^ f
+            x = (left << h) | right
+            if x < n:
+                return x
+
     def __call__(self, positions: np.ndarray | int) -> np.ndarray:
         """The values at ``positions`` (any shape, each in ``[0, n)``) as int64."""
         pos = np.asarray(positions, dtype=np.int64)
@@ -95,15 +129,40 @@ class Permutation:
             raise IndexError(f"position out of range for a permutation of {self.n}")
         if self.n <= 1:
             return pos.copy()
+        if self.n <= _TABLE_MAX:
+            self._calls[0] += 1
+            if self._calls[0] > _TABLE_AFTER:  # asked again and again: look it up
+                return _table(self.n, self.key)[pos].astype(np.int64)
+        return self._compute(pos)
+
+    def _compute(self, pos: np.ndarray) -> np.ndarray:
         n = np.uint64(self.n)
-        x = self._network(pos.astype(np.uint64).ravel())
-        out = x
-        todo = np.flatnonzero(x >= n)
-        while todo.size:
+        flat = pos.astype(np.uint64).ravel()
+        if flat.size <= _PY_WALK:  # a few positions: the Python walk beats any numpy pass
+            vals = [self._walk(v) for v in flat.tolist()]
+            return np.array(vals, dtype=np.int64).reshape(pos.shape)
+        out = self._network(flat)
+        todo = np.flatnonzero(out >= n)
+        # Walks end geometrically (each pass lands in [0, n) with odds n / domain > 1/4), so
+        # after a few numpy passes only a handful of positions walk on: those go one by one in
+        # Python rather than through another ~56 numpy calls each (16 positions of n = 20,000:
+        # 900 us -> ~100 us measured, 2026-12-03).
+        while todo.size > _PY_WALK:
             y = self._network(out[todo])
             out[todo] = y
             todo = todo[y >= n]
+        for i in todo.tolist():
+            out[i] = self._walk(int(out[i]))
         return out.astype(np.int64).reshape(pos.shape)
+
+
+@lru_cache(maxsize=64)  # at most 64 x 128 KiB
+def _table(n: int, key: tuple[int, ...]) -> np.ndarray:
+    """The whole bijection of a small ``[0, n)`` (``n <= 2^16``) as uint16: built once in a few
+    ms by the vectorised walk, then each call is one gather (~1 us for a step's rows instead of
+    50-200 us of walking at n = 20,000, measured 2026-12-03)."""
+    p = permutation(n, *key)
+    return p._compute(np.arange(n, dtype=np.int64)).astype(np.uint16)
 
 
 @lru_cache(maxsize=1024)
