@@ -2,12 +2,18 @@
 
 A blend of three synthetic sources (uint16 tokens, vocabulary 8192, log-normal documents), the
 reference GPT at ``--size tiny`` on the CPU, DD's loader at ``tokens_per_step`` (default 16,384,
-the trainer's default) and lengths up to 512. Each measured step runs
-:func:`~ddecomp.training.step.train_step` on the same batch twice, alternating the order: once as
-the trainer runs it without sources (``reduction="sum"``), once with per-source logging (per-row
-loss into a buffer, then :meth:`~ddecomp.training.sources.SourceMetrics.record`: ``index_add``,
-``bincount``, one ``all_sum``, one ``tolist``). The median of the per-step differences over
-``--steps`` steps, against the median step, is the overhead.
+the trainer's default) and lengths up to 512. Two measurements per step:
+
+- **isolated** (the number to read): the differentiated loss is the same computation with and
+  without sources (``log_softmax`` + ``nll_loss``, bitwise equal), so what logging adds is
+  exactly :func:`~ddecomp.training.step.row_losses` (a gather from the log-probabilities) and
+  :meth:`~ddecomp.training.sources.SourceMetrics.record` (``index_add``, ``bincount``, one
+  ``all_sum``, one ``tolist``). They are timed on the step's own log-probabilities, ``--reps``
+  times (median), against the median :func:`~ddecomp.training.step.train_step` without sources.
+- **paired**: ``train_step`` on the same batch twice, alternating the order, with and without
+  the row-loss buffer; the median of the per-step differences and their quartiles. On a shared
+  2-core machine the quartiles span +-1 s of a 2.6 s step: a check that nothing else changed, not
+  a measurement of a few milliseconds.
 
 Usage: ``python benchmarks/bench_sources.py [--steps 40] [--tokens-per-step 16384]``.
 """
@@ -33,7 +39,7 @@ from ddecomp.loading.protocols import IGNORE_INDEX
 from ddecomp.loading.world import World
 from ddecomp.training.model import GPT, model_config
 from ddecomp.training.sources import SourceMetrics, source_names
-from ddecomp.training.step import train_step
+from ddecomp.training.step import row_losses, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 EOS = 8191
@@ -52,6 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--tokens-per-step", type=int, default=1 << 14)
+    ap.add_argument("--reps", type=int, default=20, help="isolated timings per step (median)")
     ap.add_argument("--out", default=None, help="JSON result (default: results/, dated)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -67,7 +74,7 @@ def main() -> None:
         assert names is not None
         metrics = SourceMetrics(names, torch.device("cpu"))
         world = World()
-        plain, logged, diffs = [], [], []
+        plain, logged, diffs, isolated = [], [], [], []
         batches = iter(loader)
         for i in range(args.steps + 3):
             batch = next(batches)
@@ -88,6 +95,14 @@ def main() -> None:
                 plain.append(times[False])
                 logged.append(times[True])
                 diffs.append(times[True] - times[False])
+                with torch.no_grad():
+                    logp = torch.log_softmax(model(x, None, None).flatten(0, 1).float(), dim=-1)
+                reps = []
+                for _ in range(args.reps):
+                    t = time.perf_counter()
+                    metrics.record(batch, row_losses(logp, y), world)
+                    reps.append(time.perf_counter() - t)
+                isolated.append(statistics.median(reps))
         step = statistics.median(plain)
         extra = statistics.median(diffs)
         res = {
@@ -102,6 +117,11 @@ def main() -> None:
             "median_step_with_sources_ms": round(1e3 * statistics.median(logged), 2),
             "median_extra_ms": round(1e3 * extra, 3),
             "overhead_pct": round(100 * extra / step, 2),
+            "isolated_extra_ms": round(1e3 * statistics.median(isolated), 3),
+            "isolated_overhead_pct": round(100 * statistics.median(isolated) / step, 3),
+            # the spread of the paired differences: what the median can be trusted to
+            "extra_ms_quartiles": [round(1e3 * q, 3) for q in statistics.quantiles(diffs, n=4)],
+            "load_average": [round(v, 2) for v in os.getloadavg()],
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -127,3 +127,43 @@ def test_the_logged_per_source_loss_equals_a_recomputation_from_the_batch(
                 checked += 1
     assert checked >= 4
     assert np.unique(np.concatenate([b["source"].numpy() for b in batches])).size > 1
+
+
+def test_row_losses_skip_ignored_targets_and_logging_leaves_the_step_unchanged() -> None:
+    """Per-row losses equal cross entropy per row with ignored targets adding 0, and a step with
+    the row-loss buffer trains exactly (bitwise) as one without: logging only reads."""
+    from ddecomp.training.step import row_losses
+
+    torch.manual_seed(0)
+    logits = torch.randn(3 * 8, 50)
+    y = torch.randint(0, 50, (3, 8))
+    y[0, :3] = IGNORE_INDEX
+    y[2] = IGNORE_INDEX  # a row with no target at all
+    want = torch.nn.functional.cross_entropy(
+        logits, y.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view(3, 8).sum(dim=1)  # fmt: skip
+    got = row_losses(torch.log_softmax(logits, dim=-1), y)
+    assert torch.allclose(got, want, rtol=1e-6)
+    assert got[2] == 0
+    assert got[0] > 0
+
+    results = []
+    for with_rows in (False, True):
+        torch.manual_seed(1)
+        model = GPT(model_config("tiny", 64))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        x = torch.randint(0, 64, (2, 16))
+        t = torch.randint(0, 64, (2, 16))
+        t[1, 5:] = IGNORE_INDEX
+        n = torch.tensor(float((t != IGNORE_INDEX).sum()), dtype=torch.float64)
+        buf = torch.zeros(2) if with_rows else None
+        loss, norm = train_step(
+            model, model.parameters(), opt, None, (x, t, None, None), n, 1, 1.0, row_loss=buf
+        )
+        results.append((loss, norm, [q.detach().clone() for q in model.parameters()]))
+        if buf is not None:
+            assert float(buf.sum()) == pytest.approx(float(loss), rel=1e-6)
+    (l0, n0, p0), (l1, n1, p1) = results
+    assert torch.equal(l0, l1)
+    assert torch.equal(n0, n1)
+    assert all(torch.equal(a, b) for a, b in zip(p0, p1, strict=True))
