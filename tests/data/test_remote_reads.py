@@ -197,3 +197,27 @@ def test_a_copied_dataset_without_chunk_digests_is_checked_per_shard(
 def _read_every_row(ds: Any) -> None:
     for L in ds.bucket_lengths:
         ds.rows(L, np.arange(ds.num_rows(L)))
+
+
+def test_the_cache_limit_from_the_environment_bounds_the_disk_cache(
+    remote: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``$DDECOMP_CACHE_LIMIT`` bounds the chunk cache where no keyword can (the CLI, adapters):
+    192K (binary units, three chunks) is honoured; an explicit ``cache_limit`` wins; nonsense is
+    one line naming the variable."""
+    url, local = remote
+    limit_k = 192  # KiB: three 64 KiB chunks, a fraction of what an epoch reads
+    monkeypatch.setenv("DDECOMP_CACHE_LIMIT", f"{limit_k}K")
+    ds = open_dataset(url, cache_dir=tmp_path / "c")
+    assert ds.remote is not None
+    assert ds.remote.store.limit == limit_k * 1024
+    for L in ds.bucket_lengths:
+        ds.rows(L, np.arange(ds.num_rows(L)))
+    assert ds.remote.store.fetched_bytes > limit_k * 1024  # vacuity: more read than it keeps
+    assert 0 < _disk(tmp_path / "c") <= limit_k * 1024
+    explicit = open_dataset(url, cache_dir=tmp_path / "c2", cache_limit=0)
+    assert explicit.remote is not None
+    assert explicit.remote.store.limit == 0
+    monkeypatch.setenv("DDECOMP_CACHE_LIMIT", "lots")
+    with pytest.raises(ddecomp.UserError, match=r"^\$DDECOMP_CACHE_LIMIT='lots' is not a byte"):
+        open_dataset(url, cache_dir=tmp_path / "c3")

@@ -48,6 +48,8 @@ from ddecomp.errors import DataError, UserError
 from ddecomp.io import atomic_file, file_record, parse_json, url_filesystem, write_bytes_atomic
 
 CACHE_ENV = "DDECOMP_CACHE"  # the cache's root when cache_dir is not given
+LIMIT_ENV = "DDECOMP_CACHE_LIMIT"  # the chunk cache's bytes when cache_limit is not given
+_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}  # binary: 50G = 50 GiB
 _CONNECT_S = 5.0
 
 
@@ -60,6 +62,27 @@ def default_cache() -> Path:
     env = os.environ.get(CACHE_ENV)
     path = Path(env) if env else Path.home() / ".cache" / "ddecomp"
     return check_cache_dir(path, f"${CACHE_ENV}" if env else "the default cache")
+
+
+def env_cache_limit() -> int | None:
+    """``$DDECOMP_CACHE_LIMIT`` in bytes (``500M``, ``50G``: binary units; ``0``: no disk cache),
+    or None (no limit) when unset: how the CLI, the trainers and workers bound the chunk cache
+    without a keyword to pass."""
+    text = os.environ.get(LIMIT_ENV, "").strip()
+    if not text:
+        return None
+    unit = text.upper().removesuffix("IB").removesuffix("B")
+    num, shift = (unit[:-1], _UNITS[unit[-1]]) if unit[-1:] in _UNITS else (unit, 0)
+    try:
+        value = float(num)
+    except ValueError:
+        value = -1.0
+    if not (num and value >= 0 and value * (1 << shift) < 2**63):  # also refuses nan
+        raise UserError(
+            f"${LIMIT_ENV}={text!r} is not a byte count: give bytes or a size such as 500M or "
+            "50G (binary units), or 0 for no disk cache; unset it for no limit"
+        )
+    return int(value * (1 << shift))
 
 
 def check_cache_dir(path: Path, what: str) -> Path:
@@ -244,7 +267,10 @@ def open_remote(
     url: str, cache_dir: str | Path | None = None, cache_limit: int | None = None
 ) -> tuple[Path, dict[str, Any], RemoteTokens]:
     """The dataset at ``url``: ``(local index directory, manifest, token reader)``; its index
-    files fetched and checked, its tokens left in storage (read on demand)."""
+    files fetched and checked, its tokens left in storage (read on demand). ``cache_limit``
+    None: ``$DDECOMP_CACHE_LIMIT`` (:func:`env_cache_limit`), else no limit."""
+    if cache_limit is None:
+        cache_limit = env_cache_limit()
     if cache_limit is not None and (
         isinstance(cache_limit, bool) or not isinstance(cache_limit, int) or cache_limit < 0
     ):
