@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddecomp.errors import UserError
-from ddecomp.permutation import ORDER_VERSION, Permutation, check_order, permutation
+from ddecomp.permutation import (
+    _TABLES,
+    ORDER_VERSION,
+    Permutation,
+    _TableCache,
+    check_order,
+    permutation,
+)
 
 # n from 1 to 10^7: small, primes, powers of two and their neighbours, round numbers
 SIZES = [1, 2, 3, 4, 5, 7, 8, 17, 64, 97, 256, 1000, 4093, 4096, 65_537, 10**6, 2**23, 9_999_991]
@@ -123,9 +130,11 @@ def test_the_released_order_is_kept_on_every_path(
     n: int, key: tuple[int, ...], pos: list[int], want: list[int]
 ) -> None:
     p = Permutation(n, key)  # a fresh object: its call count starts at 0
-    for _ in range(12):  # the walk, then (n <= 2^16) the table after 8 calls
+    for _ in range(12):  # the walk, then (n <= 2^20) the table once enough was walked
         assert p(np.array(pos)).tolist() == want
         assert [int(p(v)) for v in pos] == want  # one position at a time: the Python walk
+    if n <= 1 << 20:  # the table path: the whole bijection, tabulated
+        assert p._tabulate()[pos].tolist() == want
 
 
 def _reference(p: Permutation, pos: np.ndarray) -> np.ndarray:
@@ -139,7 +148,7 @@ def _reference(p: Permutation, pos: np.ndarray) -> np.ndarray:
     return out.astype(np.int64).reshape(pos.shape)
 
 
-@pytest.mark.parametrize("n", [2, 3, 17, 4097, 20000, 65536, 65537, 300001, 10**9])
+@pytest.mark.parametrize("n", [2, 3, 17, 4097, 20000, 65536, 65537, 300001, 1 << 20, 10**9])
 def test_the_fast_paths_equal_the_plain_walk(n: int) -> None:
     """Batches around the Python-walk cut (16), repeated past the table's threshold, and for
     n <= 2^16 every position: the hybrid walk and the table serve the plain walk's values."""
@@ -154,7 +163,33 @@ def test_the_fast_paths_equal_the_plain_walk(n: int) -> None:
             assert np.array_equal(p(pos), want)
             assert np.array_equal(p(pos.reshape(-1, 1)), want.reshape(-1, 1))  # shape kept
     assert walked > 0 or n < 17  # vacuity: the values are not the positions (n = 2 may be)
-    if n <= 1 << 16:
+    if n <= 1 << 20:
         every = np.arange(n)
         assert np.array_equal(p(every), _reference(p, every))
-        assert p._calls[0] > 8  # the table served these
+        assert _TABLES.get((n, p.key)) is not None  # the table served these
+        assert np.array_equal(p(every[::-1]), _reference(p, every[::-1]))
+
+
+def test_tables_stay_in_their_budget_and_a_dropped_one_is_rebuilt_only_after_more_walks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two tables of 1 MiB in a 1.5 MiB budget: the older is dropped; asking for it again walks
+    (no rebuild on the first call, so two alternating permutations cannot thrash) until n / 16
+    positions were walked, then it is tabulated again; values never change."""
+    cache = _TableCache(3 << 19)
+    monkeypatch.setattr("ddecomp.permutation._TABLES", cache)
+    n = 1 << 18  # uint32 tables of 1 MiB
+    a, b = Permutation(n, (1,)), Permutation(n, (2,))
+    pos = np.arange(0, n, 7)
+    want_a, want_b = _reference(a, pos), _reference(b, pos)
+    assert np.array_equal(a(pos), want_a)  # n / 7 positions > n / 16: tabulated
+    assert cache.get((n, (1,))) is not None
+    assert np.array_equal(b(pos), want_b)
+    assert cache.get((n, (2,))) is not None
+    assert cache.get((n, (1,))) is None  # dropped: the budget holds one
+    assert cache.bytes == 4 * n <= cache.budget
+    few = pos[:100]
+    assert np.array_equal(a(few), want_a[:100])  # walked, not tabulated again yet
+    assert cache.get((n, (1,))) is None
+    assert np.array_equal(a(pos), want_a)  # now enough walks: tabulated again
+    assert cache.get((n, (1,))) is not None

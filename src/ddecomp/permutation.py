@@ -18,7 +18,8 @@ instead computes the row at any position directly, vectorised over a batch's pos
   Fewer than 4 network passes are expected per position (the domain is < 4n); the walk always
   ends, as the cycle through a position holds that position.
 
-Memory: a few arrays the size of the positions asked for, nothing per row of the bucket. Speed,
+Memory: a few arrays the size of the positions asked for, nothing per row of a bucket above
+2^20 rows (below, a table bounded per process, see the fast paths below). Speed,
 measured on a 2-core AMD EPYC (2026-12-02, best of 20, n = 10^6 and 10^9): 11-12 ns per
 position, a block of 16,384 positions (what a plan computes at once) in 0.18 ms; a loaded
 machine measured up to 10x that. A step's few rows (a blend's fractional window asks 8-256
@@ -27,9 +28,10 @@ however few its elements, and the walk's longest chain sets the number of passes
 of n = 20,000, domain 65,536: ~16 passes, 900 us). Hence two fast paths, both serving the same
 values (``tests/test_permutation.py`` pins the released order): positions still walking once
 at most ``_PY_WALK`` remain go one by one in Python integers (1.3-2.9 us a pass), and a
-bijection of at most 2^16 values asked for more than ``_TABLE_AFTER`` times is tabulated once
-(uint16, at most 128 KiB; 64 tables kept) and looked up. Measured 2026-12-03 here, 16 positions:
-n = 20,000 900 -> 4 us, n = 300,000 ~270 -> 74 us, n = 10^9 23 us (unchanged); a two-source
+bijection of at most 2^20 values is tabulated (uint16 or uint32, at most 4 MiB) once walks for
+``n / 16`` of its positions were asked, and looked up from then on (tables kept per process up to
+48 MiB, least recently used dropped). Measured 2026-12-03 here, 16 positions: n = 20,000 900 ->
+4 us, n = 300,000 ~270 -> 74 us walking, ~4 us tabulated; n = 10^9 23 us (unchanged); a two-source
 blend epoch (``bench_loader.py``) 41-58M -> 150-203M tokens/s.
 
 Quality: four rounds (eight for n <= 2^16) of a 64-bit mixer; ``tests/test_permutation.py`` checks
@@ -43,6 +45,8 @@ state without the field (order 1) or with another order is refused in one line b
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -57,8 +61,9 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _S = np.uint64(31)
 _I1, _I2, _MASK64 = int(_M1), int(_M2), (1 << 64) - 1  # the same constants, Python ints
-_TABLE_MAX = 1 << 16  # a bijection of at most this many values is tabulated once it is reused
-_TABLE_AFTER = 8  # ... after this many calls (a one-off call never pays for the table)
+_TABLE_MAX = 1 << 20  # a bijection of at most this many values is tabulated once reused ...
+_TABLE_SHARE = 16  # ... after n / 16 positions were walked for it (the table costs ~n walks)
+_TABLE_BUDGET = 48 << 20  # bytes of tables kept per process, least recently used dropped
 _PY_WALK = 16  # at most this many positions walk in Python (break-even with a numpy pass)
 
 
@@ -71,7 +76,7 @@ class Permutation:
     _half: int = field(init=False, repr=False)
     _keys: tuple[np.uint64, ...] = field(init=False, repr=False)
     _ints: tuple[int, ...] = field(init=False, repr=False)  # the same keys as Python ints
-    _calls: list[int] = field(init=False, repr=False, compare=False)  # [calls so far]
+    _walked: list[int] = field(init=False, repr=False, compare=False)  # [positions walked]
 
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
@@ -85,7 +90,7 @@ class Permutation:
         object.__setattr__(self, "_half", half)
         object.__setattr__(self, "_keys", tuple(np.uint64(w) for w in words))
         object.__setattr__(self, "_ints", tuple(int(w) for w in words))
-        object.__setattr__(self, "_calls", [0])
+        object.__setattr__(self, "_walked", [0])
 
     def _network(self, x: np.ndarray) -> np.ndarray:
         """One pass of the network over the domain (in place where numpy allows)."""
@@ -130,10 +135,24 @@ class Permutation:
         if self.n <= 1:
             return pos.copy()
         if self.n <= _TABLE_MAX:
-            self._calls[0] += 1
-            if self._calls[0] > _TABLE_AFTER:  # asked again and again: look it up
-                return _table(self.n, self.key)[pos].astype(np.int64)
+            table = _TABLES.get((self.n, self.key))
+            if table is None:
+                self._walked[0] += pos.size
+                # Tabulate once the walks asked for would have paid for it. The count restarts,
+                # so a table the budget dropped is rebuilt only after as many walks again: at
+                # worst the table's cost doubles the walking, it never thrashes.
+                if self._walked[0] * _TABLE_SHARE >= self.n:
+                    self._walked[0] = 0
+                    table = _TABLES.put((self.n, self.key), self._tabulate())
+            if table is not None:
+                return table[pos].astype(np.int64)
         return self._compute(pos)
+
+    def _tabulate(self) -> np.ndarray:
+        """Every value, as the smallest unsigned type that holds them: uint16 up to 2^16 values
+        (128 KiB), uint32 up to 2^20 (4 MiB); ~12 ns a value by the vectorised walk."""
+        dtype = np.uint16 if self.n <= 1 << 16 else np.uint32
+        return self._compute(np.arange(self.n, dtype=np.int64)).astype(dtype)
 
     def _compute(self, pos: np.ndarray) -> np.ndarray:
         n = np.uint64(self.n)
@@ -156,13 +175,34 @@ class Permutation:
         return out.astype(np.int64).reshape(pos.shape)
 
 
-@lru_cache(maxsize=64)  # at most 64 x 128 KiB
-def _table(n: int, key: tuple[int, ...]) -> np.ndarray:
-    """The whole bijection of a small ``[0, n)`` (``n <= 2^16``) as uint16: built once in a few
-    ms by the vectorised walk, then each call is one gather (~1 us for a step's rows instead of
-    50-200 us of walking at n = 20,000, measured 2026-12-03)."""
-    p = permutation(n, *key)
-    return p._compute(np.arange(n, dtype=np.int64)).astype(np.uint16)
+class _TableCache:
+    """Tabulated bijections by ``(n, key)``, at most ``budget`` bytes, least recently used
+    dropped first; thread-safe (a remote dataset's prefetch threads share the process)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.bytes = budget, 0
+        self._tables: OrderedDict[tuple[int, tuple[int, ...]], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, tuple[int, ...]]) -> np.ndarray | None:
+        with self._lock:
+            table = self._tables.get(key)
+            if table is not None:
+                self._tables.move_to_end(key)
+            return table
+
+    def put(self, key: tuple[int, tuple[int, ...]], table: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if key not in self._tables:
+                self._tables[key] = table
+                self.bytes += table.nbytes
+            while self.bytes > self.budget and len(self._tables) > 1:
+                _, old = self._tables.popitem(last=False)
+                self.bytes -= old.nbytes
+            return self._tables.get(key, table)
+
+
+_TABLES = _TableCache(_TABLE_BUDGET)
 
 
 @lru_cache(maxsize=1024)
