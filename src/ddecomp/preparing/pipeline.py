@@ -182,8 +182,8 @@ def _prepare(cfg: PrepareConfig, lock: DirLock) -> dict[str, Any]:
     groups: list[list[InputFile]] = []
     names: list[str] = []
     if cfg.source_per_input:
+        names = source_names(cfg.inputs)  # first: an input given twice is named as such
         groups = discover_groups(cfg.inputs, cfg.suffixes, cfg.glob)
-        names = source_names(cfg.inputs)
         files = [f for g in groups for f in g]
     elif cfg.inputs:
         files = discover_inputs(cfg.inputs, cfg.suffixes, cfg.glob)
