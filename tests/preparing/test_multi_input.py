@@ -19,7 +19,13 @@ from ddecomp.cli import main
 from ddecomp.data.sources import dataset_row_sources, source_names
 from ddecomp.data.verify import verify_dataset
 from tests._fixtures import random_lengths
-from tests.preparing._golden import golden_text, golden_tokens, stable_fingerprint, text_inputs
+from tests.preparing._golden import (
+    TEXT_KW,
+    golden_text,
+    golden_tokens,
+    stable_fingerprint,
+    text_inputs,
+)
 
 EOS = 7
 KW: dict[str, Any] = dict(min_len=16, max_len=512, val_fraction=0.0, shard_size=6_000)
@@ -28,10 +34,10 @@ SPAN = 10_000  # input k holds ids in [10 + k * SPAN, 10 + (k + 1) * SPAN)
 
 def _stream(k: int, n_docs: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    docs = []
+    docs: list[np.ndarray] = []
     for n in random_lengths(n_docs, seed=seed, lo=2, hi=700):
         docs.append(rng.integers(10 + k * SPAN, 10 + (k + 1) * SPAN, size=int(n) - 1))
-        docs.append([EOS])
+        docs.append(np.array([EOS]))
     return np.concatenate(docs).astype(np.uint16)
 
 
@@ -196,6 +202,7 @@ def test_several_files_in_place_equal_the_copied_dataset(tmp_path: Path) -> None
         got = [d.tolist() for d in open_dataset(tmp_path / "inp", split).documents()]
         assert got == [d.tolist() for d in open_dataset(tmp_path / "copy", split).documents()]
     _check_sources(tmp_path / "inp", 3)
+    assert main(["stats", str(tmp_path / "inp")]) == 0
     loader = VSLLoader(open_dataset(tmp_path / "inp"), tokens_per_step=1024, seed=0)
     served = [int(s) for batch in loader for s in batch["source"].tolist()]
     assert set(served) == {0, 1, 2}
@@ -220,7 +227,7 @@ def test_several_token_files_refusals(tmp_path: Path) -> None:
     empty.touch()
     wide = tmp_path / "wide.npy"
     np.save(wide, _stream(2, 30, seed=9).astype(np.uint32))
-    cases = [
+    cases: list[tuple[tuple[Path, ...], dict[str, Any], str]] = [
         ((a, b, a), {}, r"in0\.u16 is the same file as .*in0\.u16 \(given twice"),
         ((a, b, link), {}, r"link\.u16 is the same file as .*in1\.u16"),
         ((a, empty), {}, r"empty\.u16: empty \(no token\); leave it out"),
@@ -288,3 +295,53 @@ def test_megatron_prefixes_in_place_equal_the_copied_ones(tmp_path: Path) -> Non
             seen[s] += 1
     assert (seen > 0).all()
     verify_dataset(tmp_path / "inp")
+
+
+# ---- attacks ---------------------------------------------------------------------------------
+def test_source_names_tell_colliding_inputs_apart(tmp_path: Path) -> None:
+    from ddecomp.preparing.perinput import source_names
+
+    assert source_names(["x/data", "y/data", "z/other"]) == ["x/data", "y/data", "z/other"]
+    assert source_names(["p/a/", "q/b.jsonl"]) == ["a", "b.jsonl"]
+    assert source_names(["s3://bucket/web/", "s3://other/web"]) == ["bucket/web", "other/web"]
+    with pytest.raises(UserError, match="given more than once"):
+        source_names(["x/data", "./x/data"])
+
+
+def test_an_empty_text_input_is_a_source_without_rows_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ddecomp import PrepareConfig, prepare
+
+    inputs = text_inputs(tmp_path)
+    (tmp_path / "empty.jsonl").write_text("")
+    kw = dict(TEXT_KW)
+    with caplog.at_level("WARNING"):
+        man = prepare(
+            PrepareConfig(
+                tmp_path / "d",
+                inputs=(inputs[0], str(tmp_path / "empty.jsonl"), inputs[1]),
+                source_per_input=True,
+                **kw,
+            )
+        )
+    assert man["sources"]["names"] == ["a", "empty.jsonl", "b.jsonl"]
+    assert 1 not in man["sources"]["shards"]
+    assert set(man["sources"]["shards"]) == {0, 2}
+    assert "input empty.jsonl gave no document" in caplog.text
+
+
+def test_adding_a_file_to_a_used_dataset_is_refused_and_workers_do_not_matter(
+    tmp_path: Path,
+) -> None:
+    a, b, c = _files(tmp_path)
+    kw = {**KW, "source_per_input": True}
+    one = prepare_tokens(TokensConfig((a, b), tmp_path / "d", eos_id=EOS, workers=1, **kw))
+    two = prepare_tokens(TokensConfig((a, b), tmp_path / "w2", eos_id=EOS, workers=2, **kw))
+    assert one["fingerprint"] == two["fingerprint"]
+    with pytest.raises(UserError, match="--overwrite"):
+        prepare_tokens(TokensConfig((a, b, c), tmp_path / "d", eos_id=EOS, **kw))
+    with pytest.raises(UserError, match="--overwrite"):  # the same files without sources
+        prepare_tokens(TokensConfig((a, b), tmp_path / "d", eos_id=EOS, **KW))
+    again = prepare_tokens(TokensConfig((a, b), tmp_path / "d", eos_id=EOS, **kw))
+    assert again["fingerprint"] == one["fingerprint"]  # the same arguments: resumed as done

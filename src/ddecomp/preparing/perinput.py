@@ -17,6 +17,7 @@ user typed, not where a link points.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any
 
 from ddecomp.errors import UserError
 from ddecomp.preparing.inputs import InputFile, discover_inputs, is_url
+
+log = logging.getLogger("ddecomp.preparing.pipeline")  # the run's lines belong to its log
 
 
 def source_names(paths: Sequence[str | Path]) -> list[str]:
@@ -75,5 +78,13 @@ def discover_groups(
 
 
 def sources_record(names: list[str], shard_sources: Sequence[int]) -> dict[str, Any]:
-    """The manifest's ``sources``: the names, and each shard's source index."""
-    return {"names": names, "shards": [int(s) for s in shard_sources]}
+    """The manifest's ``sources``: the names, and each shard's source index. An input that gave
+    no document (an empty file, every record skipped) keeps its name and serves no row: said in
+    a warning, since its loss will be missing from the per-source metrics."""
+    shards = [int(s) for s in shard_sources]
+    for k, name in enumerate(names):
+        if k not in shards:
+            log.warning(
+                "--source-per-input: input %s gave no document; its source has no rows", name
+            )
+    return {"names": names, "shards": shards}

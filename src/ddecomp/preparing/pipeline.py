@@ -181,6 +181,7 @@ def _prepare(cfg: PrepareConfig, lock: DirLock) -> dict[str, Any]:
     t0 = time.perf_counter()
     groups: list[list[InputFile]] = []
     names: list[str] = []
+    files: list[InputFile]
     if cfg.source_per_input:
         names = source_names(cfg.inputs)  # first: an input given twice is named as such
         groups = discover_groups(cfg.inputs, cfg.suffixes, cfg.glob)
@@ -188,7 +189,7 @@ def _prepare(cfg: PrepareConfig, lock: DirLock) -> dict[str, Any]:
     elif cfg.inputs:
         files = discover_inputs(cfg.inputs, cfg.suffixes, cfg.glob)
     else:
-        files = default_corpus_files()
+        files = list(default_corpus_files())
     stamps = _stamps(files)
     inputs = _describe_files(files, not cfg.inputs, stamps)
     identity = {
