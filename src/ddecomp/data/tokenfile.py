@@ -8,7 +8,12 @@ several files in place (``--from-tokens F1 F2 --in-place``, ``--from-megatron P1
 --in-place``) names them in ``tokens_files`` (a list of the same records) and each shard's token
 record adds ``file``, the index of its file there; a one-file dataset keeps ``tokens_file``, so
 datasets prepared before stay valid with their fingerprints. :func:`in_place_files` and
-:func:`shard_file_ref` read both forms: no other reader looks at either key.
+:func:`shard_file_ref` read both forms, and :func:`check_in_place` validates them for
+:func:`~ddecomp.data.layout.check_manifest` (one of the two keys, absolute paths, sizes; that
+function checks each shard's ``file`` is an index into ``tokens_files``). No format version
+bump: a reader older than ``tokens_files`` finds shard offsets and no ``tokens_file`` and
+refuses the manifest (its own check), so it never serves other bytes; one-file datasets are
+written exactly as before.
 
 An in-place file is not ddecomp's, so it is checked where it is used. Opening a dataset compares
 its size, ``mtime_ns`` and inode with those recorded at prepare, and an ``.npy`` header's sha256
