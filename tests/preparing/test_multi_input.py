@@ -345,3 +345,22 @@ def test_adding_a_file_to_a_used_dataset_is_refused_and_workers_do_not_matter(
         prepare_tokens(TokensConfig((a, b), tmp_path / "d", eos_id=EOS, **KW))
     again = prepare_tokens(TokensConfig((a, b), tmp_path / "d", eos_id=EOS, **kw))
     assert again["fingerprint"] == one["fingerprint"]  # the same arguments: resumed as done
+
+
+def test_an_interrupted_run_with_sources_resumes_to_the_same_dataset(tmp_path: Path) -> None:
+    """Shards kept from the interrupted run and shards redone get their sources from the same
+    plan: the resumed dataset is the uninterrupted one (text, and several files in place)."""
+    text = golden_text(tmp_path, source_per_input=True)
+    files = _files(tmp_path)
+    kw = {**KW, "in_place": True, "source_per_input": True}
+    toks = prepare_tokens(TokensConfig(tuple(files), tmp_path / "tok", eos_id=EOS, **kw))
+    for root, man in ((tmp_path / "txt", text), (tmp_path / "tok", toks)):
+        n = man["totals"]["shards"]
+        assert n >= 4
+        (root / "manifest.json").unlink()
+        for i in (1, n - 2):  # an interrupted run: a shard of the first and of a later input
+            (root / "shards" / f"{i:05d}.done.json").unlink()
+    assert golden_text(tmp_path, source_per_input=True)["fingerprint"] == text["fingerprint"]
+    again = prepare_tokens(TokensConfig(tuple(files), tmp_path / "tok", eos_id=EOS, **kw))
+    assert again["fingerprint"] == toks["fingerprint"]
+    assert again["sources"] == toks["sources"]
