@@ -105,3 +105,32 @@ def test_a_forged_source_record_is_refused(
     (tmp_path / "d" / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(DataError, match=message):
         open_dataset(tmp_path / "d")
+
+
+def test_several_prefixes_in_place_name_the_changed_bin(tmp_path: Path) -> None:
+    """Issue 21: two prefixes indexed in place; the second ``.bin`` edited (same size) or
+    removed is refused at open in one line naming it, and int32 next to uint16 is refused at
+    prepare (one dataset dtype)."""
+    from ddecomp import DataError, open_dataset
+
+    docs = [random_docs(60, seed=50 + k, eos=3, hi=30_000, ends_with_eos=1.0) for k in range(2)]
+    prefixes = [str(write_megatron(tmp_path / f"m{k}", d, np.uint16)) for k, d in enumerate(docs)]
+    cfg = MegatronConfig(tuple(prefixes), tmp_path / "d", eos_id=3, in_place=True, min_len=8)
+    prepare_megatron(cfg)
+    open_dataset(tmp_path / "d")
+    second = Path(f"{prefixes[1]}.bin").resolve()
+    data = np.fromfile(second, np.uint16)
+    data[10] ^= 1
+    data.tofile(second)
+    with pytest.raises(DataError, match=rf"^{second}: changed since the dataset indexed it") as e:
+        open_dataset(tmp_path / "d")
+    assert "\n" not in str(e.value)
+    second.unlink()
+    with pytest.raises(DataError, match=rf"^{second}: the token file .* is missing"):
+        open_dataset(tmp_path / "d")
+    wide = str(write_megatron(tmp_path / "w", docs[0], np.int32))
+    with pytest.raises(UserError, match=r"w\.bin: int32 tokens, .*m0\.bin uint16: --in-place"):
+        prepare_megatron(
+            MegatronConfig((prefixes[0], wide), tmp_path / "x", eos_id=3, in_place=True)
+        )
+    assert not (tmp_path / "x").exists()

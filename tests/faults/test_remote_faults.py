@@ -70,6 +70,27 @@ def test_a_remote_manifest_never_maps_a_local_file(
     assert "\n" not in str(e.value)
 
 
+def test_a_remote_manifest_naming_several_local_files_is_refused(
+    tmp_path: Path, s3: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: the refusal above covers ``tokens_files`` (several in-place files) too, before
+    any of its fields is checked (before the fix, a field check answered instead)."""
+    monkeypatch.setenv("DDECOMP_CACHE", str(tmp_path / "cache"))
+    url, _, _ = _prepare(tmp_path, "local-files")
+    man = json.loads(s3_fs().cat_file(f"{BUCKET}/local-files/manifest.json"))
+    tok = man["shards"][0]["files"]["tokens"]
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"S" * tok["bytes"])
+    # no "header": refused as local before any field is checked (before, validation answered)
+    man["tokens_files"] = [{"path": str(secret), "bytes": tok["bytes"]}]
+    tok.update(offset=0, file=0)
+    man["fingerprint"] = fingerprint(man)
+    s3_fs().pipe_file(f"{BUCKET}/local-files/manifest.json", json.dumps(man).encode())
+    with pytest.raises(DataError, match="names a local token file") as e:
+        _all_rows(open_dataset(url, cache_dir=tmp_path / "c"))
+    assert "\n" not in str(e.value)
+
+
 def test_a_cached_copy_replaced_with_same_size_bytes_is_never_served(
     tmp_path: Path, s3: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -195,6 +195,37 @@ def test_text_on_the_cluster_is_the_local_engines_dataset(tmp_path: Path, cluste
     assert_same_dataset(tmp_path / "local", tmp_path / "ray")
 
 
+def test_several_sources_on_the_cluster_are_the_local_engines_dataset(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """Issue 21: the shard plan (cut at each input's end, each shard's source and in-place file)
+    is made in the driver, so the cluster writes the local engine's dataset."""
+    files = []
+    for k in range(2):
+        files.append(tmp_path / f"part{k}.bin")
+        identity_tokens(random_lengths(200, seed=30 + k, hi=3000)).tofile(files[-1])
+    inputs = _text_corpus(tmp_path)
+    kw: dict[str, Any] = dict(eos_id=EOS, dtype="uint32", min_len=16, max_len=512,
+                              shard_size=20_000, in_place=True, source_per_input=True)  # fmt: skip
+    local = prepare_tokens(TokensConfig(tuple(files), tmp_path / "local", **kw))
+    man = prepare_tokens(
+        TokensConfig(
+            tuple(files), tmp_path / "ray", engine="ray", ray_address=cluster.address, **kw
+        )
+    )
+    assert man["sources"]["names"] == ["part0.bin", "part1.bin"]
+    assert man["fingerprint"] == local["fingerprint"]
+    assert_same_dataset(tmp_path / "local", tmp_path / "ray")
+    tkw: dict[str, Any] = dict(inputs=tuple(inputs), vocab_size=400, min_len=16, max_len=256,
+                               shard_size=60_000, quiet=True, source_per_input=True)  # fmt: skip
+    text_local = prepare(PrepareConfig(out=tmp_path / "tl", workers=1, **tkw))
+    text_ray = prepare(
+        PrepareConfig(out=tmp_path / "tr", engine="ray", ray_address=cluster.address, **tkw)
+    )
+    assert len(set(text_local["sources"]["shards"])) == len(inputs) > 1
+    assert text_ray["fingerprint"] == text_local["fingerprint"]
+
+
 def test_a_worker_killed_mid_shard_is_retried_to_the_same_dataset(
     tmp_path: Path, cluster: Cluster
 ) -> None:

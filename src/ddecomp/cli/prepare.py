@@ -67,9 +67,11 @@ def register(sub: Any) -> None:
     src = p.add_argument_group("already-tokenized input")
     src.add_argument(
         "--from-tokens",
+        nargs="+",
         metavar="FILE",
-        help="flat token file (raw integers or .npy) with an EOS id after each document "
-        "(default: none, read text INPUT)",
+        help="flat token files (raw integers or .npy) with an EOS id after each document, one "
+        "document stream each, in order; a shard never crosses a file (default: none, read "
+        "text INPUT)",
     )
     src.add_argument(
         "--from-megatron",
@@ -77,13 +79,16 @@ def register(sub: Any) -> None:
         metavar="PREFIX",
         help="Megatron indexed datasets PREFIX.idx + PREFIX.bin, one document stream each; "
         "--eos-id is appended to every document that does not end with it (copied; with "
-        "--in-place, one uint16/int32 PREFIX whose documents end with it) (default: none)",
+        "--in-place, uint16/int32 PREFIXes of one dtype whose documents end with it) "
+        "(default: none)",
     )
     src.add_argument(
         "--source-per-input",
         action="store_true",
-        help="with --from-megatron: record each PREFIX as a source, named by its file name; "
-        "batches then carry each row's source and `train` logs loss per source (default: off)",
+        help="record each INPUT (a directory: all its files), --from-tokens FILE or "
+        "--from-megatron PREFIX as a source, named by its last path component (more when two "
+        "share it); shards never mix sources; batches then carry each row's source and `train` "
+        "logs loss per source (default: off, one source)",
     )
     src.add_argument(
         "--eos-id",
@@ -94,8 +99,9 @@ def register(sub: Any) -> None:
     src.add_argument(
         "--in-place",
         action="store_true",
-        help="index a uint16/uint32 --from-tokens FILE where it is instead of copying it (the "
-        "dataset records its path, size and sha256; keep the file there)",
+        help="index uint16/uint32 --from-tokens FILEs (one dtype) or --from-megatron .bin files "
+        "where they are instead of copying them (the dataset records each file's path, size "
+        "and per-shard sha256; keep the files there) (default: off, copy)",
     )
     src.add_argument(
         "--dtype",
@@ -219,10 +225,10 @@ def register(sub: Any) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="ddecomp: %(message)s")
-    if args.source_per_input and not args.from_megatron:
+    if args.source_per_input and not (args.from_megatron or args.from_tokens or args.inputs):
         raise UserError(
-            "--source-per-input applies to --from-megatron PREFIX ... (one source per prefix); "
-            "for other inputs prepare each into its own DIR and blend them"
+            "--source-per-input records each INPUT, --from-tokens FILE or --from-megatron "
+            "PREFIX as a source; give them (the default corpus is one source)"
         )
     if args.from_megatron:
         man = _prepare_megatron(args)
@@ -235,13 +241,17 @@ def run_prepare(args: argparse.Namespace) -> int:
             raise UserError("--tokenizer/--bos/--eos-token do not apply to --from-tokens input")
         man = prepare_tokens(
             TokensConfig(
-                tokens=args.from_tokens,
+                # one FILE as before (the same identity), several as a tuple
+                tokens=args.from_tokens[0]
+                if len(args.from_tokens) == 1
+                else tuple(args.from_tokens),
                 out=args.out,
                 eos_id=args.eos_id,
                 dtype=args.dtype,
                 vocab_size=args.vocab_size,
                 **_common(args),
                 in_place=args.in_place,
+                source_per_input=args.source_per_input,
             )
         )
     else:
@@ -259,6 +269,7 @@ def run_prepare(args: argparse.Namespace) -> int:
             vocab_size=DEFAULT_VOCAB if args.vocab_size is None else args.vocab_size,
             **_common(args),
             strict=args.strict,
+            source_per_input=args.source_per_input,
         )
         man = prepare(cfg)
     print(summary_line(man, args.out))

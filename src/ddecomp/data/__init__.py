@@ -13,7 +13,8 @@
 - :mod:`.files`: the files checked before they are trusted (inside DIR, sizes, npy headers).
 - :mod:`.tailrows`: packed tail rows (``--tails pack``): their files, checks and gather.
 - :mod:`.tailindex`: a split's tail rows read from their files, checked, in global token offsets.
-- :mod:`.tokenfile`: a shard's tokens, from its own file or a range of an ``--in-place`` file.
+- :mod:`.tokenfile`: a shard's tokens, from its own file or a range of an ``--in-place`` file
+  (one ``tokens_file``, or several ``tokens_files`` each shard names by index).
 - :mod:`.dataset`: :func:`open_dataset` -> :class:`Dataset`, read-only memmaps, ``rows(L, idx)``.
 - :mod:`.remote`: datasets in object storage: manifest, index files (sha256-checked, cached).
 - :mod:`.chunks`: token bytes of a remote dataset in hashed chunks, a cache of ``cache_limit``.

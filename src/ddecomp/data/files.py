@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ddecomp.data.layout import SHARD_DIR, shard_files
-from ddecomp.data.tokenfile import token_file
+from ddecomp.data.tokenfile import token_files
 from ddecomp.errors import DataError, UserError
 
 
@@ -61,10 +61,11 @@ def stat_inside(root: Path, rel: str) -> os.stat_result:
 def check_files(root: Path, man: Mapping[str, Any]) -> int:
     """Every shard file is a regular file inside ``root`` with its recorded size, checked with
     one ``lstat`` per file and no read; returns the number of files. Assumes
-    :func:`check_manifest` passed. An in-place dataset's token file is checked by size."""
+    :func:`check_manifest` passed. An in-place dataset's token files are checked (size,
+    ``mtime_ns``, inode, ``.npy`` header)."""
     if (root / SHARD_DIR).is_symlink():
         _inside(root, root / SHARD_DIR)
-    n = 0 if token_file(man) is None else 1
+    n = len(token_files(man))
     for sh in man["shards"]:
         for rec in shard_files(sh):
             size = _stat_file(root, rec["path"]).st_size

@@ -40,6 +40,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from ddecomp.data.tailrows import TAIL_KINDS, check_shard_tails, check_tail_bucket, check_tails
+from ddecomp.data.tokenfile import check_in_place
 from ddecomp.decompose import MAX_LEN_LIMIT, is_power_of_two
 from ddecomp.errors import DataError, UserError
 from ddecomp.io import canonical_sha256, read_json
@@ -290,20 +291,7 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
     for key in ("shards", "documents", "tokens", "kept_targets"):
         f.integer(totals, key, "totals")
     shards = f.get(man, "shards", "", list)
-    tf = man.get("tokens_file")
-    if tf is not None:  # --in-place: shards are ranges of this file
-        tf = f.mapping(man, "tokens_file")
-        if not Path(f.get(tf, "path", "tokens_file", str)).is_absolute():
-            f.fail("tokens_file.path", "is not an absolute path")
-        tf_bytes = f.integer(tf, "bytes", "tokens_file")
-        f.integer(tf, "header", "tokens_file", hi=tf_bytes)
-        for key in ("mtime_ns", "inode"):  # datasets prepared before issue 22 lack them
-            if key in tf:
-                f.integer(tf, key, "tokens_file", hi=2**64)
-        if "header_sha256" in tf and not _SHA256.fullmatch(
-            f.get(tf, "header_sha256", "tokens_file", str)
-        ):
-            f.fail("tokens_file.header_sha256", "is not a sha256")
+    tf_bytes = check_in_place(f, man)
     if "sources" in man:  # --source-per-input: one source per shard (data/sources.py)
         src = f.mapping(man, "sources")
         names, per = f.get(src, "names", "sources", list), f.get(src, "shards", "sources", list)
@@ -328,11 +316,16 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
         for kind in _SHARD_FILES:
             f.record(files, kind, f"{at}.files", shard_file(shard_name(i), kind))
         if "offset" in files["tokens"]:
-            if tf is None:
+            if not tf_bytes:
                 f.fail(f"{at}.files.tokens.offset", "is set, but the manifest has no tokens_file")
+            k = 0
+            if "file" in files["tokens"] or "tokens_files" in man:
+                k = f.integer(files["tokens"], "file", f"{at}.files.tokens", hi=len(tf_bytes) - 1)
             off = f.integer(files["tokens"], "offset", f"{at}.files.tokens")
-            if off + files["tokens"]["bytes"] > tf_bytes:
-                f.fail(f"{at}.files.tokens.offset", f"= {off} reaches past tokens_file's end")
+            if off + files["tokens"]["bytes"] > tf_bytes[k]:
+                f.fail(f"{at}.files.tokens.offset", f"= {off} reaches past its token file's end")
+        elif "file" in files["tokens"]:
+            f.fail(f"{at}.files.tokens.file", "is set without an offset (not an in-place range)")
         if files["tokens"]["bytes"] != n_tokens * itemsize:
             f.fail(
                 f"{at}.tokens",

@@ -4,7 +4,8 @@
 
 1. the remote ``manifest.json`` on every open, its format, version and fingerprint checked
    (:func:`~ddecomp.data.layout.check_manifest` as for a local one); a remote dataset never
-   names a local file (an in-place ``tokens_file`` is refused: only a local manifest may);
+   names a local file (an in-place ``tokens_file`` or ``tokens_files`` is refused: only a
+   local manifest may);
 2. the index files (row starts, documents, splits, tail rows: 8 bytes per row, no token) into
    ``CACHE/<fingerprint>/``, each downloaded to a temporary name while its sha256 is computed,
    compared with the manifest and only then renamed in; a cached index file is trusted while its
@@ -144,10 +145,10 @@ def _read_manifest(fs: Any, root: str, url: str) -> tuple[dict[str, Any], bytes]
             f"(this ddecomp reads {', '.join(map(str, READ_VERSIONS))})"
         )
     local = DataError(
-        f"{where}: names a local token file (tokens_file, prepared --in-place); a dataset in "
+        f"{where}: names a local token file (tokens_file(s), prepared --in-place); a dataset in "
         "object storage must hold its own token files: it is not read"
     )
-    if man.get("tokens_file") is not None:  # before any check of its fields: never local
+    if man.get("tokens_file") is not None or man.get("tokens_files") is not None:  # never local
         raise local
     check_manifest(man, Path(where))
     if fingerprint(man) != man["fingerprint"]:

@@ -1,7 +1,8 @@
-"""Sources of one dataset prepared from several inputs (``prepare --from-megatron P P
---source-per-input``): which input each row was read from.
+"""Sources of one dataset prepared from several inputs (``prepare a/ b.jsonl --source-per-input``,
+``--from-tokens F1 F2`` or ``--from-megatron P1 P2`` with it): which input each row was read from.
 
-Shards never mix inputs (each Megatron prefix is cut into its own shards), so the manifest
+Shards never mix inputs (each input is cut into its own shards,
+:mod:`ddecomp.preparing.perinput`), so the manifest
 records one source per shard: ``sources = {"names": [...], "shards": [source of shard 0, ...]}``.
 A plain row lies inside one shard (its start says which); a packed tail row packs pieces of one
 shard (tails are packed per shard and split), so one source per row holds for tail rows too.

@@ -3,7 +3,17 @@
 A dataset prepared ``--in-place`` holds no token file: its manifest's ``tokens_file`` names the
 input file (absolute path, size, header bytes, dtype) and each shard's token record the byte
 ``offset`` of its range there (and the range's sha256, which ``verify`` checks). Both kinds are
-read here through one memory map, so the readers never tell them apart.
+read here through one memory map, so the readers never tell them apart. A dataset indexing
+several files in place (``--from-tokens F1 F2 --in-place``, ``--from-megatron P1 P2
+--in-place``) names them in ``tokens_files`` (a list of the same records) and each shard's token
+record adds ``file``, the index of its file there; a one-file dataset keeps ``tokens_file``, so
+datasets prepared before stay valid with their fingerprints. :func:`in_place_files` and
+:func:`shard_file_ref` read both forms, and :func:`check_in_place` validates them for
+:func:`~ddecomp.data.layout.check_manifest` (one of the two keys, absolute paths, sizes; that
+function checks each shard's ``file`` is an index into ``tokens_files``). No format version
+bump: a reader older than ``tokens_files`` finds shard offsets and no ``tokens_file`` and
+refuses the manifest (its own check), so it never serves other bytes; one-file datasets are
+written exactly as before.
 
 An in-place file is not ddecomp's, so it is checked where it is used. Opening a dataset compares
 its size, ``mtime_ns`` and inode with those recorded at prepare, and an ``.npy`` header's sha256
@@ -12,7 +22,8 @@ is refused before a token is served. Each map checks the size on the descriptor 
 file truncated after the open's check is a :class:`DataError`, never a SIGBUS. While a job runs,
 :class:`InPlaceGuard` re-checks the file's size and ``mtime_ns`` (one ``fstat``, about 3 us)
 before every read of its tokens: a file truncated or rewritten between two reads is a one-line
-error at the next read. Left open: a truncation *during* a read (the page fault is a SIGBUS),
+error at the next read (with several files, every file is re-checked: one ``fstat`` each).
+Left open: a truncation *during* a read (the page fault is a SIGBUS),
 and an edit that restores size, ``mtime_ns`` and inode, which only ``verify`` (every range's
 sha256) catches.
 """
@@ -21,13 +32,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ddecomp.data.tailrows import Fields
 from ddecomp.errors import DataError
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _identity(path: Path, tf: Mapping[str, Any], st: os.stat_result) -> None:
@@ -44,13 +59,31 @@ def _identity(path: Path, tf: Mapping[str, Any], st: os.stat_result) -> None:
         )
 
 
-def token_file(man: Mapping[str, Any]) -> Path | None:
-    """The token file an ``--in-place`` dataset indexes, checked present with its recorded size,
-    modification time, inode and ``.npy`` header (a :class:`DataError` naming it otherwise);
-    None for a dataset that holds its tokens."""
+def in_place_files(man: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The records of the files an ``--in-place`` dataset indexes (``tokens_file`` or
+    ``tokens_files``), in order; empty for a dataset that holds its tokens."""
+    if man.get("tokens_files") is not None:
+        return list(man["tokens_files"])
     tf = man.get("tokens_file")
-    if tf is None:
+    return [] if tf is None else [tf]
+
+
+def shard_file_ref(man: Mapping[str, Any], shard: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The in-place file record a shard's tokens are a range of; None for a held token file."""
+    rec = shard["files"]["tokens"]
+    if "offset" not in rec:
         return None
+    return in_place_files(man)[int(rec.get("file", 0))]
+
+
+def token_files(man: Mapping[str, Any]) -> list[Path]:
+    """Every token file an ``--in-place`` dataset indexes, each checked present with its
+    recorded size, modification time, inode and ``.npy`` header (a :class:`DataError` naming the
+    first one that differs); empty for a dataset that holds its tokens."""
+    return [_checked(tf) for tf in in_place_files(man)]
+
+
+def _checked(tf: Mapping[str, Any]) -> Path:
     path = Path(tf["path"])
     try:
         with open(path, "rb") as fh:
@@ -79,7 +112,7 @@ def token_array(root: Path, man: Mapping[str, Any], shard: Mapping[str, Any]) ->
     n = rec["bytes"] // dtype.itemsize
     if n == 0:  # np.memmap refuses empty files
         return np.zeros(0, dtype=dtype)
-    tf = man.get("tokens_file") if "offset" in rec else None
+    tf = shard_file_ref(man, shard)
     if tf is not None:
         path, offset, want = Path(tf["path"]), int(rec["offset"]), int(tf["bytes"])
     else:
@@ -98,37 +131,72 @@ def token_array(root: Path, man: Mapping[str, Any], shard: Mapping[str, Any]) ->
 
 
 class InPlaceGuard:
-    """The in-place token file of an open dataset, re-checked (size, ``mtime_ns``: one
-    ``fstat``) before each read of its tokens; for a dataset that holds its tokens, a no-op."""
+    """The in-place token files of an open dataset, re-checked (size, ``mtime_ns``: one
+    ``fstat`` per file) before each read of its tokens; for a dataset that holds its tokens, a
+    no-op. Every file is checked, not only the one a read touches: a read may span shards of
+    several files, and a few ``fstat`` calls cost microseconds against a batch's copy."""
 
     def __init__(self, man: Mapping[str, Any]) -> None:
-        tf = man.get("tokens_file")
-        self._fd: int | None = None
-        if tf is not None:
-            self.path = Path(tf["path"])
+        self._files: list[tuple[int, Path, tuple[int, int]]] = []
+        for tf in in_place_files(man):
+            path = Path(tf["path"])
             try:
-                self._fd = os.open(self.path, os.O_RDONLY)
-                mtime = os.fstat(self._fd).st_mtime_ns
+                fd = os.open(path, os.O_RDONLY)
             except OSError as e:
-                raise DataError(f"{self.path}: cannot be read ({e.strerror})") from e
-            self._stamp = (int(tf["bytes"]), int(tf.get("mtime_ns", mtime)))
+                self.close()
+                raise DataError(f"{path}: cannot be read ({e.strerror})") from e
+            mtime = os.fstat(fd).st_mtime_ns
+            self._files.append((fd, path, (int(tf["bytes"]), int(tf.get("mtime_ns", mtime)))))
 
     def check(self) -> None:
-        if self._fd is None:
-            return
-        st = os.fstat(self._fd)
-        if st.st_size < self._stamp[0]:
-            raise DataError(
-                f"{self.path}: truncated to {st.st_size} bytes while in use (the dataset "
-                f"indexed {self._stamp[0]} in place); put the file back and resume, or prepare "
-                "again"
-            )
-        if (st.st_size, st.st_mtime_ns) != self._stamp:
-            raise DataError(
-                f"{self.path}: changed while in use (size or modification time); the rows read "
-                "from now on would not be the indexed ones: prepare again"
-            )
+        for fd, path, stamp in self._files:
+            st = os.fstat(fd)
+            if st.st_size < stamp[0]:
+                raise DataError(
+                    f"{path}: truncated to {st.st_size} bytes while in use (the dataset "
+                    f"indexed {stamp[0]} in place); put the file back and resume, or prepare "
+                    "again"
+                )
+            if (st.st_size, st.st_mtime_ns) != stamp:
+                raise DataError(
+                    f"{path}: changed while in use (size or modification time); the rows read "
+                    "from now on would not be the indexed ones: prepare again"
+                )
+
+    def close(self) -> None:
+        files, self._files = self._files, []
+        for fd, _, _ in files:
+            os.close(fd)
 
     def __del__(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
+        self.close()
+
+
+def check_in_place(f: Fields, man: dict[str, Any]) -> list[int]:
+    """``--in-place``: the ``tokens_file`` (one file) or ``tokens_files`` (several; shards name
+    theirs by ``file``) records checked; each file's size in bytes, empty for neither."""
+    if "tokens_file" in man and "tokens_files" in man:
+        f.fail("tokens_files", "is set with tokens_file; a dataset has one of them")
+    if man.get("tokens_files") is not None:
+        tfs, key = f.get(man, "tokens_files", "", list), "tokens_files"
+        if not tfs:
+            f.fail(key, "is empty")
+    elif man.get("tokens_file") is not None:
+        tfs, key = [man["tokens_file"]], "tokens_file"
+    else:
+        return []
+    sizes = []
+    for i, tf in enumerate(tfs):
+        at = key if key == "tokens_file" else f"{key}[{i}]"
+        if not isinstance(tf, dict):
+            f.fail(at, "is not an object")
+        if not Path(f.get(tf, "path", at, str)).is_absolute():
+            f.fail(f"{at}.path", "is not an absolute path")
+        sizes.append(f.integer(tf, "bytes", at))
+        f.integer(tf, "header", at, hi=sizes[-1])
+        for k in ("mtime_ns", "inode"):  # datasets prepared before issue 22 lack them
+            if k in tf:
+                f.integer(tf, k, at, hi=2**64)
+        if "header_sha256" in tf and not _SHA256.fullmatch(f.get(tf, "header_sha256", at, str)):
+            f.fail(f"{at}.header_sha256", "is not a sha256")
+    return sizes

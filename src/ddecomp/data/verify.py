@@ -43,7 +43,7 @@ from ddecomp.data.layout import (
     shard_files,
 )
 from ddecomp.data.tailrows import PAD_START, check_rows, tail_file, tail_policy
-from ddecomp.data.tokenfile import token_array
+from ddecomp.data.tokenfile import shard_file_ref, token_array
 from ddecomp.errors import DataError
 from ddecomp.io import sha256_file
 
@@ -83,7 +83,9 @@ def _check_shard(root: Path, man: dict[str, Any], sh: dict[str, Any]) -> dict[st
     if n_tokens:
         tokens = token_array(root, man, sh)
         if "offset" in files["tokens"]:  # --in-place: a range of the token file, hashed here
-            where = Path(man["tokens_file"]["path"])
+            ref = shard_file_ref(man, sh)
+            assert ref is not None, "an offset names an in-place file (check_manifest)"
+            where = Path(ref["path"])
             if hashlib.sha256(tokens.data).hexdigest() != files["tokens"]["sha256"]:
                 raise DataError(
                     f"{where}: tokens [{files['tokens']['offset']}, ...) of shard "

@@ -4,8 +4,8 @@ One ``prepare`` run, module by module::
 
     inputs ─> ingest ─> tokenize ─────┐       (text: files, URLs, the default corpus)
                         (seams)       │       (a long document cut where its ids hold)
-                        pretokenized ─┤       (a flat token file with EOS after each doc)
-                        (tokencheck)  │
+                        pretokenized ─┤       (flat token files with EOS after each doc)
+                        (tokencheck)  │       (fromtokens: several files, one dataset)
                         megatron ─────┤       (Megatron .idx + .bin, copied or in place)
                                       v
     config ─> pipeline ─> shardrun ─> pool ──────> shards ─> manifest
@@ -21,11 +21,16 @@ One ``prepare`` run, module by module::
 - :mod:`.seams`: where a very long document can be cut without changing its tokens (verified).
 - :mod:`.pretokenized`: already-tokenized input (Megatron / OLMo-core / nanoGPT token files).
 - :mod:`.tokencheck`: ``--from-tokens`` flags that cannot be right (EOS, dtype, vocabulary).
+- :mod:`.fromtokens`: :func:`prepare_tokens`: ``--from-tokens FILE ...`` (one document stream
+  per file, shards never across a file), copied or ``--in-place``.
+- :mod:`.perinput`: ``--source-per-input``: each input's files, distinct names, no file in two
+  sources, the manifest's ``sources``.
 - :mod:`.megatron`: Megatron indexed datasets (``.idx`` read and checked, ``.bin`` in place or
   copied with EOS appended).
 - :mod:`.config`: :class:`PrepareConfig`, :class:`TokensConfig` and :class:`MegatronConfig`,
   frozen and validated.
-- :mod:`.pipeline`: :func:`prepare` and :func:`prepare_tokens`, data checks, resume.
+- :mod:`.pipeline`: :func:`prepare` (text; :func:`prepare_tokens` re-exported), data checks,
+  resume.
 - :mod:`.shardrun`: runs a prepare's shard jobs (resume, engine, progress), writes the manifest.
 - :mod:`.pool`: shard jobs and the process pool that runs them.
 - :mod:`.ray_engine`: the same jobs as Ray tasks on a cluster (optional: ``ddecomp[ray]``).

@@ -106,7 +106,8 @@ class PrepareConfig(RunSettings):
     ``tail_len``, default ``min_len``: every target trained; :mod:`ddecomp.preparing.tails`).
     ``engine`` runs the shards in a local process pool of ``workers`` (default) or as tasks on
     the Ray cluster at ``ray_address`` (``workers`` is then the cluster's business); the dataset
-    is the same either way.
+    is the same either way. ``source_per_input`` records each INPUT (a directory: all its files)
+    as a source the batches name; shards are then also cut at input boundaries.
     """
 
     out: Path
@@ -133,10 +134,16 @@ class PrepareConfig(RunSettings):
     quiet: bool = False
     tails: str = "drop"
     tail_len: int | None = None
+    source_per_input: bool = False  # record each INPUT as a source (batches carry it)
 
     def __post_init__(self) -> None:
         self._set_out()
         self._check_run()
+        if self.source_per_input and not self.inputs:
+            raise UserError(
+                "--source-per-input records each INPUT as a source; give the INPUTs (the "
+                "default corpus is one source)"
+            )
         if (self.suffixes or self.glob) and not self.inputs:
             raise UserError(
                 "--suffix/--glob select files inside INPUT directories; give the INPUT "
@@ -154,14 +161,16 @@ class TokensConfig(RunSettings):
     """Arguments of ``ddecomp prepare --from-tokens``; validated on construction.
 
     ``tokens`` is a 1-D integer array, a raw token file (``dtype``, default uint16) or a
-    ``.npy``, with ``eos_id`` after each document. ``vocab_size`` defaults to the largest id + 1;
-    given, every id must be below it. ``shard_size`` is tokens per shard (``None``:
+    ``.npy``, with ``eos_id`` after each document, or a tuple of such files (one document stream
+    each, in order; :mod:`ddecomp.preparing.fromtokens`). ``vocab_size`` defaults to the largest
+    id + 1; given, every id must be below it. ``shard_size`` is tokens per shard (``None``:
     :func:`auto_shard_size`). One worker by default: copying tokens is I/O, not CPU.
     ``in_place`` indexes a uint16/uint32 token file where it is instead of copying it: the
     dataset records its path, size and each shard's range sha256 and writes only index files.
+    ``source_per_input`` records each file as a source the batches name.
     """
 
-    tokens: str | Path | np.ndarray
+    tokens: str | Path | np.ndarray | tuple[str | Path, ...]
     out: Path
     eos_id: int
     dtype: str | None = None
@@ -181,10 +190,15 @@ class TokensConfig(RunSettings):
     quiet: bool = True
     tails: str = "drop"
     tail_len: int | None = None
+    source_per_input: bool = False  # record each file as a source (batches carry it)
 
     def __post_init__(self) -> None:
         self._set_out()
         self._check_run()
+        if isinstance(self.tokens, list):  # a list from Python: a tuple keeps the config frozen
+            object.__setattr__(self, "tokens", tuple(self.tokens))
+        if isinstance(self.tokens, tuple) and not self.tokens:
+            raise UserError("--from-tokens needs at least one FILE")
         if self.eos_id < 0:
             raise UserError(f"--eos-id {self.eos_id} must be >= 0")
         if self.vocab_size is not None and self.vocab_size <= self.eos_id:
@@ -199,7 +213,8 @@ class MegatronConfig(RunSettings):
 
     ``prefixes`` name Megatron indexed datasets (``PREFIX.idx`` + ``PREFIX.bin``), one document
     stream each, in order; ``eos_id`` is appended to every document that does not end with it
-    (copied), or must end every non-empty one (``in_place``: a file cannot grow). The other
+    (copied), or must end every non-empty one (``in_place``: a file cannot grow; several
+    prefixes in place must share one token dtype). The other
     fields are :class:`TokensConfig`'s (:mod:`ddecomp.preparing.megatron`).
     """
 
@@ -237,9 +252,3 @@ class MegatronConfig(RunSettings):
             )
         if self.in_place and self.out_url is not None:
             raise UserError("--in-place references a local file; it cannot go with --out URL")
-        if self.in_place and len(self.prefixes) > 1:
-            raise UserError(
-                f"--in-place indexes one .bin file, got {len(self.prefixes)} prefixes: prepare "
-                "each in place into its own DIR and blend the DIRs (ddecomp train DIR DIR ...), "
-                "or drop --in-place to copy them into one dataset"
-            )

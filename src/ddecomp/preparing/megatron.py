@@ -29,7 +29,9 @@ with EOS after each. ``--in-place`` indexes the ``.bin`` where it is (uint16, or
 uint32 once no id is negative), records it as ``--from-tokens --in-place`` does (path, size,
 ``mtime_ns``, inode, per-shard sha256) and needs every non-empty document to end with EOS (a
 file cannot grow); empty documents are skipped and counted. Several prefixes are several document
-streams of one dataset (copied; in place, one dataset per prefix, blended at load time); with
+streams of one dataset, copied or in place (the manifest's ``tokens_files`` then names each
+``.bin``, and each shard's token record its ``file``; the ``.bin`` files must share one token
+dtype); the same ``.bin`` given twice (or through a link) is refused; with
 ``source_per_input`` (``--source-per-input``) each prefix is a source the batches name
 (:mod:`ddecomp.data.sources`).
 """
@@ -52,6 +54,7 @@ from ddecomp.io import canonical_sha256
 from ddecomp.preparing.config import MegatronConfig
 from ddecomp.preparing.inputs import input_stamp
 from ddecomp.preparing.manifest import build_manifest
+from ddecomp.preparing.perinput import check_distinct, source_names, sources_record
 from ddecomp.preparing.pretokenized import file_reference
 from ddecomp.preparing.ray_engine import probe_cluster
 from ddecomp.preparing.remote_out import claim_out
@@ -186,6 +189,37 @@ def _open(ix: MegatronIndex) -> np.ndarray:
     return np.memmap(ix.bin_path, dtype=ix.dtype, mode="r", shape=(ix.tokens,))
 
 
+def _in_place_refs(
+    cfg: MegatronConfig, indexes: list[MegatronIndex], missing: list[np.ndarray]
+) -> list[dict[str, Any]]:
+    """Each ``.bin``'s in-place record; refused when it cannot be read as the dataset's one
+    token dtype or a document lacks the EOS a file cannot grow."""
+    refs: list[dict[str, Any]] = []
+    for ix, miss in zip(indexes, missing, strict=True):
+        out_dtype = _IN_PLACE.get(ix.dtype.name)
+        if out_dtype is None:
+            raise UserError(
+                f"{ix.bin_path}: --in-place reads uint16 or int32 tokens, this file holds "
+                f"{ix.dtype.name}: drop --in-place to copy it"
+            )
+        if refs and out_dtype != refs[0]["dtype"]:
+            raise UserError(
+                f"{ix.bin_path}: {ix.dtype.name} tokens, {indexes[0].bin_path} "
+                f"{indexes[0].dtype.name}: --in-place reads every file as the dataset's one "
+                "dtype; drop --in-place to copy them (converted), or prepare each in place into "
+                "its own DIR and blend them"
+            )
+        without = int(miss.sum()) - int((np.diff(ix.bounds) == 0).sum())
+        if without:
+            raise UserError(
+                f"{ix.bin_path}: {without} of {ix.documents} documents do not end with --eos-id "
+                f"{cfg.eos_id}, which --in-place cannot append: drop --in-place to copy them "
+                "(or preprocess with Megatron's --append-eod)"
+            )
+        refs.append({**file_reference(ix.bin_path, 0, out_dtype), "source_dtype": ix.dtype.name})
+    return refs
+
+
 def prepare_megatron(cfg: MegatronConfig) -> dict[str, Any]:
     """Prepare Megatron indexed datasets (``cfg.prefixes``) into ``cfg.out``; return the manifest.
 
@@ -200,6 +234,7 @@ def prepare_megatron(cfg: MegatronConfig) -> dict[str, Any]:
 def _prepare_megatron(cfg: MegatronConfig, lock: DirLock) -> dict[str, Any]:
     t0 = time.perf_counter()
     indexes = [read_index(p) for p in cfg.prefixes]
+    check_distinct([ix.bin_path for ix in indexes], "--from-megatron")
     files = [f for ix in indexes for f in (Path(f"{ix.prefix}.idx"), ix.bin_path)]
     stamps = [[str(f.resolve()), *input_stamp(f)] for f in files]
     if sum(ix.documents for ix in indexes) == 0:
@@ -208,23 +243,10 @@ def _prepare_megatron(cfg: MegatronConfig, lock: DirLock) -> dict[str, Any]:
     missing = [missing_eos(_open(ix), ix.bounds, cfg.eos_id) for ix in indexes]
     empty = sum(int((np.diff(ix.bounds) == 0).sum()) for ix in indexes)
     appended = sum(int(m.sum()) for m in missing)
-    ref = None
-    if cfg.in_place:
-        ix = indexes[0]
-        out_dtype = _IN_PLACE.get(ix.dtype.name)
-        if out_dtype is None:
-            raise UserError(
-                f"{ix.bin_path}: --in-place reads uint16 or int32 tokens, this file holds "
-                f"{ix.dtype.name}: drop --in-place to copy it"
-            )
-        without = appended - empty
-        if without:
-            raise UserError(
-                f"{ix.bin_path}: {without} of {ix.documents} documents do not end with --eos-id "
-                f"{cfg.eos_id}, which --in-place cannot append: drop --in-place to copy them "
-                "(or preprocess with Megatron's --append-eod)"
-            )
-        ref = {**file_reference(ix.bin_path, 0, out_dtype), "source_dtype": ix.dtype.name}
+    refs = _in_place_refs(cfg, indexes, missing) if cfg.in_place else []
+    ref = refs[0] if refs else None
+    if ref is not None:
+        out_dtype = str(ref["dtype"])
     else:
         out_dtype = "uint16" if max(top, cfg.eos_id) < 1 << 16 else "uint32"
     total = sum(ix.tokens for ix in indexes)
@@ -244,10 +266,12 @@ def _prepare_megatron(cfg: MegatronConfig, lock: DirLock) -> dict[str, Any]:
     from ddecomp.preparing.pool import TokenJob
 
     cuts = [_shard_cuts(ix.bounds, identity["shard_size"]) for ix in indexes]
-    plan = [(ix, a, b) for ix, c in zip(indexes, cuts, strict=True) for a, b in c]
+    plan = [(k, a, b) for k, c in enumerate(cuts) for a, b in c]
+    several = len(refs) > 1
 
-    def make_job(index: int, part: tuple[MegatronIndex, int, int]) -> TokenJob:
-        ix, a, b = part
+    def make_job(index: int, part: tuple[int, int, int]) -> TokenJob:
+        k, a, b = part
+        ix = indexes[k]
         start, end = int(ix.bounds[a]), int(ix.bounds[b])
         fence = ix.bounds[a : b + 1] - start
         if ref is not None:
@@ -267,6 +291,7 @@ def _prepare_megatron(cfg: MegatronConfig, lock: DirLock) -> dict[str, Any]:
             cfg.out_url,
             ref is not None,
             fence,
+            in_place_file=k if several else None,
         )
 
     records = run_shards(
@@ -274,7 +299,7 @@ def _prepare_megatron(cfg: MegatronConfig, lock: DirLock) -> dict[str, Any]:
         enumerate(plan),
         make_job,
         total=total,
-        size=lambda p: int(p[0].bounds[p[2]] - p[0].bounds[p[1]]),
+        size=lambda p: int(indexes[p[0]].bounds[p[2]] - indexes[p[0]].bounds[p[1]]),
         unit="tok",
     )
     if [[str(f.resolve()), *input_stamp(f)] for f in files] != stamps:
@@ -307,13 +332,12 @@ def _prepare_megatron(cfg: MegatronConfig, lock: DirLock) -> dict[str, Any]:
     man = build_manifest(
         cfg, records, info, out_dtype, inputs, {"skipped": skipped}, identity, elapsed
     )
-    if ref is not None:
+    if several:
+        man["tokens_files"] = refs
+    elif ref is not None:
         man["tokens_file"] = ref
     if cfg.source_per_input:  # shards never mix prefixes: one source per shard
-        names = [Path(p).name for p in cfg.prefixes]
-        if len(set(names)) < len(names):
-            names = [str(Path(p).resolve()) for p in cfg.prefixes]
-        shards = [s for s, c in enumerate(cuts) for _ in c]
-        man["sources"] = {"names": names, "shards": shards}
+        names = source_names(cfg.prefixes)
+        man["sources"] = sources_record(names, [k for k, _, _ in plan])
     man["fingerprint"] = fingerprint(man)
     return finish(cfg, man)

@@ -6,10 +6,16 @@ Two entry points share the shard writer (:mod:`ddecomp.preparing.shards`) and th
   a tokenizer, and tokenizes in ``workers`` processes. The main process reads documents in order
   and cuts them into shards of about ``shard_size`` bytes of text; each worker tokenizes a shard,
   appends EOS (and BOS if asked), builds its index and writes it.
-- :func:`prepare_tokens` takes an already-tokenized flat array (Megatron / OLMo-core / nanoGPT
-  style, EOS between documents): shards are ranges of about ``shard_size`` tokens cut at
-  document ends; workers read their range of the memory-mapped input, copy it into the shard's
-  token file while hashing it, and index it. No tokenizer is needed.
+- :func:`prepare_tokens` (:mod:`ddecomp.preparing.fromtokens`, re-exported here) takes
+  already-tokenized flat token files (Megatron / OLMo-core / nanoGPT style, EOS between
+  documents): shards are ranges of about ``shard_size`` tokens cut at document ends, never
+  across a file. No tokenizer is needed.
+
+With ``source_per_input`` each INPUT argument (a directory: all its files) is a source: its
+files are discovered alone (:func:`~ddecomp.preparing.perinput.discover_groups`: a file reached
+from two inputs is refused), its documents are cut into its own shards (a shard never mixes
+inputs), and the manifest's ``sources`` names each shard's input. Without it the shards and the
+fingerprint are the ones this code always wrote: one byte-count cut across all files.
 
 Resumability: the first write is ``.prepare.json``, the run's identity (every argument that
 changes the bytes, plus the input files' sizes and modification times, so an input edited in
@@ -26,7 +32,6 @@ resume and manifest above are the same code, so both write the same dataset.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 import time
@@ -46,6 +51,7 @@ from ddecomp.preparing.config import (
     auto_shard_size,
     default_workers,
 )
+from ddecomp.preparing.fromtokens import prepare_tokens
 from ddecomp.preparing.inputs import (
     InputFile,
     default_corpus_files,
@@ -54,11 +60,10 @@ from ddecomp.preparing.inputs import (
     suffix_kind,
 )
 from ddecomp.preparing.manifest import build_manifest
-from ddecomp.preparing.pretokenized import in_place_reference, open_token_source, token_ranges
+from ddecomp.preparing.perinput import discover_groups, source_names, sources_record
 from ddecomp.preparing.ray_engine import probe_cluster
 from ddecomp.preparing.remote_out import claim_out
 from ddecomp.preparing.shardrun import finish, index_identity, run_shards
-from ddecomp.preparing.tokencheck import check_tokens
 
 __all__ = [
     "PrepareConfig",
@@ -71,11 +76,14 @@ __all__ = [
 log = logging.getLogger("ddecomp.preparing.pipeline")
 
 
-def iter_text_shards(docs: Iterator[str], shard_bytes: int) -> Iterator[tuple[int, list[str]]]:
-    """Group documents into shards of about ``shard_bytes`` bytes of text, in order."""
+def iter_text_shards(
+    docs: Iterator[str], shard_bytes: int, first: int = 0
+) -> Iterator[tuple[int, list[str]]]:
+    """Group documents into shards of about ``shard_bytes`` bytes of text, in order, numbered
+    from ``first``."""
     batch: list[str] = []
     size = 0
-    index = 0
+    index = first
     for d in docs:
         batch.append(d)
         size += len(d)
@@ -85,6 +93,17 @@ def iter_text_shards(docs: Iterator[str], shard_bytes: int) -> Iterator[tuple[in
             batch, size = [], 0
     if batch:
         yield index, batch
+
+
+def iter_source_shards(
+    streams: Sequence[Iterator[str]], shard_bytes: int, shard_sources: list[int]
+) -> Iterator[tuple[int, list[str]]]:
+    """:func:`iter_text_shards` of each input's documents in turn, numbered on: no shard mixes
+    inputs. Appends each shard's input index to ``shard_sources`` as it is yielded."""
+    for k, docs in enumerate(streams):
+        for index, batch in iter_text_shards(docs, shard_bytes, len(shard_sources)):
+            shard_sources.append(k)
+            yield index, batch
 
 
 # ---- text inputs ------------------------------------------------------------------------------
@@ -160,11 +179,17 @@ def _prepare(cfg: PrepareConfig, lock: DirLock) -> dict[str, Any]:
     )
 
     t0 = time.perf_counter()
-    files = (
-        discover_inputs(cfg.inputs, cfg.suffixes, cfg.glob)
-        if cfg.inputs
-        else default_corpus_files()
-    )
+    groups: list[list[InputFile]] = []
+    names: list[str] = []
+    files: list[InputFile]
+    if cfg.source_per_input:
+        names = source_names(cfg.inputs)  # first: an input given twice is named as such
+        groups = discover_groups(cfg.inputs, cfg.suffixes, cfg.glob)
+        files = [f for g in groups for f in g]
+    elif cfg.inputs:
+        files = discover_inputs(cfg.inputs, cfg.suffixes, cfg.glob)
+    else:
+        files = list(default_corpus_files())
     stamps = _stamps(files)
     inputs = _describe_files(files, not cfg.inputs, stamps)
     identity = {
@@ -175,11 +200,19 @@ def _prepare(cfg: PrepareConfig, lock: DirLock) -> dict[str, Any]:
         "eos_token": cfg.eos_token,
         "bos": cfg.bos,
         **index_identity(cfg, inputs["bytes"]),
+        # each input's name and file count: the same files grouped otherwise are other shards
+        **(
+            {"source_per_input": [[n, len(g)] for n, g in zip(names, groups, strict=True)]}
+            if groups
+            else {}
+        ),
     }
 
-    def docs(stats: IngestStats, log_skips: bool = True) -> Iterator[str]:
+    def docs(
+        stats: IngestStats, log_skips: bool = True, part: Sequence[InputFile] = files
+    ) -> Iterator[str]:
         # Skips are logged once, on the pass that writes the dataset (or explains why not).
-        return iter_documents(files, cfg.text_field, cfg.strict, stats, log_skips)
+        return iter_documents(part, cfg.text_field, cfg.strict, stats, log_skips)
 
     if next(docs(IngestStats(), log_skips=False), None) is None:
         probe = IngestStats()
@@ -234,7 +267,14 @@ def _prepare(cfg: PrepareConfig, lock: DirLock) -> dict[str, Any]:
         )
 
     stats = IngestStats()
-    jobs = iter_text_shards(docs(stats), identity["shard_size"])
+    shard_sources: list[int] = []
+    jobs = (
+        iter_source_shards(
+            [docs(stats, part=g) for g in groups], identity["shard_size"], shard_sources
+        )
+        if groups
+        else iter_text_shards(docs(stats), identity["shard_size"])
+    )
     # Text files are read byte for byte, so their bytes measure progress; JSON and compressed
     # files are not (their file bytes are not the documents'), and then the bar counts documents.
     plain = all(suffix_kind(f) == "text" for f in files)
@@ -249,130 +289,12 @@ def _prepare(cfg: PrepareConfig, lock: DirLock) -> dict[str, Any]:
     man = build_manifest(
         cfg, records, info, dtype, inputs, stats.as_dict(), identity, time.perf_counter() - t0
     )
+    if groups:
+        man["sources"] = sources_record(names, shard_sources)
+        man["fingerprint"] = fingerprint(man)
     return finish(cfg, man)
 
 
 def _fmt_skips(d: dict[str, Any]) -> str:
     skipped = {k: v for k, v in d.get("skipped", {}).items() if v}
     return ", ".join(f"{k} {v}" for k, v in skipped.items()) or "none"
-
-
-# ---- already-tokenized inputs -----------------------------------------------------------------
-def prepare_tokens(cfg: TokensConfig) -> dict[str, Any]:
-    """Prepare an already-tokenized flat token array (EOS after each document); return manifest.
-
-    Stored as uint16 when every id fits, else uint32. The manifest's vocabulary size is
-    ``cfg.vocab_size``, or the largest id (EOS included) + 1.
-    """
-    probe_cluster(cfg.engine, cfg.ray_address)
-    with DirLock(cfg.out, "prepare") as lock:
-        return _prepare_tokens(cfg, lock)
-
-
-def _prepare_tokens(cfg: TokensConfig, lock: DirLock) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    src, arr, header, ident = open_token_source(cfg.tokens, cfg.dtype)
-    if isinstance(src, np.ndarray) and cfg.workers > 1:
-        # Workers would receive the array's bytes pickled through a pipe (~30 s per 200M
-        # tokens here), while one process indexes and writes it at ~380M tokens/s.
-        cfg = dataclasses.replace(cfg, workers=1)
-    if arr.size == 0:
-        raise UserError("the token input is empty; nothing was written")
-    what = "the token array" if isinstance(src, np.ndarray) else f"--from-tokens {src}"
-    max_id = check_tokens(cfg, arr, what)
-    out_dtype = "uint16" if max(max_id or 0, cfg.eos_id) < 1 << 16 else "uint32"
-    ref = in_place_reference(src, arr, header, cfg.out_url) if cfg.in_place else None
-    if ref is not None:
-        out_dtype = arr.dtype.name  # the file's own tokens
-    # The identity adds the file's modification time (an in-place edit keeps the size); the
-    # manifest names the data by path, size and dtype only.
-    stamp = None if isinstance(src, np.ndarray) else input_stamp(src)
-    identity = {
-        "kind": "tokens",
-        "inputs": ident if stamp is None else f"{ident}:{stamp[1]}",
-        "eos_id": cfg.eos_id,
-        "vocab_size": cfg.vocab_size,
-        **index_identity(cfg, int(arr.size)),
-        **({"in_place": True} if ref else {}),
-    }
-    finished = claim_out(cfg.out, cfg.out_url, identity, cfg.overwrite, lock)
-    if finished is not None:
-        return finished
-    ranges = token_ranges(arr, cfg.eos_id, identity["shard_size"])
-
-    from ddecomp.preparing.pool import TokenJob
-
-    def make_job(index: int, rng: tuple[int, int]) -> TokenJob:
-        if isinstance(src, np.ndarray) and cfg.engine == "ray":
-            # A task gets its own range (serialized once), not the whole array per task.
-            return TokenJob(
-                cfg.out,
-                index,
-                src[rng[0] : rng[1]],
-                arr.dtype.str,
-                0,
-                0,
-                rng[1] - rng[0],
-                out_dtype,
-                cfg.eos_id,
-                cfg.index_params(),
-                cfg.out_url,
-            )
-        return TokenJob(
-            cfg.out,
-            index,
-            src,
-            arr.dtype.str,  # its byte order too: a big-endian .npy is converted
-            header,
-            rng[0],
-            rng[1],
-            out_dtype,
-            cfg.eos_id,
-            cfg.index_params(),
-            cfg.out_url,
-            ref is not None,
-        )
-
-    records = run_shards(
-        cfg,
-        enumerate(ranges),
-        make_job,
-        total=int(arr.size),
-        size=lambda r: r[1] - r[0],
-        unit="tok",
-    )
-    try:
-        changed = not isinstance(src, np.ndarray) and input_stamp(src) != stamp
-    except OSError:  # removed
-        changed = True
-    if changed:
-        raise UserError(
-            f"--from-tokens {src} changed while prepare read it (or was removed); the dataset "
-            "was not finished: "
-            "rerun with --overwrite once the file is final"
-        )
-    seen_max = max_id if max_id is not None else int(arr.max())
-    vocab = cfg.vocab_size or max(seen_max + 1, cfg.eos_id + 1)
-    no_eos = sum(r.get("no_final_eos", 0) for r in records)
-    if no_eos:
-        log.warning(
-            "the token input does not end with EOS; its last %d document(s) kept as is", no_eos
-        )
-    info = {
-        "source": None,
-        "sha256": None,
-        "vocab_size": vocab,
-        "eos_id": cfg.eos_id,
-        "eos_token": None,
-        "bos_id": None,
-        "bos_token": None,
-        "file": None,
-    }
-    inputs = {"kind": "tokens", "source": ident, "tokens": int(arr.size), "dtype": arr.dtype.name}
-    man = build_manifest(
-        cfg, records, info, out_dtype, inputs, {"skipped": {}}, identity, time.perf_counter() - t0
-    )
-    if ref is not None:
-        man["tokens_file"] = ref
-        man["fingerprint"] = fingerprint(man)
-    return finish(cfg, man)

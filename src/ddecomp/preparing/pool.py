@@ -64,6 +64,8 @@ class TokenJob:
     # Documents given by an index (Megatron's .idx), not by EOS: fenceposts in [0, end - start];
     # copied, EOS is appended to each that does not end with it (shards.with_eos).
     fence: np.ndarray | None = None
+    # In place with several files: this range's file, its index in the manifest's tokens_files.
+    in_place_file: int | None = None
 
 
 def _tokenizer(job: TextJob) -> Any:
@@ -130,6 +132,7 @@ def _write_job(job: TextJob | TokenJob) -> dict[str, Any]:
         job.params,
         extra={"no_final_eos": int(trailing > 0)},
         in_place_offset=offset,
+        in_place_file=job.in_place_file,
     )
 
 

@@ -5,6 +5,7 @@ the manifest's ``tokens_file`` names it (absolute path, size, header) and each s
 record its byte offset and the sha256 of its range, so ``verify`` checks the file and opening a
 dataset whose file moved or changed (size, ``mtime_ns``, inode, ``.npy`` header) is a one-line
 error naming it. A big-endian ``.npy`` is read in its byte order when copied and refused in place.
+Several files in one dataset (``tokens_files``) are :mod:`ddecomp.preparing.fromtokens`'s.
 
 Accepted as written by Megatron, OLMo-core and nanoGPT pipelines: a raw little-endian integer
 file (``--dtype``, default uint16), a ``.npy`` array, or (from Python) an in-memory array. It is

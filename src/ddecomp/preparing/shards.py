@@ -192,11 +192,13 @@ def write_shard(
     p: IndexParams,
     extra: dict[str, Any] | None = None,
     in_place_offset: int | None = None,
+    in_place_file: int | None = None,
 ) -> dict[str, Any]:
     """Index ``tokens`` (documents at ``fence``) and write the shard's files; return its record.
 
     With ``in_place_offset`` (``--in-place``) the tokens are not written: the record names their
-    byte offset in the input file and their sha256, which ``verify`` checks there."""
+    byte offset in the input file and their sha256, which ``verify`` checks there, and with
+    ``in_place_file`` (several files in place) that file's index in ``tokens_files``."""
     name = shard_name(index)
     split, dec = build_index(fence, index, p)
     rel = f"{SHARD_DIR}/{name}.tokens.bin"
@@ -205,6 +207,8 @@ def write_shard(
     else:
         sha = hashlib.sha256(np.ascontiguousarray(tokens).data).hexdigest()
         tok_rec = {**file_record(rel, int(tokens.nbytes), sha), "offset": in_place_offset}
+        if in_place_file is not None:
+            tok_rec["file"] = in_place_file
     rec: dict[str, Any] = {
         "index": index,
         "name": name,
