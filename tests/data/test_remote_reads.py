@@ -205,7 +205,7 @@ def test_the_cache_limit_from_the_environment_bounds_the_disk_cache(
     """``$DDECOMP_CACHE_LIMIT`` bounds the chunk cache where no keyword can (the CLI, adapters):
     192K (binary units, three chunks) is honoured; an explicit ``cache_limit`` wins; nonsense is
     one line naming the variable."""
-    url, local = remote
+    url, _local = remote
     limit_k = 192  # KiB: three 64 KiB chunks, a fraction of what an epoch reads
     monkeypatch.setenv("DDECOMP_CACHE_LIMIT", f"{limit_k}K")
     ds = open_dataset(url, cache_dir=tmp_path / "c")
