@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ddecomp import DataError, TokensConfig, open_dataset, prepare_tokens
+from ddecomp import DataError, TokensConfig, UserError, open_dataset, prepare_tokens
 from ddecomp.cli import main
-from ddecomp.data.layout import check_manifest, fingerprint
+from ddecomp.data.layout import check_manifest, fingerprint, load_manifest
 from ddecomp.data.verify import verify_dataset
 from tests._fixtures import EOS, identity_tokens, random_lengths, run_python
 
@@ -137,7 +137,13 @@ def test_a_reader_that_does_not_know_tokens_files_refuses_the_ranges(tmp_path: P
     them from, which its validation refuses (it never serves other bytes)."""
     _, _, root = _two_files(tmp_path)
     man = _manifest(root)
-    del man["tokens_files"]
+    assert man["version"] == 3  # an older ddecomp (reads 1 and 2) stops at the version ...
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("ddecomp.data.layout.READ_VERSIONS", (1, 2))
+        with pytest.raises(UserError, match="format version 3 is not supported"):
+            load_manifest(root)
+    del man["tokens_files"]  # ... and one that ignored it would still refuse the offsets
+    man["version"] = 1
     man["fingerprint"] = fingerprint(man)
     with pytest.raises(DataError, match="offset is set, but the manifest has no tokens_file"):
         check_manifest(man, root / "manifest.json")

@@ -14,7 +14,8 @@ A prepared dataset is one directory::
     DIR/shards/00000.done.json        the shard's record; its presence marks the shard finished
 
 The manifest's ``tails`` is ``{"policy": "drop"}`` (format version 1, as before: one without
-``tails`` reads as ``drop``) or ``{"policy": "pack", "length": T}`` (version 2).
+``tails`` reads as ``drop``) or ``{"policy": "pack", "length": T}`` (version 2). A dataset that
+indexes several files in place (``tokens_files``, :mod:`ddecomp.data.tokenfile`) is version 3.
 
 Every file is written through :mod:`ddecomp.io` (temporary name + rename, sha256 computed as the
 bytes are written). The manifest's ``fingerprint`` is the sha256 of its canonical JSON
@@ -50,7 +51,10 @@ FORMAT_VERSION = 1
 # A dataset with packed tail rows is version 2: an older ddecomp refuses it with its "format version
 # 2 is not supported" line instead of training on its plain rows only; --tails drop stays 1.
 TAILS_FORMAT_VERSION = 2
-READ_VERSIONS = (FORMAT_VERSION, TAILS_FORMAT_VERSION)
+# A dataset indexing several files in place (``tokens_files``) is version 3, whatever its tails:
+# an older ddecomp says "format version 3 is not supported", not that the manifest is damaged.
+MULTIFILE_FORMAT_VERSION = 3
+READ_VERSIONS = (FORMAT_VERSION, TAILS_FORMAT_VERSION, MULTIFILE_FORMAT_VERSION)
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 SHARD_DIR = "shards"
@@ -172,6 +176,13 @@ def load_manifest(root: Path) -> dict[str, Any]:
     return man
 
 
+def format_version(man: Mapping[str, Any], pack: bool) -> int:
+    """The version a manifest must carry: the oldest reader that reads all of it correctly."""
+    if "tokens_files" in man:
+        return MULTIFILE_FORMAT_VERSION
+    return TAILS_FORMAT_VERSION if pack else FORMAT_VERSION
+
+
 # ---- the manifest's shape ---------------------------------------------------------------------
 class _Fields:
     """Typed reads of manifest fields; the first wrong one raises :class:`DataError` naming it
@@ -270,10 +281,11 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
             f.fail("tokenizer.sha256", "is not a sha256 hex digest")
     f.mapping(man, "convention")
     tail_len = check_tails(f, man, min_len)
-    if man["version"] != (FORMAT_VERSION if tail_len is None else TAILS_FORMAT_VERSION):
+    if man["version"] != format_version(man, tail_len is not None):
         f.fail(
             "version",
-            f"= {man['version']} does not match the tails policy (pack: version "
+            f"= {man['version']} does not match the tails policy and token files (several "
+            f"files in place: version {MULTIFILE_FORMAT_VERSION}, else pack: "
             f"{TAILS_FORMAT_VERSION}, drop: {FORMAT_VERSION})",
         )
     splits = f.mapping(man, "splits")

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ddecomp.data.layout import fingerprint
+from ddecomp.data.layout import fingerprint, format_version
 from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
 from ddecomp.preparing.config import TokensConfig
@@ -197,6 +197,7 @@ def _prepare_tokens(cfg: TokensConfig, lock: DirLock) -> dict[str, Any]:
     )
     if refs:
         man["tokens_file" if not several else "tokens_files"] = refs[0] if not several else refs
+        man["version"] = format_version(man, cfg.tails == "pack")
     if cfg.source_per_input:
         names = source_names([str(s[0]) if isinstance(s[0], Path) else "array" for s in opened])
         man["sources"] = sources_record(names, [k for k, _ in plan])

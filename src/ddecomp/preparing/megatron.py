@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from ddecomp.data.layout import fingerprint
+from ddecomp.data.layout import fingerprint, format_version
 from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
 from ddecomp.io import canonical_sha256
@@ -334,6 +334,7 @@ def _prepare_megatron(cfg: MegatronConfig, lock: DirLock) -> dict[str, Any]:
     )
     if several:
         man["tokens_files"] = refs
+        man["version"] = format_version(man, cfg.tails == "pack")
     elif ref is not None:
         man["tokens_file"] = ref
     if cfg.source_per_input:  # shards never mix prefixes: one source per shard
