@@ -32,7 +32,7 @@ bijection of at most 2^20 values is tabulated (uint16 or uint32, at most 4 MiB) 
 ``n / 16`` of its positions were asked, and looked up from then on (tables kept per process up to
 48 MiB, least recently used dropped). Measured 2026-12-03 here, 16 positions: n = 20,000 900 ->
 4 us, n = 300,000 ~270 -> 74 us walking, ~4 us tabulated; n = 10^9 23 us (unchanged); a two-source
-blend epoch (``bench_loader.py``) 41-58M -> 150-203M tokens/s.
+blend epoch (``bench_loader.py``, 200M tokens) 46-50M -> 147-278M tokens/s.
 
 Quality: four rounds (eight for n <= 2^16) of a 64-bit mixer; ``tests/test_permutation.py`` checks
 bijectivity (hypothesis, small n) and that positions and rows are uncorrelated and first rows
