@@ -185,10 +185,10 @@ def test_tokenizer_file_edited_after_an_interrupt_is_not_resumed(
 def test_input_edited_during_the_run_is_never_finalised(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ddecomp.preparing import pipeline
+    from ddecomp.preparing import fromtokens  # the --from-tokens path
 
     tok = _tokens_file(tmp_path / "t.bin")
-    run_shards = pipeline.run_shards
+    run_shards = fromtokens.run_shards
 
     def edit_midway(*args: Any, **kwargs: Any) -> Any:
         records = run_shards(*args, **kwargs)
@@ -196,7 +196,7 @@ def test_input_edited_during_the_run_is_never_finalised(
         os.utime(tok, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
         return records
 
-    monkeypatch.setattr(pipeline, "run_shards", edit_midway)
+    monkeypatch.setattr(fromtokens, "run_shards", edit_midway)
     out = tmp_path / "ds"
     assert _prepare(*_tokens_args(tok, out)) == 2
     assert "while prepare read it" in _error_line(capsys)
