@@ -173,6 +173,7 @@ class _FixedLengthLoader(StepLoader):
             "rows_left_out": self.num_rows - S * B,
             "world_size": self.world.world_size,
             "tokens_per_rank_step": self.tokens_per_step // self.world.world_size,
+            "layout": self.layout,
         }
 
 

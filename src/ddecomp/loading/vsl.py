@@ -195,4 +195,5 @@ class VSLLoader(StepLoader):
         for b in s["buckets"]:
             b["rows_per_rank"] = b["rows_per_batch"] // W
         s["next_step"] = self._step
+        s["layout"] = self.layout
         return s
