@@ -32,7 +32,7 @@ code unchanged; without triton the smoke mode stops after building the config an
 (through ``Config.build`` with the trainer's arguments) and says so.
 
     python benchmarks/gpu_torchtitan.py --smoke --out /tmp/tt     # CPU, ~1 min
-    python benchmarks/gpu_torchtitan.py --data gpu-data --out $OUT  # GPU (benchmarks/gpu_session.sh)
+    python benchmarks/gpu_torchtitan.py --data gpu-data --out $OUT  # GPU: gpu_session.sh
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def cpu_stand_ins() -> None:
     for name in ("torchtitan.tools.utils", "torchtitan.components.metrics",
                  "torchtitan.distributed.utils", "torchtitan.distributed.parallel_dims",
                  "torchtitan.models.common.token_dispatcher"):  # fmt: skip
-        m = importlib.import_module(name)
+        m: Any = importlib.import_module(name)
         if hasattr(m, "device_type"):
             m.device_type = "cpu"
         if hasattr(m, "device_module"):
@@ -102,7 +102,9 @@ def cpu_stand_ins() -> None:
 
     def varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, 0),
                     enable_gqa=False, num_splits=None, return_aux=None):  # fmt: skip
-        assert torch.equal(cu_q, cu_k) and tuple(window_size) == (-1, 0) and return_aux is None
+        assert torch.equal(cu_q, cu_k), "self-attention: one set of boundaries"
+        assert tuple(window_size) == (-1, 0), "causal"
+        assert return_aux is None, "no LSE epilogue in llama3"
         T = q.shape[0]
         doc = torch.searchsorted(cu_q[1:-1].long(), torch.arange(T), right=True)
         mask = (doc[:, None] == doc[None, :]) & torch.ones(T, T, dtype=torch.bool).tril()
@@ -111,17 +113,18 @@ def cpu_stand_ins() -> None:
                                              enable_gqa=enable_gqa)  # fmt: skip
         return out.transpose(0, 1).to(q.dtype)
 
-    importlib.import_module("torchtitan.models.common.attention").varlen_attn = varlen_attn
+    attention: Any = importlib.import_module("torchtitan.models.common.attention")
+    attention.varlen_attn = varlen_attn
 
 
 def smoke_dataset(root: Path) -> Path:
-    """Random documents of 8-300 tokens drawn from 200 of a 2,000-token vocabulary (so the loss
+    """Random documents of 8-300 tokens drawn from 37 of a 2,000-token vocabulary (so the loss
     falls within a few steps), buckets 16, 32, 64."""
     from ddecomp import TokensConfig, prepare_tokens
 
     if not (root / "manifest.json").exists():
         rng = np.random.default_rng(0)
-        docs = [np.append(rng.integers(3, 200, n - 1), 1) for n in rng.integers(8, 300, 400)]
+        docs = [np.append(rng.integers(3, 40, n - 1), 1) for n in rng.integers(8, 300, 400)]
         toks = np.concatenate(docs).astype(np.int64)
         prepare_tokens(TokensConfig(toks, root, eos_id=1, min_len=16, max_len=64, vocab_size=2000))
     return root
@@ -131,6 +134,7 @@ def make_config(a: argparse.Namespace, dump: Path, vocab: int) -> Any:
     """torchtitan's llama3 debug config with our loader, model flavor, sizes and checkpoints."""
     from torchtitan.components.checkpoint import CheckpointManager
     from torchtitan.components.loss import ChunkedLossWrapper, CrossEntropyLoss
+    from torchtitan.components.optimizer import default_adamw
     from torchtitan.components.tokenizer import BaseTokenizer
     from torchtitan.components.validate import Validator
     from torchtitan.config import CompileConfig, TrainingConfig
@@ -171,6 +175,8 @@ def make_config(a: argparse.Namespace, dump: Path, vocab: int) -> Any:
                                          total_tokens=run_tokens(a))  # fmt: skip
     cfg.tokenizer = PreTokenized.Config()
     cfg.dump_folder = str(dump)
+    cfg.debug.seed = a.seed  # the same initial weights in both runs and every rerun
+    cfg.optimizer = default_adamw(lr=a.lr)
     cfg.validator = Validator.Config(enable=False)
     cfg.metrics.log_freq = 1
     cfg.checkpoint = CheckpointManager.Config(
@@ -206,8 +212,8 @@ def train(cfg: Any) -> dict[str, Any]:
         got["log"].append((step, float(loss), time.perf_counter()))
         return log(step, loss, *args, **kw)
 
-    trainer.batch_generator = batch_generator  # type: ignore[method-assign]
-    trainer.metrics_processor.log = logged  # type: ignore[method-assign]
+    trainer.batch_generator = batch_generator
+    trainer.metrics_processor.log = logged
     try:
         trainer.train()
         got["loader_step"] = trainer.dataloader.loader.step
@@ -243,7 +249,9 @@ def check(a: argparse.Namespace, full: dict[str, Any], resumed: dict[str, Any]) 
     assert resumed["first_step"] == half + 1, resumed["first_step"]
     assert len(resumed["batches"]) == a.steps - half
     for (x, p, y), (x2, p2, y2) in zip(full["batches"][half:], resumed["batches"], strict=True):
-        assert torch.equal(x, x2) and torch.equal(p, p2) and torch.equal(y, y2), "resumed batch"
+        assert torch.equal(x, x2), "resumed batch: input"
+        assert torch.equal(p, p2), "resumed batch: positions"
+        assert torch.equal(y, y2), "resumed batch: labels"
     loss = [v for _, v, _ in full["log"]]
     loss2 = [v for _, v, _ in resumed["log"]]
     diff = max(abs(u - v) / abs(u) for u, v in zip(loss[half:], loss2, strict=True))
@@ -259,20 +267,30 @@ def report(a: argparse.Namespace, full: dict[str, Any], checks: dict[str, Any], 
     """JSON and markdown into ``--out``; returns the markdown's path."""
     tokens = a.seq_len * a.local_batch_size
     t = [full["t0"]] + [w for _, _, w in full["log"]]
-    steps = [
-        {"step": s, "seq_len": L, "loss": v, "time_s": t[i + 1] - t[i],
-         "tokens_per_s": tokens / (t[i + 1] - t[i])}  # fmt: skip
-        for i, ((s, v, _), L) in enumerate(zip(full["log"], checks["lengths"], strict=True))
-    ]
+    steps = []
+    for i, ((s, v, _), L) in enumerate(zip(full["log"], checks["lengths"], strict=True)):
+        dt = t[i + 1] - t[i]
+        steps.append(
+            {"step": s, "seq_len": L, "loss": v, "time_s": dt, "tokens_per_s": tokens / dt}
+        )
     steady = [r["time_s"] for r in steps[a.skip :]] or [r["time_s"] for r in steps]
     med = float(np.median(steady))
-    res = {"date": datetime.date.today().isoformat(), "hardware": hw, "smoke": a.smoke,
-           "config": {k: str(v) for k, v in vars(a).items()}, "steps": steps,
-           "median_step_s_after_skip": med, "tokens_per_s": tokens / med, **checks, **extra}  # fmt: skip
+    res = {
+        "date": datetime.date.today().isoformat(),
+        "hardware": hw,
+        "smoke": a.smoke,
+        "config": {k: str(v) for k, v in vars(a).items()},
+        "steps": steps,
+        "median_step_s_after_skip": med,
+        "tokens_per_s": tokens / med,
+        **checks,
+        **extra,
+    }
     a.out.mkdir(parents=True, exist_ok=True)
     stem = f"titan_{hw.replace(' ', '-')}_{res['date']}"
     (a.out / f"{stem}.json").write_text(json.dumps(res, indent=1))
-    lines = [f"# torchtitan {extra['torchtitan']} Trainer on DD's flat layout ({hw}, {res['date']})",
+    title = f"# torchtitan {extra['torchtitan']} Trainer on DD's flat layout"
+    lines = [f"{title} ({hw}, {res['date']})",
              "", f"flavor {a.flavor}, attention {a.attn}, seq_len {a.seq_len} x local batch "
              f"{a.local_batch_size} = {tokens} tokens/step, compile {a.compile}, torch "
              f"{torch.__version__}{' (CPU stand-ins: see the script)' if a.smoke else ''}", "",
@@ -297,14 +315,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--local-batch-size", type=int, default=2, help="rows of seq_len per step")
     ap.add_argument("--steps", type=int, default=24, help="steps of run 1 (even; default 24)")
     ap.add_argument("--skip", type=int, default=4, help="first steps left out of the median")
-    ap.add_argument("--seed", type=int, default=0, help="data order seed")
+    ap.add_argument("--seed", type=int, default=0, help="data order and weight seed")
+    ap.add_argument("--lr", type=float, default=8e-4, help="AdamW peak LR (default 8e-4)")
     ap.add_argument("--compile", action="store_true", help="torchtitan's compile of model+loss")
+    ap.add_argument(
+        "--autotune",
+        action="store_true",
+        help="keep torchtitan's max_autotune for FlexAttention (minutes of compile)",
+    )
     ap.add_argument("--resume-rtol", type=float, default=1e-3, help="resumed vs full losses")
     ap.add_argument("--smoke", action="store_true", help="CPU: debugmodel, tiny data, 8 steps")
     a = ap.parse_args(argv)
     if a.smoke:
         a.flavor, a.attn, a.seq_len, a.local_batch_size = "debugmodel", "varlen", 128, 1
-        a.steps, a.skip, a.resume_rtol = 8, 1, 1e-5
+        a.steps, a.skip, a.resume_rtol, a.lr = 8, 1, 1e-5, 3e-3
     if a.steps < 2 or a.steps % 2:
         ap.error(f"--steps {a.steps} must be even and >= 2 (run 2 resumes at steps / 2)")
     tmp = Path(tempfile.mkdtemp(prefix="ddtitan-"))
@@ -322,10 +346,15 @@ def main(argv: list[str] | None = None) -> int:
 
     ds = open_dataset(a.data)
     vocab = int(ds.vocab_size)
-    loader = DDDataLoader.Config(dataset_path=str(a.data), seed=a.seed,
-                                 total_tokens=run_tokens(a)).build(
-        dp_world_size=1, dp_rank=0, tokenizer=None, seq_len=a.seq_len,
-        local_batch_size=a.local_batch_size, snapshot_every_n_steps=None,
+    loader = DDDataLoader.Config(
+        dataset_path=str(a.data), seed=a.seed, total_tokens=run_tokens(a)
+    ).build(
+        dp_world_size=1,
+        dp_rank=0,
+        tokenizer=None,
+        seq_len=a.seq_len,
+        local_batch_size=a.local_batch_size,
+        snapshot_every_n_steps=None,
     )  # fmt: skip: the trainer's arguments; refuses a seq_len that is no multiple of max_len
     print(f"loader: {len(loader.loader)} steps per epoch, lengths {ds.bucket_lengths}", flush=True)
     try:
@@ -344,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit("no CUDA device: run with --smoke for the CPU stand-ins")
         cpu_stand_ins()
     set_timeout_stand_in = torch_compat()
+    if cuda and not a.autotune:  # torchtitan compiles flex_attention with max_autotune and
+        # coordinate descent (its class attribute): minutes of tuning a short run cannot repay
+        from torch.nn.attention.flex_attention import flex_attention
+        from torchtitan.models.common.attention import FlexAttention
+
+        FlexAttention._compiled_flex_attn = torch.compile(flex_attention)
     hw = torch.cuda.get_device_name() if cuda else f"CPU {platform.machine()}"
     full = train(make_config(a, tmp / "full", vocab))
     ck = tmp / "full" / "checkpoint" / f"step-{a.steps // 2}"
