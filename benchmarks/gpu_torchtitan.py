@@ -262,6 +262,9 @@ def check(a: argparse.Namespace, full: dict[str, Any], resumed: dict[str, Any]) 
     return {"lengths": lengths, "rows": n_rows, "resume_max_rel_diff": diff}
 
 
+SMOKE_NOTE = " (CPU stand-ins, see the script; step times of a tiny model: no benchmark)"
+
+
 def report(a: argparse.Namespace, full: dict[str, Any], checks: dict[str, Any], hw: str,
            extra: dict[str, Any]) -> Path:  # fmt: skip
     """JSON and markdown into ``--out``; returns the markdown's path."""
@@ -281,11 +284,8 @@ def report(a: argparse.Namespace, full: dict[str, Any], checks: dict[str, Any], 
         "smoke": a.smoke,
         "config": {k: str(v) for k, v in vars(a).items()},
         "steps": steps,
-        "median_step_s_after_skip": med,
-        "tokens_per_s": tokens / med,
-        **checks,
-        **extra,
-    }
+        "median_step_s_after_skip": med, "tokens_per_s": tokens / med, **checks, **extra,
+    }  # fmt: skip
     a.out.mkdir(parents=True, exist_ok=True)
     stem = f"titan_{hw.replace(' ', '-')}_{res['date']}"
     (a.out / f"{stem}.json").write_text(json.dumps(res, indent=1))
@@ -293,7 +293,7 @@ def report(a: argparse.Namespace, full: dict[str, Any], checks: dict[str, Any], 
     lines = [f"{title} ({hw}, {res['date']})",
              "", f"flavor {a.flavor}, attention {a.attn}, seq_len {a.seq_len} x local batch "
              f"{a.local_batch_size} = {tokens} tokens/step, compile {a.compile}, torch "
-             f"{torch.__version__}{' (CPU stand-ins: see the script)' if a.smoke else ''}", "",
+             f"{torch.__version__}{SMOKE_NOTE if a.smoke else ''}", "",
              f"median step {med * 1e3:.1f} ms after {a.skip} steps: {tokens / med:,.0f} tokens/s;"
              f" resume through CheckpointManager: same batches, losses within "
              f"{checks['resume_max_rel_diff']:.1e}; {checks['rows']} rows, none twice", "",
@@ -318,11 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="data order and weight seed")
     ap.add_argument("--lr", type=float, default=8e-4, help="AdamW peak LR (default 8e-4)")
     ap.add_argument("--compile", action="store_true", help="torchtitan's compile of model+loss")
-    ap.add_argument(
-        "--autotune",
-        action="store_true",
-        help="keep torchtitan's max_autotune for FlexAttention (minutes of compile)",
-    )
+    ap.add_argument("--autotune", action="store_true", help="FlexAttention's max_autotune")
     ap.add_argument("--resume-rtol", type=float, default=1e-3, help="resumed vs full losses")
     ap.add_argument("--smoke", action="store_true", help="CPU: debugmodel, tiny data, 8 steps")
     a = ap.parse_args(argv)
