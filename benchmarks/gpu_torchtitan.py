@@ -246,7 +246,7 @@ def check(a: argparse.Namespace, full: dict[str, Any], resumed: dict[str, Any]) 
     n_rows = sum(a.seq_len * a.local_batch_size // L for L in lengths)
     assert len(rows) == n_rows, f"{n_rows - len(rows)} rows served twice"
     half = a.steps // 2
-    assert resumed["first_step"] == half + 1, resumed["first_step"]
+    assert resumed["first_step"] == half + 1, f"resumed at step {resumed['first_step']}"
     assert len(resumed["batches"]) == a.steps - half
     for (x, p, y), (x2, p2, y2) in zip(full["batches"][half:], resumed["batches"], strict=True):
         assert torch.equal(x, x2), "resumed batch: input"

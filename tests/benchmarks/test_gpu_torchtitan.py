@@ -56,7 +56,7 @@ def test_check_passes_a_right_run_and_fails_wrong_ones(args: argparse.Namespace)
     x, p, y = b[2]
     shifted = (x, torch.roll(p, 1, dims=1), y)  # other segments: attention would differ
     fails({**full, "batches": [*b[:2], shifted, *b[3:]]}, resumed, "segments")
-    fails(full, {**resumed, "first_step": 1}, "")  # resumed from the start
+    fails(full, {**resumed, "first_step": 1}, "resumed at step 1")  # not from the checkpoint
     r_log = [(s, v * (1 + 1e-3), t) for s, v, t in resumed["log"]]
     fails(full, {**resumed, "log": r_log}, "resumed losses")
     flat = [(s, 8.0, t) for s, _, t in full["log"]]
