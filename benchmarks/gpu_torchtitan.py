@@ -156,8 +156,7 @@ def make_config(a: argparse.Namespace, dump: Path, vocab: int) -> Any:
         def encode(self, *a: Any, **k: Any) -> list[int]:
             raise NotImplementedError
 
-        def decode(self, *a: Any, **k: Any) -> str:
-            raise NotImplementedError
+        decode = encode
 
         def get_vocab_size(self) -> int:
             return vocab
@@ -338,20 +337,19 @@ def main(argv: list[str] | None = None) -> int:
         s.bind(("127.0.0.1", 0))
         os.environ["MASTER_PORT"] = str(s.getsockname()[1])
     from ddecomp import open_dataset
+    from ddecomp.errors import UserError
     from ddecomp.integrations.torchtitan import DDDataLoader
 
     ds = open_dataset(a.data)
+    if not ds.vocab_size:
+        raise UserError(f"{a.data}: its manifest has no vocab_size (the model's vocabulary)")
     vocab = int(ds.vocab_size)
-    loader = DDDataLoader.Config(
-        dataset_path=str(a.data), seed=a.seed, total_tokens=run_tokens(a)
-    ).build(
-        dp_world_size=1,
-        dp_rank=0,
-        tokenizer=None,
-        seq_len=a.seq_len,
-        local_batch_size=a.local_batch_size,
-        snapshot_every_n_steps=None,
-    )  # fmt: skip: the trainer's arguments; refuses a seq_len that is no multiple of max_len
+    # as the trainer builds it (its arguments); refuses a seq_len that is no multiple of max_len
+    loader = DDDataLoader.Config(dataset_path=str(a.data), seed=a.seed,
+                                 total_tokens=run_tokens(a)).build(
+        dp_world_size=1, dp_rank=0, tokenizer=None, seq_len=a.seq_len,
+        local_batch_size=a.local_batch_size, snapshot_every_n_steps=None,
+    )  # fmt: skip
     print(f"loader: {len(loader.loader)} steps per epoch, lengths {ds.bucket_lengths}", flush=True)
     try:
         import triton  # noqa: F401  (import torchtitan.trainer needs it)
@@ -393,4 +391,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ddecomp.errors import DataError, UserError
+
+    try:
+        sys.exit(main())
+    except (UserError, DataError) as e:  # a wrong --seq-len, --data, ...: one line, exit 2
+        sys.exit(print(f"gpu_torchtitan: {e}", file=sys.stderr) or 2)

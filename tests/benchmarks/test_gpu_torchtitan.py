@@ -79,3 +79,14 @@ def test_smoke_runs_torchtitans_trainer_on_the_cpu(tmp_path: Path) -> None:
     assert got["resume_max_rel_diff"] <= 1e-5  # the script asserted it: this proves it ran
     loss = [s["loss"] for s in got["steps"]]
     assert sum(loss[-2:]) / 2 < loss[0]
+
+
+def test_a_seq_len_that_cuts_sequences_is_one_line(
+    args: argparse.Namespace, tmp_path: Path
+) -> None:
+    pytest.importorskip("torchtitan")
+    r = run_python(str(SCRIPT), "--data", str(args.data), "--seq-len", "96", "--out", str(tmp_path))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert "seq_len 96 must be a multiple of the dataset's longest sequence 64" in r.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
