@@ -84,3 +84,23 @@ def test_torchtitan_refuses_foreign_or_malformed_states(data: Path) -> None:
     for bad in (128.0, True, -128, "128"):
         with pytest.raises(UserError, match="seq_len"):
             build(seq_len=bad)
+
+
+@pytest.mark.parametrize("seed", [-1, True, 1.5, "0"])
+def test_a_seed_numpy_cannot_take_is_one_line(data: Path, seed: object) -> None:
+    """``VSLLoader(seed=-1)`` (and torchtitan's ``DDDataLoader.Config(seed=-1)``) raised numpy's
+    "expected non-negative integer" from deep in the plan; a bool or float seed passed as 1 / 1."""
+    ds = open_dataset(data)
+    with pytest.raises(UserError, match=f"seed {seed!r} must be an integer >= 0"):
+        VSLLoader(ds, tokens_per_step=1024, seed=seed)
+    from ddecomp.loading.concat import ConcatChunkLoader
+
+    with pytest.raises(UserError, match="seed"):
+        ConcatChunkLoader(ds, seq_len=128, tokens_per_step=1024, seed=seed)  # type: ignore[arg-type]
+    pytest.importorskip("torchtitan")
+    from ddecomp.integrations.torchtitan import DDDataLoader
+
+    with pytest.raises(UserError, match="seed"):
+        DDDataLoader.Config(dataset_path=str(data), seed=seed).build(  # type: ignore[arg-type]
+            dp_world_size=1, dp_rank=0, seq_len=1024, local_batch_size=1
+        )

@@ -1,6 +1,6 @@
 """DDDataLoader through torchtitan 0.3.0's interfaces: Config.build with the trainer's arguments,
-its batch format, and its DCP CheckpointManager per dp rank (torchtitan's trainer does not run on
-a CPU: see ddecomp.integrations.torchtitan)."""
+its batch format, and its DCP CheckpointManager per dp rank (torchtitan's Trainer itself runs on
+the CPU only with stand-ins: tests/benchmarks/test_gpu_torchtitan.py, and the module docstring)."""
 
 from __future__ import annotations
 
@@ -103,6 +103,14 @@ def test_state_round_trip_in_process_and_refusals(data: Path) -> None:
         build(data, 1, 4).load_state_dict(state)
     with pytest.raises(UserError, match="seed"):
         build(data, 1, 2, seed=9).load_state_dict(state)  # another data order
+    with pytest.raises(UserError, match="tokens_per_step"):  # another batch size: another plan
+        build(data, 1, 2, local_batch_size=2).load_state_dict(state)
+    # seq_len and local_batch_size traded at the same tokens per step: the same plan and
+    # tokens, only cut into rows differently, so the state carries over
+    cut = build(data, 1, 2, seq_len=64, local_batch_size=2)
+    cut.load_state_dict(state)
+    inputs, _ = next(iter(cut))
+    assert torch.equal(inputs["input"].reshape(1, 128), want[0][0]["input"])
 
 
 @pytest.mark.parametrize("seq_len", [96, 32, 0])

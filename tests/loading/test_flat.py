@@ -190,3 +190,16 @@ def test_split_batch_cuts_flat_batches_at_sequence_boundaries(dirs: dict[str, Pa
         for a, b in zip(rs, fs, strict=True):
             check_flat(b, a, f"step {r['step']}")
     assert cut > 0  # vacuity guard: some steps were split
+
+
+def test_summary_records_the_layout(dirs: dict[str, Path]) -> None:
+    ds = open_dataset(dirs["plain"])
+    makers: list[Callable[..., StepLoader]] = [
+        lambda **kw: VSLLoader(ds, tokens_per_step=256, **kw),
+        lambda **kw: ConcatChunkLoader(ds, seq_len=64, tokens_per_step=256, **kw),
+        lambda **kw: ConcatChunkLoader(ds, seq_len=64, tokens_per_step=256, doc_mask=True, **kw),
+        lambda **kw: PackedLoader(ds, seq_len=64, tokens_per_step=256, **kw),
+    ]
+    for make in makers:
+        assert make().summary()["layout"] == "rows"
+        assert make(layout="flat").summary()["layout"] == "flat"

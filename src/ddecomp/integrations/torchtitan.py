@@ -23,18 +23,32 @@ it through torchtitan's own interfaces:
   restores it with the model; a restored loader continues at exactly the next batch. A missing
   or foreign state is refused in one line (torchtitan's loaders only warn and restart the data).
 
-Whether torchtitan 0.3.0's trainer runs on the CPU with torch 2.13.0: **no**, for two reasons.
-``import torchtitan.trainer`` fails without triton (``torchtitan.models.common`` imports
-``torchtitan.distributed.minimal_async_ep.kernels``, which imports ``triton``; the CPU build of
-torch does not install it). And even with triton, its device is
-``torchtitan.tools.utils.device_type``, which is ``_get_available_device_type() or "cuda"``:
-``"cuda"`` on a machine without an accelerator, and ``Trainer.__init__`` then calls
-``torch.cuda.set_device``, which a CPU build of torch cannot run (``AttributeError: module
-'torch._C' has no attribute '_cuda_setDevice'``). Its masked attention backends are GPU paths too
-(FlexAttention has no backward on the CPU; varlen needs flash kernels). So the tests here drive
-the loader through torchtitan's interfaces (``Config.build`` with the trainer's arguments,
-``create_varlen_metadata_for_document`` and ``get_document_mask_mod`` on our positions, DCP save
-and load per dp rank under gloo), and the training run belongs to a GPU session.
+Whether torchtitan 0.3.0's trainer runs on the CPU with torch 2.13.0: **not as shipped**, and
+with three stand-ins it does (``benchmarks/gpu_torchtitan.py --smoke``, tested). ``import
+torchtitan.trainer`` needs triton (``torchtitan.models.common`` imports
+``torchtitan.distributed.minimal_async_ep.kernels``); the CPU build of torch does not install it,
+so the ``torchtitan`` extra adds it (triton 3.9.0, a 286 MB wheel). Then: (1) its device is
+``torchtitan.tools.utils.device_type`` = ``_get_available_device_type() or "cuda"``, copied into
+five modules at import, and ``Trainer.__init__`` calls ``torch.cuda.set_device``: there is no CPU
+option, so the smoke run sets ``device_type = "cpu"`` and a small device module in those modules;
+(2) its language-model attention backends are GPU kernels (FlexAttention: "does not support
+backward on CPU"; varlen: no CPU kernel for ``aten::_flash_attention_forward``; SDPA is refused
+for language models since it cannot read ``positions``), so the smoke run replaces
+``varlen_attn`` in torchtitan's attention module by an exact SDPA over the block-diagonal causal
+mask of the ``cu_seqlens`` torchtitan built from our positions; (3) on any device,
+``Trainer.train()`` calls ``torch.distributed.set_timeout`` after the first step, which torch
+2.13.0 does not have (its ``distributed_c10d._set_pg_timeout`` takes the same arguments): the
+benchmark aliases it, on the GPU too. Everything else is torchtitan's own code: its batch
+generator, masks from ``positions``, loss, AdamW, LR schedule and CheckpointManager; the smoke
+run checks every trained batch is the plan's next step, rows once, the loss falls (8.05 to 4.17
+in 8 steps) and a resume from its step-4 checkpoint trains the same batches with the same losses
+(exactly, on the CPU). The tests here also drive the loader through torchtitan's interfaces
+(``Config.build`` with the trainer's arguments, ``create_varlen_metadata_for_document`` and
+``get_document_mask_mod`` on our positions, DCP save and load per dp rank under gloo).
+
+Gradient accumulation (``global_batch_size`` above ``local_batch_size * dp``) and pipeline
+micro-batches make torchtitan take several DD steps per optimizer step; the loader cannot see
+that (the trainer does not pass it), so keep both at one to keep DD's one length per step.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import torch
 
 from ddecomp.errors import UserError
 from ddecomp.loading.base import StepLoader
-from ddecomp.loading.plan import Plan, build_plan, check_tokens_per_step
+from ddecomp.loading.plan import Plan, build_plan, check_seed, check_tokens_per_step
 from ddecomp.loading.protocols import IGNORE_INDEX, Batch, DocSegments, DocumentData
 from ddecomp.loading.world import WorldSpec
 
@@ -91,7 +91,7 @@ class _FixedLengthLoader(StepLoader):
         if not isinstance(seq_len, int | np.integer) or seq_len < 1:
             raise UserError(f"seq_len {seq_len!r} must be a positive integer")
         super().__init__(world, layout)
-        self.ds, self.seq_len, self.seed = ds, int(seq_len), int(seed)
+        self.ds, self.seq_len, self.seed = ds, int(seq_len), check_seed(seed)
         check_tokens_per_step(tokens_per_step, [self.seq_len], self.world.world_size)
         self.tokens_per_step = int(tokens_per_step)
         self.rows_per_batch = self.tokens_per_step // self.seq_len
@@ -173,6 +173,7 @@ class _FixedLengthLoader(StepLoader):
             "rows_left_out": self.num_rows - S * B,
             "world_size": self.world.world_size,
             "tokens_per_rank_step": self.tokens_per_step // self.world.world_size,
+            "layout": self.layout,
         }
 
 

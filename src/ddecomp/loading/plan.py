@@ -90,6 +90,14 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
+def check_seed(seed: object) -> int:
+    """``seed`` as an int, or a one-line UserError: numpy's SeedSequence takes only non-negative
+    integers (a bool or a float would silently become another seed)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise UserError(f"seed {seed!r} must be an integer >= 0")
+    return int(seed)
+
+
 def check_tokens_per_step(tokens_per_step: int, lengths: Sequence[int], divisor: int = 1) -> None:
     """Refuse a ``tokens_per_step`` that ``max(lengths) * divisor`` does not divide."""
     unit = max(lengths) * divisor

@@ -34,6 +34,7 @@ from ddecomp.loading.plan import (
     MixtureSpec,
     Plan,
     build_plan,
+    check_seed,
     check_tokens_per_step,
     resolve_mode,
 )
@@ -122,7 +123,7 @@ class VSLLoader(StepLoader):
         check_tokens_per_step(tokens_per_step, list(ds.bucket_rows), self.world.world_size)
         self.tokens_per_step = int(tokens_per_step)
         self.curriculum = resolve_curriculum(curriculum)
-        self.cycles, self.seed, self.mode = cycles, int(seed), resolve_mode(mode)
+        self.cycles, self.seed, self.mode = cycles, check_seed(seed), resolve_mode(mode)
         self.oom_probe, self.mixture = oom_probe, mixture
         self.total_tokens = None if total_tokens is None else _run_tokens(total_tokens)
         if len(self.plan) == 0:
@@ -197,4 +198,5 @@ class VSLLoader(StepLoader):
         for b in s["buckets"]:
             b["rows_per_rank"] = b["rows_per_batch"] // W
         s["next_step"] = self._step
+        s["layout"] = self.layout
         return s
