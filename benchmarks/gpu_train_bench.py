@@ -141,6 +141,7 @@ def summarize_method(
 def run_method(base: TrainConfig, out: Path) -> dict[str, Any] | str:
     """Train one config; a failure (e.g. out of memory) is recorded, and the table goes on."""
     try:
+        torch._dynamo.reset()  # graphs of earlier runs in this process would be reused, uncounted
         train(replace(base, out=str(out)))
         return {"ok": True}
     except Exception as e:  # one failing method must not lose the others' numbers
