@@ -193,3 +193,23 @@ def test_tables_stay_in_their_budget_and_a_dropped_one_is_rebuilt_only_after_mor
     assert cache.get((n, (1,))) is None
     assert np.array_equal(a(pos), want_a)  # now enough walks: tabulated again
     assert cache.get((n, (1,))) is not None
+
+
+def test_a_child_forked_while_the_table_lock_is_held_can_still_look_up() -> None:
+    """The table cache's lock is replaced in a forked child: a fork while another thread held it
+    (a loader iterated in a thread while DataLoader workers start) must not deadlock the child."""
+    import multiprocessing as mp
+
+    p = permutation(1000, 9, 9)
+    want = p(np.arange(1000)).tolist()  # 1000 positions walked: tabulated
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    with _TABLES._lock:  # held by this thread at the fork
+        child = ctx.Process(target=lambda: q.put(permutation(1000, 9, 9)(np.arange(1000)).tolist()))
+        child.start()
+    child.join(30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the child deadlocked on the inherited lock"
+    assert q.get(timeout=5) == want

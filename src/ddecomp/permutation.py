@@ -45,6 +45,7 @@ state without the field (order 1) or with another order is refused in one line b
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -203,6 +204,9 @@ class _TableCache:
 
 
 _TABLES = _TableCache(_TABLE_BUDGET)
+# A process forked while another thread held the lock (a loader iterated in a background thread
+# as DataLoader workers start) would inherit it locked forever: the child starts with a new one.
+os.register_at_fork(after_in_child=lambda: setattr(_TABLES, "_lock", threading.Lock()))
 
 
 @lru_cache(maxsize=1024)
