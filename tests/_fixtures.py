@@ -49,6 +49,33 @@ def run_python(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     return subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=300, check=False)
 
 
+_TRUNCATE_IN_USE = """
+import os, sys
+import numpy as np
+from ddecomp import DataError, open_dataset
+ds = open_dataset({root!r})
+L = ds.bucket_lengths[{bucket}]
+n = ds.num_rows(L)
+ds.rows(L, np.arange(n))  # every row readable
+os.truncate({path!r}, 4096)
+try:
+    ds.rows(L, np.arange(n))
+except DataError as e:
+    print("DataError:", e)
+    sys.exit(3)
+"""
+
+
+def truncate_while_in_use(root: Path, path: Path, bucket: int) -> str:
+    """Open ``root`` in a fresh process, read every row of ``bucket_lengths[bucket]``, truncate
+    the in-place token file ``path`` to 4096 bytes, read again; the one line the second read
+    raised (the process exits 3 with it; a SIGBUS would be -7 and fail here)."""
+    script = _TRUNCATE_IN_USE.format(root=str(root), path=str(path), bucket=bucket)
+    r = run_python("-c", script)
+    assert r.returncode == 3, (r.returncode, r.stderr[-2000:])
+    return r.stdout.strip()
+
+
 def assert_batches_equal(got: Mapping[str, Any], want: Mapping[str, Any], where: str = "") -> None:
     """The same keys, and every value equal: tensors in dtype, shape and every element."""
     import torch

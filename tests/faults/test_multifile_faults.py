@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from ddecomp import DataError, TokensConfig, UserError, open_dataset, prepare_to
 from ddecomp.cli import main
 from ddecomp.data.layout import check_manifest, fingerprint, load_manifest
 from ddecomp.data.verify import verify_dataset
-from tests._fixtures import EOS, identity_tokens, random_lengths, run_python
+from tests._fixtures import EOS, identity_tokens, random_lengths, truncate_while_in_use
 
 KW: dict[str, Any] = dict(min_len=16, max_len=512, val_fraction=0.1, shard_size=20_000)
 
@@ -76,26 +75,8 @@ def test_the_second_file_removed_is_refused_naming_it(
 
 def test_the_second_file_truncated_while_in_use_is_one_line(tmp_path: Path) -> None:
     _, second, root = _two_files(tmp_path)
-    script = textwrap.dedent(
-        f"""
-        import os, sys
-        import numpy as np
-        from ddecomp import DataError, open_dataset
-        ds = open_dataset({str(root)!r})
-        L = ds.bucket_lengths[0]
-        n = ds.num_rows(L)
-        ds.rows(L, np.arange(n))  # every row readable
-        os.truncate({str(second)!r}, 4096)
-        try:
-            ds.rows(L, np.arange(n))
-        except DataError as e:
-            print("DataError:", e)
-            sys.exit(3)
-        """
-    )
-    r = run_python("-c", script)
-    assert r.returncode == 3, (r.returncode, r.stderr[-2000:])
-    assert r.stdout.strip().startswith(f"DataError: {second}: truncated to 4096 bytes while in use")
+    line = truncate_while_in_use(root, second, bucket=0)
+    assert line.startswith(f"DataError: {second}: truncated to 4096 bytes while in use")
 
 
 def test_verify_hashes_each_range_against_its_own_file(tmp_path: Path) -> None:

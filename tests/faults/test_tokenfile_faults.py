@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from ddecomp import DataError, TokensConfig, UserError, open_dataset, prepare_tokens
 from ddecomp.cli import main
 from ddecomp.data.verify import verify_dataset
-from tests._fixtures import EOS, identity_tokens, random_lengths, run_python
+from tests._fixtures import EOS, identity_tokens, random_lengths, truncate_while_in_use
 
 KW: dict[str, Any] = dict(min_len=16, max_len=512, val_fraction=0.1, shard_size=20_000)
 
@@ -139,26 +138,7 @@ def test_an_in_place_file_truncated_under_an_open_dataset_is_one_line_not_sigbus
     tmp_path: Path,
 ) -> None:
     src, root = _in_place(tmp_path)
-    script = textwrap.dedent(
-        f"""
-        import os, sys
-        import numpy as np
-        from ddecomp import DataError, open_dataset
-        ds = open_dataset({str(root)!r})
-        L = ds.bucket_lengths[-1]
-        n = ds.num_rows(L)
-        ds.rows(L, np.arange(n))  # every row readable
-        os.truncate({str(src)!r}, 4096)
-        try:
-            ds.rows(L, np.arange(n))
-        except DataError as e:
-            print("DataError:", e)
-            sys.exit(3)
-        """
-    )
-    r = run_python("-c", script)
-    assert r.returncode == 3, (r.returncode, r.stderr[-2000:])  # -7 = SIGBUS before the fix
-    line = r.stdout.strip()
+    line = truncate_while_in_use(root, src, bucket=-1)  # the read was a SIGBUS before the fix
     assert line.startswith(f"DataError: {src}: truncated to 4096 bytes while in use")
 
 
