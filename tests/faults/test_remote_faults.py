@@ -224,3 +224,21 @@ def test_the_chunk_cache_deletes_only_its_own_files(
     assert (store / "notes.chunk").read_text() == "mine"
     assert (store / ".mine.tmp").read_text() == "mine"
     assert not [p for p in store.glob("0*.chunk")]  # its own chunks were evicted
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e30", "5X", "True", "G", "0x10"])
+def test_a_nonsense_cache_limit_in_the_environment_is_one_line_from_the_cli(
+    tmp_path: Path, s3: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: Any, value: str
+) -> None:
+    """``$DDECOMP_CACHE_LIMIT`` as a user sets it wrong, through ``ddecomp stats URL`` (which opens
+    the dataset): exit 2 and one line naming the variable, before anything is cached."""
+    url, _, _ = _prepare(tmp_path, f"limit-{value.lower()}")
+    monkeypatch.setenv("DDECOMP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DDECOMP_CACHE_LIMIT", value)
+    capsys.readouterr()
+    assert main(["stats", url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert f"$DDECOMP_CACHE_LIMIT={value!r} is not a byte count" in err[0]
+    monkeypatch.setenv("DDECOMP_CACHE_LIMIT", "1M")  # the corrected rerun works
+    assert main(["stats", url]) == 0
