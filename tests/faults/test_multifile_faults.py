@@ -18,7 +18,7 @@ from ddecomp import DataError, TokensConfig, UserError, open_dataset, prepare_to
 from ddecomp.cli import main
 from ddecomp.data.layout import check_manifest, fingerprint, load_manifest
 from ddecomp.data.verify import verify_dataset
-from tests._fixtures import EOS, identity_tokens, random_lengths, truncate_while_in_use
+from tests._fixtures import EOS, identity_tokens, random_lengths, run_python, truncate_while_in_use
 
 KW: dict[str, Any] = dict(min_len=16, max_len=512, val_fraction=0.1, shard_size=20_000)
 
@@ -132,3 +132,41 @@ def test_a_reader_that_does_not_know_tokens_files_refuses_the_ranges(tmp_path: P
     both["tokens_file"] = both["tokens_files"][0]
     with pytest.raises(DataError, match="tokens_files is set with tokens_file"):
         check_manifest(both, root / "manifest.json")
+
+
+_TOUCHED = """
+import json, os, sys
+import numpy as np
+from ddecomp import DataError, open_dataset
+ds = open_dataset({root!r})
+man = json.load(open(os.path.join({root!r}, "manifest.json")))
+file_of = np.array([sh["files"]["tokens"]["file"] for sh in man["shards"]])
+L = ds.bucket_lengths[0]
+starts = ds.row_starts(L)
+shard = np.searchsorted(ds.token_base, starts, side="right") - 1
+first = np.flatnonzero(file_of[shard] == 0)
+second = np.flatnonzero(file_of[shard] == 1)
+assert first.size > 10 and second.size > 10, (first.size, second.size)
+want = ds.rows(L, first)
+os.truncate({second_path!r}, 4096)
+assert np.array_equal(ds.rows(L, first), want)  # rows of the first file: unaffected
+print("first file read", first.size)
+try:
+    ds.rows(L, second)
+except DataError as e:
+    print("DataError:", e)
+    sys.exit(3)
+"""
+
+
+def test_a_read_checks_the_files_its_rows_come_from(tmp_path: Path) -> None:
+    """Each read re-checks the in-place files its rows are ranges of, not every file: rows of the
+    first file are still served (rightly) after the second is truncated, and a read of the
+    second's rows is the one line; a step's cost does not grow with files it does not touch."""
+    _, second, root = _two_files(tmp_path)
+    script = _TOUCHED.format(root=str(root), second_path=str(second))
+    r = run_python("-c", script)
+    assert r.returncode == 3, (r.returncode, r.stdout, r.stderr[-2000:])
+    out = r.stdout.strip().splitlines()
+    assert out[0].startswith("first file read")
+    assert out[1].startswith(f"DataError: {second}: truncated to 4096 bytes while in use")

@@ -267,11 +267,12 @@ class Dataset:
         if self.remote is not None:
             self.remote.gather(starts, width, out, self.token_base)
             return
-        self._guard.check()
         if len(self._tokens) == 1:
+            self._guard.check()
             out[...] = self._window(0, width)[starts]
             return
         shard = np.searchsorted(self.token_base, starts, side="right") - 1
+        self._guard.check(shard)  # the in-place files these shards are ranges of
         local = starts - self.token_base[shard]
         if width >= _ROW_COPY_WIDTH:  # few long rows: one slice copy each, straight into out
             for i, (k, lo) in enumerate(zip(shard.tolist(), local.tolist(), strict=True)):
@@ -323,11 +324,11 @@ class Dataset:
 
     def tokens(self, start: int, end: int) -> np.ndarray:
         """Tokens ``[start, end)`` of the global token space (within one shard)."""
-        self._guard.check()
         s = int(np.searchsorted(self.token_base, start, side="right")) - 1
         lo, hi = start - int(self.token_base[s]), end - int(self.token_base[s])
         if not 0 <= s < self.token_base.size - 1 or lo > hi or hi > np.diff(self.token_base)[s]:
             raise IndexError(f"token range [{start}, {end}) is not inside one shard")
+        self._guard.check(np.array([s]))
         if self.remote is not None:
             return self.remote.tokens(s, lo, hi)
         return self._tokens[s][lo:hi]

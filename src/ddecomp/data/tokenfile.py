@@ -2,18 +2,16 @@
 
 A dataset prepared ``--in-place`` holds no token file: its manifest's ``tokens_file`` names the
 input file (absolute path, size, header bytes, dtype) and each shard's token record the byte
-``offset`` of its range there (and the range's sha256, which ``verify`` checks). Both kinds are
-read here through one memory map, so the readers never tell them apart. A dataset indexing
-several files in place (``--from-tokens F1 F2 --in-place``, ``--from-megatron P1 P2
---in-place``) names them in ``tokens_files`` (a list of the same records) and each shard's token
-record adds ``file``, the index of its file there; a one-file dataset keeps ``tokens_file``, so
-datasets prepared before stay valid with their fingerprints. :func:`in_place_files` and
-:func:`shard_file_ref` read both forms, and :func:`check_in_place` validates them for
-:func:`~ddecomp.data.layout.check_manifest` (one of the two keys, absolute paths, sizes; that
-function checks each shard's ``file`` is an index into ``tokens_files``). No format version
-bump: a reader older than ``tokens_files`` finds shard offsets and no ``tokens_file`` and
-refuses the manifest (its own check), so it never serves other bytes; one-file datasets are
-written exactly as before.
+``offset`` of its range there (and the range's sha256, which ``verify`` checks). Both kinds are read
+here through one memory map, so the readers never tell them apart. A dataset indexing several files
+in place (``--from-tokens F1 F2 --in-place``, ``--from-megatron P1 P2 --in-place``) names them in
+``tokens_files`` (a list of the same records) and each shard's token record adds ``file``, the index
+of its file there; a one-file dataset keeps ``tokens_file``, so datasets prepared before stay valid
+with their fingerprints. :func:`in_place_files` and :func:`shard_file_ref` read both forms, and
+:func:`check_in_place` validates them for :func:`~ddecomp.data.layout.check_manifest` (one of the
+two keys, absolute paths, sizes; that function checks each shard's ``file`` is an index into
+``tokens_files``). Such a dataset is format version 3 (``MULTIFILE_FORMAT_VERSION`` in
+:mod:`ddecomp.data.layout`): a reader older than ``tokens_files`` refuses it by its version.
 
 An in-place file is not ddecomp's, so it is checked where it is used. Opening a dataset compares
 its size, ``mtime_ns`` and inode with those recorded at prepare, and an ``.npy`` header's sha256
@@ -22,7 +20,7 @@ is refused before a token is served. Each map checks the size on the descriptor 
 file truncated after the open's check is a :class:`DataError`, never a SIGBUS. While a job runs,
 :class:`InPlaceGuard` re-checks the file's size and ``mtime_ns`` (one ``fstat``, about 3 us)
 before every read of its tokens: a file truncated or rewritten between two reads is a one-line
-error at the next read (with several files, every file is re-checked: one ``fstat`` each).
+error at the next read (with several files, each file the read touches: one ``fstat`` each).
 Left open: a truncation *during* a read (the page fault is a SIGBUS),
 and an edit that restores size, ``mtime_ns`` and inode, which only ``verify`` (every range's
 sha256) catches.
@@ -133,8 +131,10 @@ def token_array(root: Path, man: Mapping[str, Any], shard: Mapping[str, Any]) ->
 class InPlaceGuard:
     """The in-place token files of an open dataset, re-checked (size, ``mtime_ns``: one
     ``fstat`` per file) before each read of its tokens; for a dataset that holds its tokens, a
-    no-op. Every file is checked, not only the one a read touches: a read may span shards of
-    several files, and a few ``fstat`` calls cost microseconds against a batch's copy."""
+    no-op. A read checks the files its shards are ranges of (a step of random rows may touch
+    every file; a dataset of hundreds of files pays one ``fstat``, ~3 us, per file touched). One
+    descriptor is held per file: a dataset of more files than the process may open is refused
+    at open with the OS's one line."""
 
     def __init__(self, man: Mapping[str, Any]) -> None:
         self._files: list[tuple[int, Path, tuple[int, int]]] = []
@@ -148,8 +148,21 @@ class InPlaceGuard:
             mtime = os.fstat(fd).st_mtime_ns
             self._files.append((fd, path, (int(tf["bytes"]), int(tf.get("mtime_ns", mtime)))))
 
-    def check(self) -> None:
-        for fd, path, stamp in self._files:
+        # each shard's file (-1: tokens held by the dataset), so a read checks only its files
+        recs = [sh["files"]["tokens"] for sh in man.get("shards", [])]
+        self._shard_file = np.array(
+            [int(r.get("file", 0)) if "offset" in r else -1 for r in recs], dtype=np.int64
+        )
+
+    def check(self, shards: np.ndarray | None = None) -> None:
+        """Re-check the files shards ``shards`` (indices; None: every file) are ranges of."""
+        if not self._files:
+            return
+        files = self._files
+        if shards is not None and len(files) > 1:
+            which = np.unique(self._shard_file[shards]).tolist()
+            files = [self._files[i] for i in which if i >= 0]
+        for fd, path, stamp in files:
             st = os.fstat(fd)
             if st.st_size < stamp[0]:
                 raise DataError(
