@@ -1,7 +1,8 @@
 """Read-only access to a prepared dataset: memory-mapped tokens, buckets of row offsets.
 
-``open_dataset(DIR, split)`` maps every shard's token file and loads the (small) per-bucket row
-offset arrays into one global array per bucket. Shards live in one *global token space*: shard
+``open_dataset(DIR, split)`` maps every shard's token file and loads the per-bucket row offset
+arrays into one global array per bucket (above 2^26 rows in a bucket, each shard's file mapped
+instead: :mod:`ddecomp.data.rowstarts`). Shards live in one *global token space*: shard
 ``i``'s tokens start at ``token_base[i]``, so a row or a document is one int64 offset.
 
 ``rows`` finds the shard of each row with one ``searchsorted`` over the shard bases and gathers
@@ -22,7 +23,8 @@ the buckets then run ``T..max_len``). Their labels are not ``row[1:]``: read the
 What opening trusts, and what it checks first (cheap: no token is read; ``verify`` is the full
 check): the manifest's fields and file names (:func:`~ddecomp.data.layout.check_manifest`), each
 file's presence, size and place inside the directory (one ``lstat`` each), the bucket files'
-headers against their row counts, and every row start inside its shard; document indexes are
+headers against their row counts, and every row start inside its shard (a mapped bucket's at
+the read that meets it); document indexes are
 checked the same way when first read. A problem is one :class:`DataError` line that names the
 file and points to ``ddecomp verify DIR``.
 """
@@ -43,6 +45,7 @@ from ddecomp.data.layout import (
     check_manifest,
     load_manifest,
 )
+from ddecomp.data.rowstarts import ShardedStarts, load_row_starts
 from ddecomp.data.tailindex import load_tail_index
 from ddecomp.data.tailrows import (
     PackedRows,
@@ -84,7 +87,7 @@ class Dataset:
         self._tokens: list[np.ndarray] = self._token_arrays()
         self._guard = InPlaceGuard(manifest)  # an --in-place file: re-checked before each read
         self.token_base = np.cumsum([0] + [int(sh["tokens"]) for sh in shards], dtype=np.int64)
-        self._starts: dict[int, np.ndarray] = {}
+        self._starts: dict[int, np.ndarray | ShardedStarts] = {}
         policy, tail_len = tail_policy(manifest)
         self.tails: str = policy
         self._tail = (
@@ -94,21 +97,15 @@ class Dataset:
         )
         low = self.min_len if tail_len is None else min(tail_len, self.min_len)
         for L in bucket_lengths_for(low, self.max_len):
-            parts = []
-            for i, sh in enumerate(shards):
-                rec = sh["buckets"][split].get(str(L))
-                if rec is not None and rec["rows"]:
-                    starts = read_npy(root / rec["path"], "int64", rec["rows"])
-                    n = int(self.token_base[i + 1] - self.token_base[i])
-                    if int(starts.min()) < 0 or int(starts.max()) + L + 1 > n:
-                        raise DataError(
-                            f"{root / rec['path']}: a row lies outside its shard's {n} tokens"
-                        )
-                    parts.append(starts + self.token_base[i])
-            self._starts[L] = (
-                np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-            ).astype(np.int64, copy=False)
-            self._starts[L].flags.writeable = False
+            recs = [(i, sh["buckets"][split].get(str(L))) for i, sh in enumerate(shards)]
+            recs = [(i, rec) for i, rec in recs if rec is not None and rec["rows"]]
+            self._starts[L] = load_row_starts(
+                [root / rec["path"] for _, rec in recs],
+                [int(rec["rows"]) for _, rec in recs],
+                [int(self.token_base[i]) for i, _ in recs],
+                [int(self.token_base[i + 1] - self.token_base[i]) for i, _ in recs],
+                L,
+            )
         self.bucket_rows: dict[int, int] = {L_: int(a.size) for L_, a in self._starts.items()}
         self.packed_from: dict[int, int] = {}  # bucket -> its first packed tail row
         if self._tail is not None:
@@ -177,8 +174,10 @@ class Dataset:
             raise KeyError(f"no bucket of length {L}; buckets are {list(self._starts)}")
         return self.bucket_rows[L]
 
-    def row_starts(self, L: int) -> np.ndarray:
-        """Global token offsets of the rows of bucket ``L`` (read-only, ascending)."""
+    def row_starts(self, L: int) -> np.ndarray | ShardedStarts:
+        """Global token offsets of the rows of bucket ``L`` (read-only, ascending): an array, or
+        for a bucket above :data:`~ddecomp.data.rowstarts.EAGER_ROWS` rows its shards' mapped
+        files behind the same indexing (:mod:`ddecomp.data.rowstarts`)."""
         self.num_rows(L)
         return self._starts[L]
 

@@ -75,7 +75,7 @@ def check_files(root: Path, man: Mapping[str, Any]) -> int:
     return n
 
 
-def read_npy(path: Path, dtype: str, count: int) -> np.ndarray:
+def read_npy(path: Path, dtype: str, count: int, mapped: bool = False) -> np.ndarray:
     """The 1-D ``dtype`` array of ``count`` entries in the ``.npy`` at ``path``.
 
     The header is parsed and checked (dtype, shape, ``count``, and header + data = the file's
@@ -99,6 +99,10 @@ def read_npy(path: Path, dtype: str, count: int) -> np.ndarray:
                     f"{path}: header says {shape[0]} entries, the manifest {count}, and "
                     f"{size} data bytes hold {size // dt.itemsize}"
                 )
+            if mapped:
+                if count == 0:  # np.memmap refuses an empty map
+                    return np.zeros(0, dtype=dt)
+                return np.memmap(fh, dtype=dt, mode="r", offset=fh.tell(), shape=(count,))
             arr = np.fromfile(fh, dtype=dt, count=count)
     except FileNotFoundError:
         raise DataError(f"{path}: missing") from None
@@ -107,6 +111,12 @@ def read_npy(path: Path, dtype: str, count: int) -> np.ndarray:
     if arr.size != count:  # the file shrank while it was read
         raise DataError(f"{path}: {arr.size} entries read, {count} expected")
     return arr
+
+
+def map_npy(path: Path, dtype: str, count: int) -> np.ndarray:
+    """As :func:`read_npy`, the header checked the same way, but the data memory-mapped read-only
+    (the page cache's, shared between processes) instead of read."""
+    return read_npy(path, dtype, count, mapped=True)
 
 
 def check_out(out: np.ndarray, shape: tuple[int, int], vocab_size: int) -> None:
