@@ -64,7 +64,7 @@ def test_mapped_starts_serve_the_in_memory_rows(
         compared += n
     assert compared > 1000
     kw = dict(tokens_per_step=1024, seed=5, world=None)
-    got, want = VSLLoader(lazy, **kw), VSLLoader(eager, **kw)  # type: ignore[arg-type]
+    got, want = VSLLoader(lazy, **kw), VSLLoader(eager, **kw)
     steps = 0
     for x, y in zip(got, want, strict=True):
         assert_batches_equal(x, y, f"step {steps}")
@@ -82,7 +82,7 @@ def test_blends_and_rebucketed_views_over_mapped_starts(
     for g, w in zip(got, want, strict=True):
         kw = dict(tokens_per_step=512, seed=2, world=None)
         n = 0
-        for x, y in zip(VSLLoader(g, **kw), VSLLoader(w, **kw), strict=True):  # type: ignore[arg-type]
+        for x, y in zip(VSLLoader(g, **kw), VSLLoader(w, **kw), strict=True):
             assert_batches_equal(x, y)
             n += 1
         assert n > 10

@@ -75,6 +75,9 @@ class ShardedStarts:
         whole = self[np.arange(self.size)]
         return whole if dtype is None else whole.astype(dtype)
 
+    def tolist(self) -> list[int]:
+        return np.asarray(self).tolist()
+
     def __iter__(self) -> Iterator[int]:
         step = 1 << 20
         for lo in range(0, self.size, step):
