@@ -30,12 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from ddecomp.data.layout import fingerprint, format_version
 from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
 from ddecomp.preparing.config import TokensConfig
 from ddecomp.preparing.inputs import input_stamp
-from ddecomp.preparing.manifest import build_manifest
+from ddecomp.preparing.manifest import add_inputs, build_manifest
 from ddecomp.preparing.perinput import check_distinct, source_names, sources_record
 from ddecomp.preparing.pretokenized import in_place_reference, open_token_source, token_ranges
 from ddecomp.preparing.ray_engine import probe_cluster
@@ -185,22 +184,26 @@ def _prepare_tokens(cfg: TokensConfig, lock: DirLock) -> dict[str, Any]:
         "bos_token": None,
         "file": None,
     }
-    inputs: dict[str, Any] = {"kind": "tokens", "tokens": total}
-    if several:
-        inputs["sources"] = [s[3] for s in opened]
-        inputs["dtypes"] = [s[1].dtype.name for s in opened]
-    else:
-        inputs = {"kind": "tokens", "source": opened[0][3], "tokens": total}
-        inputs["dtype"] = opened[0][1].dtype.name
+    inputs: dict[str, Any] = (
+        {
+            "kind": "tokens",
+            "tokens": total,
+            "sources": [s[3] for s in opened],
+            "dtypes": [s[1].dtype.name for s in opened],
+        }
+        if several
+        else {
+            "kind": "tokens",
+            "source": opened[0][3],
+            "tokens": total,
+            "dtype": opened[0][1].dtype.name,
+        }
+    )
     man = build_manifest(
         cfg, records, info, out_dtype, inputs, {"skipped": {}}, identity, time.perf_counter() - t0
     )
-    if refs:
-        man["tokens_file" if not several else "tokens_files"] = refs[0] if not several else refs
-        man["version"] = format_version(man, cfg.tails == "pack")
+    sources = None
     if cfg.source_per_input:
         names = source_names([str(s[0]) if isinstance(s[0], Path) else "array" for s in opened])
-        man["sources"] = sources_record(names, [k for k, _ in plan])
-    if refs or cfg.source_per_input:
-        man["fingerprint"] = fingerprint(man)
-    return finish(cfg, man)
+        sources = sources_record(names, [k for k, _ in plan])
+    return finish(cfg, add_inputs(man, refs, sources))

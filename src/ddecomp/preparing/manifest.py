@@ -9,6 +9,7 @@ reasons are zero and each split's ``tail_bucket`` records rows, pieces, targets 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ddecomp.data.layout import (
@@ -17,6 +18,7 @@ from ddecomp.data.layout import (
     SPLITS,
     TAILS_FORMAT_VERSION,
     fingerprint,
+    format_version,
 )
 from ddecomp.decompose import CONVENTION
 from ddecomp.io import canonical_sha256
@@ -111,5 +113,24 @@ def build_manifest(
         "created_by": f"ddecomp {__version__}",
         "prepare": {"identity_sha256": canonical_sha256(identity), "elapsed_s": round(elapsed, 3)},
     }
+    man["fingerprint"] = fingerprint(man)
+    return man
+
+
+def add_inputs(
+    man: dict[str, Any],
+    refs: Sequence[Mapping[str, Any]] = (),
+    sources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``man`` with what the shard records do not hold: the files indexed in place (one:
+    ``tokens_file`` as always; several: ``tokens_files``, format version 3) and the per-input
+    ``sources``; its version and fingerprint then recomputed. Every entry point ends here."""
+    if len(refs) == 1:
+        man["tokens_file"] = dict(refs[0])
+    elif refs:
+        man["tokens_files"] = [dict(r) for r in refs]
+    if sources is not None:
+        man["sources"] = sources
+    man["version"] = format_version(man, man["tails"]["policy"] == "pack")
     man["fingerprint"] = fingerprint(man)
     return man

@@ -47,13 +47,12 @@ from typing import Any
 
 import numpy as np
 
-from ddecomp.data.layout import fingerprint, format_version
 from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
 from ddecomp.io import canonical_sha256
 from ddecomp.preparing.config import MegatronConfig
 from ddecomp.preparing.inputs import input_stamp
-from ddecomp.preparing.manifest import build_manifest
+from ddecomp.preparing.manifest import add_inputs, build_manifest
 from ddecomp.preparing.perinput import check_distinct, source_names, sources_record
 from ddecomp.preparing.pretokenized import file_reference
 from ddecomp.preparing.ray_engine import probe_cluster
@@ -332,13 +331,7 @@ def _prepare_megatron(cfg: MegatronConfig, lock: DirLock) -> dict[str, Any]:
     man = build_manifest(
         cfg, records, info, out_dtype, inputs, {"skipped": skipped}, identity, elapsed
     )
-    if several:
-        man["tokens_files"] = refs
-        man["version"] = format_version(man, cfg.tails == "pack")
-    elif ref is not None:
-        man["tokens_file"] = ref
+    sources = None
     if cfg.source_per_input:  # shards never mix prefixes: one source per shard
-        names = source_names(cfg.prefixes)
-        man["sources"] = sources_record(names, [k for k, _, _ in plan])
-    man["fingerprint"] = fingerprint(man)
-    return finish(cfg, man)
+        sources = sources_record(source_names(cfg.prefixes), [k for k, _, _ in plan])
+    return finish(cfg, add_inputs(man, refs, sources))

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ddecomp.data.layout import TOKENIZER_FILE, fingerprint
+from ddecomp.data.layout import TOKENIZER_FILE
 from ddecomp.dirlock import DirLock
 from ddecomp.errors import UserError
 from ddecomp.io import canonical_sha256
@@ -59,7 +59,7 @@ from ddecomp.preparing.inputs import (
     input_stamp,
     suffix_kind,
 )
-from ddecomp.preparing.manifest import build_manifest
+from ddecomp.preparing.manifest import add_inputs, build_manifest
 from ddecomp.preparing.perinput import discover_groups, source_names, sources_record
 from ddecomp.preparing.ray_engine import probe_cluster
 from ddecomp.preparing.remote_out import claim_out
@@ -289,10 +289,8 @@ def _prepare(cfg: PrepareConfig, lock: DirLock) -> dict[str, Any]:
     man = build_manifest(
         cfg, records, info, dtype, inputs, stats.as_dict(), identity, time.perf_counter() - t0
     )
-    if groups:
-        man["sources"] = sources_record(names, shard_sources)
-        man["fingerprint"] = fingerprint(man)
-    return finish(cfg, man)
+    sources = sources_record(names, shard_sources) if groups else None
+    return finish(cfg, add_inputs(man, sources=sources))
 
 
 def _fmt_skips(d: dict[str, Any]) -> str:
