@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")  # a sha256 as the records write it
 
 
 @contextlib.contextmanager

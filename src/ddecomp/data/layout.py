@@ -33,7 +33,6 @@ and the manifest before allocating anything.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
@@ -44,7 +43,7 @@ from ddecomp.data.tailrows import TAIL_KINDS, check_shard_tails, check_tail_buck
 from ddecomp.data.tokenfile import check_in_place
 from ddecomp.decompose import MAX_LEN_LIMIT, is_power_of_two
 from ddecomp.errors import DataError, UserError
-from ddecomp.io import canonical_sha256, read_json
+from ddecomp.io import SHA256_HEX, canonical_sha256, read_json
 
 FORMAT_NAME = "ddecomp"
 FORMAT_VERSION = 1
@@ -63,7 +62,6 @@ TOKEN_DTYPES = ("uint16", "uint32")
 _VOLATILE_KEYS = ("fingerprint", "created", "elapsed_s", "prepare")
 # A shard's three fixed files, by their key in the shard record's "files".
 _SHARD_FILES = {"tokens": "tokens.bin", "docs": "docs.npy", "split": "split.npy"}
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _COUNT_LIMIT = 1 << 62  # any count or size above this is a forgery, not a dataset
 
 
@@ -232,7 +230,7 @@ class _Fields:
         if got != path:
             self.fail(f"{at}.path", f"is {got!r}, expected {path!r} (a file inside the dataset)")
         self.integer(rec, "bytes", at)
-        if not _SHA256.fullmatch(self.get(rec, "sha256", at, str)):
+        if not SHA256_HEX.fullmatch(self.get(rec, "sha256", at, str)):
             self.fail(f"{at}.sha256", "is not a sha256 hex digest")
         return rec
 
@@ -277,7 +275,7 @@ def check_manifest(man: dict[str, Any], path: Path) -> None:
     if tok.get("file") is not None:
         if tok["file"] != TOKENIZER_FILE:
             f.fail("tokenizer.file", f"is {tok['file']!r}, expected {TOKENIZER_FILE!r} or null")
-        if not _SHA256.fullmatch(f.get(tok, "sha256", "tokenizer", str)):
+        if not SHA256_HEX.fullmatch(f.get(tok, "sha256", "tokenizer", str)):
             f.fail("tokenizer.sha256", "is not a sha256 hex digest")
     f.mapping(man, "convention")
     tail_len = check_tails(f, man, min_len)

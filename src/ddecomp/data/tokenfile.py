@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,7 @@ import numpy as np
 
 from ddecomp.data.tailrows import Fields
 from ddecomp.errors import DataError
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+from ddecomp.io import SHA256_HEX
 
 
 def _identity(path: Path, tf: Mapping[str, Any], st: os.stat_result) -> None:
@@ -210,6 +208,6 @@ def check_in_place(f: Fields, man: dict[str, Any]) -> list[int]:
         for k in ("mtime_ns", "inode"):  # datasets prepared before issue 22 lack them
             if k in tf:
                 f.integer(tf, k, at, hi=2**64)
-        if "header_sha256" in tf and not _SHA256.fullmatch(f.get(tf, "header_sha256", at, str)):
+        if "header_sha256" in tf and not SHA256_HEX.fullmatch(f.get(tf, "header_sha256", at, str)):
             f.fail(f"{at}.header_sha256", "is not a sha256")
     return sizes

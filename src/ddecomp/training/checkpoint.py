@@ -44,14 +44,13 @@ import numpy as np
 import torch
 
 from ddecomp.errors import DataError, UserError
-from ddecomp.io import atomic_file, parse_json, sha256_file, write_json_atomic
+from ddecomp.io import SHA256_HEX, atomic_file, parse_json, sha256_file, write_json_atomic
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest.json"
 FORMAT = 2  # 1: the pickled dicts of before (RNG states as numpy objects), refused on load
 _NAME = re.compile(r"step_[0-9]+\.pt")
 _OWN_NAME = re.compile(r"step_([0-9]{7,})\.pt")  # the names save_checkpoint writes, and prunes
-_SHA = re.compile(r"[0-9a-f]{64}")
 _STATE_PARTS = ("model", "optimizer", "scheduler", "rng")  # tensors in torch's own containers
 _META: dict[str, type | tuple[type, ...]] = {  # the JSON parts and their types
     "step": int,
@@ -223,7 +222,8 @@ def latest_checkpoint(run_dir: Path) -> CheckpointRecord | None:
     if "sha256" not in rec:
         raise _bad_latest(ptr, "has no sha256 (written before checkpoints were verified)")
     step, nbytes, sha = rec.get("step"), rec.get("bytes"), rec["sha256"]
-    if not (_is_int(step) and _is_int(nbytes) and isinstance(sha, str) and _SHA.fullmatch(sha)):
+    digest_ok = isinstance(sha, str) and SHA256_HEX.fullmatch(sha) is not None
+    if not (_is_int(step) and _is_int(nbytes) and digest_ok):
         raise _bad_latest(ptr, "step and bytes must be integers, sha256 64 hex digits")
     assert isinstance(step, int)  # for mypy: _is_int checked both
     assert isinstance(nbytes, int)
